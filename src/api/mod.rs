@@ -1,0 +1,193 @@
+//! The API surface: which path does what, who may call it, and one log line per request.
+//!
+//! Handlers return `Result<Response, ApiError>`; this module renders every error in OpenAI's
+//! shape, because async-h1 sends nothing at all for a handler error.
+
+mod chat;
+mod embeddings;
+mod models;
+mod relay;
+mod responses;
+
+use crate::app::App;
+use crate::auth::{self, Caller};
+use crate::error::ApiError;
+use crate::http::{error_response, json_response, read_body, Peer};
+use crate::ir::Usage;
+use http_types::{Method, Request, Response};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one request carries through the handlers.
+pub(crate) struct Ctx {
+    pub app: Arc<App>,
+    pub peer: Peer,
+    pub caller: Caller,
+    /// Taken by a streaming handler, which finishes it when the stream ends.
+    pub log: Option<AccessLog>,
+}
+
+/// The one line logged per request. Never holds a key or a message body.
+#[derive(Debug)]
+pub(crate) struct AccessLog {
+    method: Method,
+    path: String,
+    pub model: String,
+    pub usage: Option<Usage>,
+    start: Instant,
+}
+
+impl AccessLog {
+    pub fn finish(self, status: u16) {
+        let (p, c) = self
+            .usage
+            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        log::info!(
+            target: "memgate::access",
+            "{} {} model={} status={} ms={:.1} tokens={}+{}",
+            self.method,
+            self.path,
+            if self.model.is_empty() { "-" } else { &self.model },
+            status,
+            self.start.elapsed().as_secs_f64() * 1000.0,
+            p,
+            c
+        );
+    }
+}
+
+/// Serves one request; never fails (errors become OpenAI-shaped bodies).
+pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
+    let log = AccessLog {
+        method: req.method(),
+        path: req.url().path().to_owned(),
+        model: String::new(),
+        usage: None,
+        start: Instant::now(),
+    };
+    let mut ctx = None;
+    let res = match dispatch(&app, &mut req, peer, &mut ctx, log).await {
+        Ok(res) => res,
+        Err((e, log)) => {
+            if let Some(log) = log {
+                log.finish(e.status);
+            }
+            return error_response(&e);
+        }
+    };
+    if let Some(log) = ctx.and_then(|c: Ctx| c.log) {
+        log.finish(res.status().into());
+    }
+    res
+}
+
+type Failure = (ApiError, Option<AccessLog>);
+
+async fn dispatch(
+    app: &Arc<App>,
+    req: &mut Request,
+    peer: Peer,
+    slot: &mut Option<Ctx>,
+    log: AccessLog,
+) -> Result<Response, Failure> {
+    let method = req.method();
+    let path = req.url().path().to_owned();
+    if path == "/healthz" {
+        return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
+    }
+    let Some(route) = Endpoint::find(&path) else {
+        return Err((
+            ApiError::not_found(format!("no route for {path}; the API lives under /v1")),
+            Some(log),
+        ));
+    };
+    if method != route.method() {
+        return Err((
+            ApiError::method_not_allowed(method.as_ref(), &path),
+            Some(log),
+        ));
+    }
+    let caller = match auth::authenticate(app.auth, &app.store, req) {
+        Ok(c) => c,
+        Err(e) => return Err((e, Some(log))),
+    };
+    let ctx = slot.insert(Ctx {
+        app: app.clone(),
+        peer,
+        caller,
+        log: Some(log),
+    });
+    let result = match route {
+        Endpoint::Models => Ok(models::list(ctx)),
+        Endpoint::Model(id) => models::get(ctx, &id),
+        Endpoint::Chat | Endpoint::Responses | Endpoint::Embeddings => {
+            let body = match read_body(req, ctx.app.max_body, ctx.app.body_timeout).await {
+                Ok(b) => b,
+                Err(e) => {
+                    // The rest of an oversized or stalled body is still on the wire: close.
+                    let mut res = error_response(&e);
+                    res.insert_header("connection", "close");
+                    if let Some(log) = ctx.log.take() {
+                        log.finish(e.status);
+                    }
+                    return Ok(res);
+                }
+            };
+            match route {
+                Endpoint::Chat => chat::handle(ctx, &body).await,
+                Endpoint::Responses => responses::handle(ctx, &body).await,
+                _ => embeddings::handle(ctx, &body).await,
+            }
+        }
+    };
+    result.map_err(|e| (e, ctx.log.take()))
+}
+
+enum Endpoint {
+    Chat,
+    Responses,
+    Embeddings,
+    Models,
+    Model(String),
+}
+
+impl Endpoint {
+    fn find(path: &str) -> Option<Endpoint> {
+        Some(match path {
+            "/v1/chat/completions" => Endpoint::Chat,
+            "/v1/responses" => Endpoint::Responses,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/models" => Endpoint::Models,
+            _ => Endpoint::Model(
+                path.strip_prefix("/v1/models/")
+                    .filter(|m| !m.is_empty())?
+                    .to_owned(),
+            ),
+        })
+    }
+
+    fn method(&self) -> Method {
+        match self {
+            Endpoint::Models | Endpoint::Model(_) => Method::Get,
+            _ => Method::Post,
+        }
+    }
+}
+
+/// Parses a JSON request body into `T`, with a message that says what is wrong.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::invalid(
+            "request body is empty; send a JSON object",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_syntax() || e.is_eof() {
+            "request body is not valid JSON"
+        } else {
+            "request body does not fit the API"
+        };
+        ApiError::invalid(format!("{what}: {e}"))
+    })
+}

@@ -1,0 +1,103 @@
+//! Streaming: upstream SSE events in, client SSE frames out, one at a time, never buffered.
+//!
+//! A task pumps each upstream event through a format translator and into the response body's
+//! frame channel as soon as it arrives. It stops early when the client goes away (a peek on the
+//! socket sees the FIN, or the channel closes), dropping the upstream connection, which cancels
+//! the generation. An upstream that breaks off or falls silent ends the client's stream with an
+//! error event and no clean terminator, so SDKs raise instead of returning a truncated answer.
+
+use super::{AccessLog, Ctx};
+use crate::http::{frame_channel, sse, sse_response, FrameSender, Peer};
+use crate::ir::Usage;
+use crate::upstream::{EventStream, UpstreamResponse};
+use futures_lite::future;
+use http_types::Response;
+use serde_json::json;
+
+/// Frames already queued between the pump and the socket; small, so a slow client slows the
+/// upstream read instead of growing memory.
+const FRAMES_IN_FLIGHT: usize = 8;
+
+/// Turns one inbound format's upstream events into the client's frames.
+pub(crate) trait Translate: Send + 'static {
+    /// The frames to send for one upstream event (none, one or several).
+    fn event(&mut self, ev: sse::Event) -> Vec<Vec<u8>>;
+    /// Whether the upstream has signalled a clean end of the answer.
+    fn finished(&self) -> bool;
+    fn usage(&self) -> Option<Usage>;
+    /// The client's frame for a stream that broke off.
+    fn error_frame(&self, message: &str) -> Vec<u8> {
+        let body = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": "stream_interrupted"}});
+        sse::frame(None, &body.to_string())
+    }
+}
+
+/// Starts relaying `upstream` and returns the streaming response at once.
+pub(crate) fn relay(
+    ctx: &mut Ctx,
+    upstream: UpstreamResponse,
+    translate: impl Translate,
+) -> Response {
+    let (tx, body) = frame_channel(FRAMES_IN_FLIGHT);
+    let task = pump(
+        upstream.events(),
+        tx,
+        ctx.peer.clone(),
+        translate,
+        ctx.log.take(),
+    );
+    crate::runtime::spawn(task).detach();
+    sse_response(body)
+}
+
+enum End {
+    Clean,
+    ClientGone,
+    Broken(String),
+}
+
+async fn pump(
+    mut events: EventStream,
+    tx: FrameSender,
+    peer: Peer,
+    mut t: impl Translate,
+    log: Option<AccessLog>,
+) {
+    let end = 'relay: loop {
+        let next = future::or(async { Some(events.next().await) }, async {
+            peer.closed().await;
+            None
+        });
+        match next.await {
+            None => break End::ClientGone,
+            Some(Ok(Some(ev))) => {
+                for frame in t.event(ev) {
+                    if tx.send(frame).await.is_err() {
+                        break 'relay End::ClientGone;
+                    }
+                }
+            }
+            Some(Ok(None)) if t.finished() => break End::Clean,
+            Some(Ok(None)) => {
+                break End::Broken(
+                    "the upstream ended the stream before finishing the answer".to_owned(),
+                )
+            }
+            Some(Err(m)) => break End::Broken(m),
+        }
+    };
+    let outcome = match &end {
+        End::Clean => "complete",
+        End::ClientGone => "client-disconnected",
+        End::Broken(m) => {
+            log::warn!("stream from upstream broke off: {m}");
+            let _ = tx.send(t.error_frame(m)).await;
+            "interrupted"
+        }
+    };
+    if let Some(mut log) = log {
+        log.usage = t.usage();
+        log.model.push_str(&format!(" stream={outcome}"));
+        log.finish(200);
+    }
+}

@@ -1,0 +1,94 @@
+//! `POST /v1/responses`, the OpenAI Responses API.
+
+use super::relay::{relay, Translate};
+use super::{parse_body, Ctx};
+use crate::error::ApiError;
+use crate::http::{json_response, sse};
+use crate::ir::{PassthroughRequest, Usage};
+use http_types::Response;
+use serde_json::Value;
+
+pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let mut req: PassthroughRequest = parse_body(body)?;
+    let asked = std::mem::take(&mut req.model);
+    if let Some(log) = &mut ctx.log {
+        log.model.clone_from(&asked);
+    }
+    let route = ctx.app.router.resolve(&asked)?;
+    req.model = route.model;
+    let upstream = route
+        .provider
+        .passthrough("/responses", &req, ctx.caller.byok.as_deref())?;
+    let res = ctx.app.client.send(&upstream).await?;
+    if !res.is_success() {
+        let status = res.status;
+        return Err(ApiError::from_upstream(status, &res.bytes().await?));
+    }
+    if req.stream == Some(true) && res.is_event_stream() {
+        return Ok(relay(
+            ctx,
+            res,
+            ResponseStream {
+                model: asked,
+                done: false,
+                usage: None,
+            },
+        ));
+    }
+    let bytes = res.bytes().await?;
+    let mut answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_gateway(format!("upstream sent an unreadable Responses body: {e}"))
+    })?;
+    set_model(&mut answer, &asked);
+    if let Some(log) = &mut ctx.log {
+        log.usage = answer.get("usage").and_then(Usage::from_value);
+    }
+    Ok(json_response(200, &answer))
+}
+
+fn set_model(response: &mut Value, model: &str) {
+    if let Some(m) = response.get_mut("model") {
+        *m = Value::String(model.to_owned());
+    }
+}
+
+/// Responses events pass through in order; the `response` object they carry gets the client's
+/// model name. The stream is complete once a terminal event (completed, failed, incomplete) came.
+struct ResponseStream {
+    model: String,
+    done: bool,
+    usage: Option<Usage>,
+}
+
+impl Translate for ResponseStream {
+    fn event(&mut self, ev: sse::Event) -> Vec<Vec<u8>> {
+        let Ok(mut data) = serde_json::from_str::<Value>(&ev.data) else {
+            return vec![sse::frame(ev.event.as_deref(), &ev.data)];
+        };
+        let kind = ev
+            .event
+            .clone()
+            .or_else(|| data.get("type").and_then(Value::as_str).map(str::to_owned));
+        if let Some(r) = data.get_mut("response") {
+            set_model(r, &self.model);
+            if let Some(u) = r.get("usage").and_then(Usage::from_value) {
+                self.usage = Some(u);
+            }
+        }
+        if matches!(
+            kind.as_deref(),
+            Some("response.completed" | "response.failed" | "response.incomplete" | "error")
+        ) {
+            self.done = true;
+        }
+        vec![sse::frame(ev.event.as_deref(), &data.to_string())]
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}

@@ -1,0 +1,31 @@
+//! Everything a request needs, built once at start-up and shared by all connections.
+
+use crate::config::{AuthMode, Config};
+use crate::router::Router;
+use crate::store::Store;
+use crate::upstream::Client;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct App {
+    pub auth: AuthMode,
+    pub store: Store,
+    pub router: Router,
+    pub client: Client,
+    pub max_body: u64,
+    pub body_timeout: Duration,
+}
+
+impl App {
+    pub fn new(config: &Config, listen: SocketAddr, store: Store) -> App {
+        App {
+            auth: config.auth_mode(listen),
+            store,
+            router: Router::new(config),
+            client: Client::new(config.timeouts.clone()),
+            max_body: config.max_body_bytes(),
+            body_timeout: Duration::from_millis(config.timeouts.body_ms),
+        }
+    }
+}

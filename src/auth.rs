@@ -1,0 +1,72 @@
+//! Who is calling: the gateway key (tenant) and an optional bring-your-own provider key.
+//!
+//! Header rules, in order:
+//! - `X-Memory-Gateway-Authorization: Bearer msk_…` names the gateway key; `Authorization` then
+//!   carries the caller's provider key, which goes upstream instead of the configured one (BYOK).
+//! - Otherwise `Authorization: Bearer msk_…` (or `x-api-key: msk_…`, the Anthropic SDK's
+//!   header) is the gateway key.
+//! - With `[auth] mode = "none"` a plain `Authorization` is a placeholder the SDKs insist on, and
+//!   is ignored.
+//!
+//! A gateway key never goes upstream: only the BYOK key or the configured key does.
+
+use crate::config::AuthMode;
+use crate::error::ApiError;
+use crate::store::Store;
+use http_types::Request;
+
+/// The tenant of requests made without a key (`mode = "none"`).
+pub const OPEN_TENANT: &str = "default";
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The gateway key's name; threads and usage are scoped to it.
+    pub tenant: String,
+    /// A provider key supplied by the caller, used upstream instead of the configured one.
+    pub byok: Option<String>,
+}
+
+fn bearer(req: &Request, name: &str) -> Option<String> {
+    let v = req.header(name)?.last().as_str().trim();
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .unwrap_or(v)
+        .trim();
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Caller, ApiError> {
+    let gateway_header = bearer(req, "x-memory-gateway-authorization");
+    let authorization = bearer(req, "authorization");
+    let (gateway_key, byok) = match gateway_header {
+        Some(k) => (Some(k), authorization),
+        None => {
+            let from_auth = authorization.filter(|k| k.starts_with(crate::store::KEY_PREFIX));
+            (
+                from_auth.or_else(|| bearer(req, "x-api-key").filter(|k| k.starts_with("msk_"))),
+                None,
+            )
+        }
+    };
+    let Some(key) = gateway_key else {
+        return match mode {
+            AuthMode::None => Ok(Caller { tenant: OPEN_TENANT.to_owned(), byok }),
+            AuthMode::Keys => Err(ApiError::unauthorized(
+                "missing gateway key: send `Authorization: Bearer msk_…` (create one with `memgate keys create NAME`)",
+            )),
+        };
+    };
+    match store.verify_key(&key) {
+        Ok(Some(record)) => Ok(Caller {
+            tenant: record.name,
+            byok,
+        }),
+        Ok(None) => Err(ApiError::unauthorized("invalid or revoked gateway key")),
+        Err(e) => {
+            log::error!("key lookup failed: {e}");
+            Err(ApiError::internal("key lookup failed; see the gateway log"))
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! memgate-mock: an upstream provider that answers from recorded fixtures.
+//!
+//! Tests, the SDK checks and the benchmark point memgate at it instead of a real provider.
+//! A fixture is a directory holding `meta.json` and the recorded body (`response.json` or
+//! `response.sse`, raw bytes exactly as the vendor sends them):
+//!
+//! ```json
+//! {"path": "/v1/chat/completions", "method": "POST", "match": ["What is 2+2?"], "absent": ["tool_call_id"],
+//!  "status": 200, "content_type": "application/json", "delay_ms": 0, "event_delay_ms": 0, "headers": {}}
+//! ```
+//!
+//! The first fixture (by directory name) whose path and method equal the request's, whose
+//! `match` strings all occur in the request body and whose `absent` strings do not, answers.
+//! SSE bodies are sent one event at a time, `event_delay_ms` apart, each flushed as it goes.
+//! Every request is recorded: `GET /__mock/requests` lists them, `DELETE` clears the list.
+//!
+//! Usage: memgate-mock --dir fixtures/openai [--listen 127.0.0.1:0]; prints its URL on stdout.
+
+use futures_lite::AsyncReadExt;
+use http_types::{Request, Response};
+use memgate::http::{
+    frame_channel, json_response, serve, sse_response, text_response, ServerOptions,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    path: String,
+    #[serde(default = "post")]
+    method: String,
+    #[serde(default, rename = "match")]
+    needles: Vec<String>,
+    #[serde(default)]
+    absent: Vec<String>,
+    #[serde(default = "ok")]
+    status: u16,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    delay_ms: u64,
+    #[serde(default)]
+    event_delay_ms: u64,
+    #[serde(default)]
+    headers: serde_json::Map<String, Value>,
+}
+
+fn post() -> String {
+    "POST".to_owned()
+}
+
+fn ok() -> u16 {
+    200
+}
+
+struct Fixture {
+    name: String,
+    meta: Meta,
+    body: Vec<u8>,
+    sse: bool,
+}
+
+struct Mock {
+    fixtures: Vec<Fixture>,
+    seen: Mutex<Vec<Value>>,
+}
+
+fn load(dir: &Path) -> Result<Vec<Fixture>, String> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("meta.json").exists())
+        .collect();
+    dirs.sort();
+    dirs.iter()
+        .map(|d| {
+            let name = d
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let meta_text =
+                std::fs::read_to_string(d.join("meta.json")).map_err(|e| format!("{name}: {e}"))?;
+            let meta: Meta =
+                serde_json::from_str(&meta_text).map_err(|e| format!("{name}/meta.json: {e}"))?;
+            let (body, sse) = match std::fs::read(d.join("response.sse")) {
+                Ok(b) => (b, true),
+                Err(_) => (
+                    std::fs::read(d.join("response.json"))
+                        .map_err(|e| format!("{name}: no response.sse or response.json: {e}"))?,
+                    false,
+                ),
+            };
+            Ok(Fixture {
+                name,
+                meta,
+                body,
+                sse,
+            })
+        })
+        .collect()
+}
+
+async fn answer(mock: Arc<Mock>, mut req: Request) -> Response {
+    let mut body = Vec::new();
+    let _ = req.take_body().read_to_end(&mut body).await;
+    let path = req.url().path().to_owned();
+    let method = req.method().to_string();
+    if path == "/__mock/requests" {
+        let mut seen = mock.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if method == "DELETE" {
+            seen.clear();
+        }
+        return json_response(200, &Value::Array(seen.clone()));
+    }
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let headers: serde_json::Map<String, Value> = req
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                Value::String(v.last().as_str().to_owned()),
+            )
+        })
+        .collect();
+    let found = mock.fixtures.iter().find(|f| {
+        f.meta.path == path
+            && f.meta.method == method
+            && f.meta.needles.iter().all(|n| text.contains(n.as_str()))
+            && !f.meta.absent.iter().any(|n| text.contains(n.as_str()))
+    });
+    mock.seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(json!({
+            "method": method, "path": path, "headers": headers, "body": text,
+            "fixture": found.map(|f| f.name.as_str()),
+        }));
+    let Some(f) = found else {
+        let err = json!({"error": {"message": format!("memgate-mock: no fixture matches {method} {path}"), "type": "invalid_request_error", "param": null, "code": "no_fixture"}});
+        return json_response(404, &err);
+    };
+    if f.meta.delay_ms > 0 {
+        smol::Timer::after(Duration::from_millis(f.meta.delay_ms)).await;
+    }
+    let mut res = if f.sse && f.meta.status < 300 {
+        let (tx, body) = frame_channel(4);
+        let events = split_events(&f.body);
+        let gap = Duration::from_millis(f.meta.event_delay_ms);
+        memgate::runtime::spawn(async move {
+            for (i, ev) in events.into_iter().enumerate() {
+                if i > 0 && !gap.is_zero() {
+                    smol::Timer::after(gap).await;
+                }
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+        sse_response(body)
+    } else {
+        let ct = f.meta.content_type.as_deref().unwrap_or("application/json");
+        text_response(f.meta.status, ct, f.body.clone())
+    };
+    res.set_status(
+        http_types::StatusCode::try_from(f.meta.status).unwrap_or(http_types::StatusCode::Ok),
+    );
+    for (k, v) in &f.meta.headers {
+        res.insert_header(k.as_str(), v.as_str().unwrap_or_default());
+    }
+    res
+}
+
+/// Splits raw SSE bytes into events, each keeping its own terminating blank line.
+fn split_events(raw: &[u8]) -> Vec<Vec<u8>> {
+    let text = String::from_utf8_lossy(raw);
+    let sep = if text.contains("\r\n\r\n") {
+        "\r\n\r\n"
+    } else {
+        "\n\n"
+    };
+    text.split_inclusive(sep)
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| e.as_bytes().to_vec())
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let Some(dir) = arg("--dir") else {
+        eprintln!("usage: memgate-mock --dir FIXTURE_DIR [--listen ADDR]");
+        std::process::exit(2);
+    };
+    let listen = arg("--listen").unwrap_or_else(|| "127.0.0.1:0".to_owned());
+    let fixtures = match load(Path::new(&dir)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("memgate-mock: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mock = Arc::new(Mock {
+        fixtures,
+        seen: Mutex::new(Vec::new()),
+    });
+    memgate::runtime::block_on(async move {
+        let listener = smol::net::TcpListener::bind(listen.as_str())
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let _ = writeln!(std::io::stdout(), "http://{addr}");
+        let _ = std::io::stdout().flush();
+        let opts = ServerOptions {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+        };
+        let (_stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        serve(
+            listener,
+            opts,
+            move |req, _peer| answer(mock.clone(), req),
+            stop_rx,
+        )
+        .await;
+    });
+}

@@ -1,0 +1,479 @@
+//! `memgate.toml`: parsing, defaults, validation and the zero-config provider set.
+//!
+//! Config types deny unknown fields, so a typo is an error naming the key and its line rather
+//! than a setting silently ignored. Tables later features fill in (`[memory]`, `[retry]`,
+//! `[limits]`, `[fallbacks]`) are accepted now so a config written today keeps parsing.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the config file is looked for when `--config` and `$MEMGATE_CONFIG` are absent.
+pub const SYSTEM_CONFIG: &str = "/etc/memgate/memgate.toml";
+/// Listen address when none is configured: loopback only, so a fresh install exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+const DEFAULT_MAX_BODY: u64 = 32 << 20;
+
+/// The whole configuration, as written in the file (defaults applied by the accessors).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `"provider/model" = ["fallback/model", …]`, tried in order.
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+/// `[auth]`: who may use the gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Unset: `none` when listening on loopback, `keys` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<AuthMode>,
+    /// Permits `mode = "none"` on a non-loopback address: an explicit opt-in to an open LAN.
+    #[serde(default)]
+    pub allow_open_lan: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request needs a gateway key (`msk_…`).
+    Keys,
+    /// No gateway key; a client's `Authorization` header is treated as a placeholder.
+    None,
+}
+
+/// `[timeouts]`, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP connect plus TLS handshake to an upstream.
+    pub connect_ms: u64,
+    /// From sending the request to the upstream's response head (models can think for a while).
+    pub first_byte_ms: u64,
+    /// Longest silence between two reads of an upstream body (per SSE event when streaming).
+    pub idle_ms: u64,
+    /// How long a client may take to send a request head (slowloris bound).
+    pub header_ms: u64,
+    /// How long a client may take to send the request body.
+    pub body_ms: u64,
+    /// How long an idle keep-alive client connection is kept open.
+    pub keepalive_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 10_000,
+            first_byte_ms: 300_000,
+            idle_ms: 300_000,
+            header_ms: 10_000,
+            body_ms: 60_000,
+            keepalive_ms: 75_000,
+        }
+    }
+}
+
+/// `[providers.NAME]`: one upstream. NAME is the model prefix clients use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// As the vendor's own SDK takes it; defaults per kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Listed by `/v1/models` as `NAME/model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Fixture directory of a `replay` provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    Replay,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Replay => "replay",
+        }
+    }
+
+    fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::Replay => None,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The base URL with any trailing slash removed.
+    pub fn base_url(&self) -> Option<String> {
+        let url = self.base_url.as_deref().or(self.kind.default_base_url())?;
+        Some(url.trim_end_matches('/').to_owned())
+    }
+
+    /// The configured key: `api_key`, else the value of the `api_key_env` variable.
+    pub fn api_key(&self) -> Option<String> {
+        self.api_key
+            .clone()
+            .or_else(|| std::env::var(self.api_key_env.as_deref()?).ok())
+            .filter(|k| !k.is_empty())
+    }
+}
+
+/// `[memory]`: observational memory (filled in by the memory feature).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflector_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<MemoryScope>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryScope {
+    Thread,
+    Resource,
+}
+
+/// `[retry]`: upstream retries (filled in by the resilience feature).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_ms: Option<u64>,
+}
+
+/// `[limits]`: per-key and global limits (filled in by the resilience feature).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u64>,
+}
+
+/// Where the config came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Defaults,
+}
+
+impl Config {
+    /// Finds and loads the config: `explicit`, else `$MEMGATE_CONFIG`, else [`SYSTEM_CONFIG`] if it
+    /// exists, else built-in defaults.
+    pub fn locate(explicit: Option<&Path>) -> Result<(Config, Source), String> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("MEMGATE_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()));
+        let Some(path) = path else {
+            return Ok((Config::default().finish()?, Source::Defaults));
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((config, Source::File(path)))
+    }
+
+    /// Parses and validates TOML text; errors name the key and line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        config.finish()
+    }
+
+    /// Applies zero-config providers and checks cross-field rules.
+    fn finish(mut self) -> Result<Config, String> {
+        if self.providers.is_empty() {
+            self.detect_providers();
+        }
+        for (name, p) in &self.providers {
+            if name.is_empty() || name.contains('/') {
+                return Err(format!(
+                    "provider name {name:?} must be non-empty and contain no '/'"
+                ));
+            }
+            if p.kind == ProviderKind::Replay && p.dir.is_none() {
+                return Err(format!(
+                    "[providers.{name}] kind = \"replay\" needs dir = \"fixtures/…\""
+                ));
+            }
+            if let Some(url) = p.base_url() {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "[providers.{name}] base_url {url:?} must start with http:// or https://"
+                    ));
+                }
+            }
+        }
+        if let Some(d) = &self.default_provider {
+            if !self.providers.contains_key(d) {
+                return Err(format!(
+                    "default_provider = {d:?} is not a configured provider; configured: {}",
+                    self.provider_names()
+                ));
+            }
+        }
+        for (from, to) in &self.fallbacks {
+            if to.is_empty() {
+                return Err(format!("[fallbacks] {from:?} lists no fallback models"));
+            }
+        }
+        self.listen_addr()?;
+        Ok(self)
+    }
+
+    /// Providers found in the usual environment variables, plus keyless local Ollama.
+    fn detect_providers(&mut self) {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut add = |name: &str, kind, base: Option<String>, key_env: Option<&str>| {
+            self.providers.insert(
+                name.to_owned(),
+                ProviderConfig {
+                    kind,
+                    base_url: base,
+                    api_key: None,
+                    api_key_env: key_env.map(str::to_owned),
+                    models: Vec::new(),
+                    dir: None,
+                },
+            );
+        };
+        if env("OPENAI_API_KEY").is_some() || env("OPENAI_BASE_URL").is_some() {
+            add(
+                "openai",
+                ProviderKind::Openai,
+                env("OPENAI_BASE_URL"),
+                Some("OPENAI_API_KEY"),
+            );
+        }
+        if env("ANTHROPIC_API_KEY").is_some() {
+            add(
+                "anthropic",
+                ProviderKind::Anthropic,
+                None,
+                Some("ANTHROPIC_API_KEY"),
+            );
+        }
+        if env("GEMINI_API_KEY").is_some() {
+            add("google", ProviderKind::Gemini, None, Some("GEMINI_API_KEY"));
+        } else if env("GOOGLE_API_KEY").is_some() {
+            add("google", ProviderKind::Gemini, None, Some("GOOGLE_API_KEY"));
+        }
+        add(
+            "ollama",
+            ProviderKind::Openai,
+            Some("http://127.0.0.1:11434/v1".to_owned()),
+            None,
+        );
+        if self.default_provider.is_none() {
+            let first = if self.providers.contains_key("openai") {
+                "openai"
+            } else {
+                "ollama"
+            };
+            self.default_provider = Some(first.to_owned());
+        }
+    }
+
+    pub fn provider_names(&self) -> String {
+        self.providers
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        let s = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        s.parse().map_err(|_| {
+            format!(
+                "listen = {s:?} is not an address such as \"127.0.0.1:4000\" or \"0.0.0.0:4000\""
+            )
+        })
+    }
+
+    /// `data_dir`, else `$STATE_DIRECTORY` (set by systemd's StateDirectory=), else `./memgate-data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| {
+                let v = std::env::var_os("STATE_DIRECTORY")?;
+                // systemd may pass several colon-separated directories; the first is ours.
+                let first = v.to_str()?.split(':').next()?.to_owned();
+                Some(PathBuf::from(first))
+            })
+            .unwrap_or_else(|| PathBuf::from("memgate-data"))
+    }
+
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY)
+    }
+
+    /// The auth mode in force for `listen`: explicit, else `none` on loopback, `keys` otherwise.
+    pub fn auth_mode(&self, listen: SocketAddr) -> AuthMode {
+        self.auth.mode.unwrap_or(if listen.ip().is_loopback() {
+            AuthMode::None
+        } else {
+            AuthMode::Keys
+        })
+    }
+
+    /// Refuses an unauthenticated gateway on a LAN address unless explicitly allowed.
+    pub fn check_exposure(&self, listen: SocketAddr) -> Result<(), String> {
+        if self.auth_mode(listen) == AuthMode::None
+            && !listen.ip().is_loopback()
+            && !self.auth.allow_open_lan
+        {
+            return Err(format!(
+                "refusing to serve without keys on {listen}: anyone on the network could spend your provider \
+                 credit. Use [auth] mode = \"keys\" (and `memgate keys create NAME`), listen on 127.0.0.1, \
+                 or set [auth] allow_open_lan = true if this network is trusted"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML, every secret replaced by a mask.
+    pub fn to_masked_toml(&self) -> String {
+        let mut c = self.clone();
+        for p in c.providers.values_mut() {
+            if let Some(k) = &mut p.api_key {
+                *k = mask(k);
+            }
+        }
+        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Keeps a hint of a secret (its first four characters) and hides the rest.
+pub fn mask(secret: &str) -> String {
+    let head: String = secret.chars().take(4).collect();
+    format!("{head}…(masked)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\n[auth]\nmdoe = \"keys\"\n").unwrap_err();
+        assert!(err.contains("mdoe") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn every_table_parses() {
+        let c = Config::parse(
+            r#"
+            listen = "0.0.0.0:4000"
+            default_provider = "openai"
+            max_body_bytes = 1024
+            [auth]
+            mode = "keys"
+            [providers.openai]
+            kind = "openai"
+            api_key = "sk-secret-value"
+            models = ["gpt-4o-mini"]
+            [providers.anthropic]
+            kind = "anthropic"
+            [providers.google]
+            kind = "gemini"
+            [memory]
+            observer_model = "google/gemini-2.5-flash"
+            message_tokens = 30000
+            scope = "resource"
+            [retry]
+            max_attempts = 3
+            [limits]
+            rpm = 60
+            [fallbacks]
+            "openai/gpt-4o" = ["anthropic/claude-sonnet-4"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.providers.len(), 3);
+        let masked = c.to_masked_toml();
+        assert!(
+            !masked.contains("sk-secret-value") && masked.contains("sk-s"),
+            "{masked}"
+        );
+    }
+
+    #[test]
+    fn open_lan_needs_consent() {
+        let c = Config::parse("listen = \"0.0.0.0:4000\"\n[auth]\nmode = \"none\"\n").unwrap();
+        assert!(c.check_exposure(c.listen_addr().unwrap()).is_err());
+        let c = Config::parse(
+            "listen = \"0.0.0.0:4000\"\n[auth]\nmode = \"none\"\nallow_open_lan = true\n",
+        )
+        .unwrap();
+        assert!(c.check_exposure(c.listen_addr().unwrap()).is_ok());
+        let c = Config::parse("listen = \"0.0.0.0:4000\"\n").unwrap();
+        assert_eq!(c.auth_mode(c.listen_addr().unwrap()), AuthMode::Keys);
+    }
+
+    #[test]
+    fn bad_default_provider_lists_the_configured_ones() {
+        let err = Config::parse("default_provider = \"x\"\n[providers.a]\nkind = \"openai\"\n")
+            .unwrap_err();
+        assert!(err.contains("configured: a"), "{err}");
+    }
+}

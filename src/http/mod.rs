@@ -1,0 +1,17 @@
+//! The HTTP/1.1 and SSE layer, hand-rolled on smol + async-h1.
+//!
+//! async-h1 does the framing; this module owns everything around it that a gateway needs and
+//! async-h1 does not do: the accept loop and keep-alive with our own timeouts, answering
+//! malformed requests instead of dropping them, body limits, disconnect detection, and SSE in
+//! both directions with one frame per HTTP chunk so nothing is buffered.
+
+mod body;
+mod response;
+mod server;
+pub mod sse;
+mod stream;
+
+pub use body::read_body;
+pub use response::{error_response, json_response, sse_response, text_response};
+pub use server::{serve, Peer, ServerOptions};
+pub use stream::{frame_channel, FrameSender};

@@ -1,0 +1,218 @@
+//! Server-sent events: a parser for upstream streams and a writer for ours.
+//!
+//! The parser follows the WHATWG framing: lines end in LF, CRLF (Gemini) or CR; `data:` lines
+//! of one event are joined with LF; a blank line dispatches; lines starting with `:` are
+//! comments (keep-alives); one space after the colon is dropped.
+
+use futures_lite::{AsyncBufRead, AsyncBufReadExt};
+use std::io;
+use std::pin::Pin;
+
+/// One dispatched event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// The `event:` field; `None` means the default type, `message`.
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Reads events from a byte stream, one at a time, as they arrive.
+#[derive(Debug)]
+pub struct Reader<R> {
+    inner: R,
+    line: Vec<u8>,
+    /// A CR ended the last line, so an LF opening the next read belongs to it.
+    after_cr: bool,
+}
+
+impl<R: AsyncBufRead + Unpin> Reader<R> {
+    pub fn new(inner: R) -> Self {
+        Reader {
+            inner,
+            line: Vec::new(),
+            after_cr: false,
+        }
+    }
+
+    /// The next event, or `None` at the end of the stream. An event cut off by the end of the
+    /// stream (no closing blank line) is discarded, as the spec says.
+    pub async fn next(&mut self) -> io::Result<Option<Event>> {
+        let mut ev = Event::default();
+        let mut has_data = false;
+        loop {
+            let Some(line) = self.read_line().await? else {
+                return Ok(None);
+            };
+            if line.is_empty() {
+                if has_data {
+                    return Ok(Some(ev));
+                }
+                ev = Event::default();
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.find(':') {
+                Some(i) => (
+                    &line[..i],
+                    line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..]),
+                ),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "data" => {
+                    if has_data {
+                        ev.data.push('\n');
+                    }
+                    ev.data.push_str(value);
+                    has_data = true;
+                }
+                "event" => ev.event = Some(value.to_owned()),
+                _ => {} // `id:` and `retry:` mean nothing to a one-shot relay.
+            }
+        }
+    }
+
+    async fn read_line(&mut self) -> io::Result<Option<String>> {
+        self.line.clear();
+        loop {
+            let buf = self.inner.fill_buf().await?;
+            if buf.is_empty() {
+                if self.line.is_empty() {
+                    return Ok(None);
+                }
+                break;
+            }
+            let mut start = 0;
+            if self.after_cr && buf[0] == b'\n' {
+                start = 1;
+            }
+            self.after_cr = false;
+            match buf[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    self.line.extend_from_slice(&buf[start..start + i]);
+                    let end = buf[start + i];
+                    let mut used = start + i + 1;
+                    if end == b'\r' {
+                        if buf.get(used) == Some(&b'\n') {
+                            used += 1;
+                        } else if used == buf.len() {
+                            self.after_cr = true;
+                        }
+                    }
+                    Pin::new(&mut self.inner).consume(used);
+                    break;
+                }
+                None => {
+                    self.line.extend_from_slice(&buf[start..]);
+                    let n = buf.len();
+                    Pin::new(&mut self.inner).consume(n);
+                }
+            }
+        }
+        String::from_utf8(std::mem::take(&mut self.line))
+            .map(Some)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "SSE line is not valid UTF-8"))
+    }
+}
+
+/// Encodes one event; multi-line data becomes several `data:` lines.
+pub fn frame(event: Option<&str>, data: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    if let Some(e) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
+    }
+    for line in data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], chunk: usize) -> Vec<Event> {
+        // Feed in small chunks so line endings split across reads are exercised.
+        let chunks: Vec<Vec<u8>> = bytes.chunks(chunk).map(<[u8]>::to_vec).collect();
+        let stream = futures_lite::stream::iter(chunks.into_iter().map(Ok::<_, io::Error>));
+        let mut r = Reader::new(futures_lite::io::BufReader::new(StreamReader(Box::pin(
+            stream,
+        ))));
+        smol::block_on(async {
+            let mut out = Vec::new();
+            while let Some(e) = r.next().await.unwrap() {
+                out.push(e);
+            }
+            out
+        })
+    }
+
+    struct StreamReader<S>(std::pin::Pin<Box<S>>);
+    impl<S: futures_lite::Stream<Item = io::Result<Vec<u8>>>> futures_lite::AsyncRead
+        for StreamReader<S>
+    {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            match self.0.as_mut().poll_next(cx) {
+                std::task::Poll::Ready(Some(Ok(v))) => {
+                    buf[..v.len()].copy_from_slice(&v);
+                    std::task::Poll::Ready(Ok(v.len()))
+                }
+                std::task::Poll::Ready(Some(Err(e))) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Ready(None) => std::task::Poll::Ready(Ok(0)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    #[test]
+    fn lf_crlf_and_cr_framings_agree() {
+        let lf = b": ping\n\nevent: a\ndata: {\"x\":1}\ndata: two\n\ndata: [DONE]\n\n".to_vec();
+        let crlf: Vec<u8> = String::from_utf8(lf.clone())
+            .unwrap()
+            .replace('\n', "\r\n")
+            .into_bytes();
+        let cr: Vec<u8> = String::from_utf8(lf.clone())
+            .unwrap()
+            .replace('\n', "\r")
+            .into_bytes();
+        let want = vec![
+            Event {
+                event: Some("a".into()),
+                data: "{\"x\":1}\ntwo".into(),
+            },
+            Event {
+                event: None,
+                data: "[DONE]".into(),
+            },
+        ];
+        for chunk in [1, 2, 3, 7, 1000] {
+            assert_eq!(parse(&lf, chunk), want, "lf/{chunk}");
+            assert_eq!(parse(&crlf, chunk), want, "crlf/{chunk}");
+            assert_eq!(parse(&cr, chunk), want, "cr/{chunk}");
+        }
+    }
+
+    #[test]
+    fn truncated_event_is_dropped_and_frame_round_trips() {
+        assert!(parse(b"data: partial", 4).is_empty());
+        let f = frame(Some("response.created"), "a\nb");
+        assert_eq!(
+            parse(&f, 5),
+            vec![Event {
+                event: Some("response.created".into()),
+                data: "a\nb".into()
+            }]
+        );
+    }
+}

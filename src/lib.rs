@@ -1,0 +1,25 @@
+//! memgate: a small self-hosted LLM gateway with observational memory.
+//!
+//! A request flows through the modules in this order, and its answer back:
+//! `http` (connections, bodies, SSE) → `api` (the OpenAI surface: parse into the `ir`, render
+//! back) → `router` (model name → provider) → `providers` (the IR in a provider's wire format)
+//! → `upstream` (pooled HTTP/TLS client). `store` holds the redb database; `auth` decides who
+//! calls; `admin` lets the CLI manage keys while the server runs.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ir;
+pub mod providers;
+pub mod router;
+pub mod runtime;
+pub mod serve;
+pub mod store;
+pub mod upstream;

@@ -1,0 +1,281 @@
+//! The client side: HTTP/1.1 to providers over TCP or TLS, with a connection pool and timeouts.
+//!
+//! async-h1 sends one request per call and knows nothing of reuse, so this module keeps idle
+//! connections per host and hands one back only after its response body was read to the end.
+//! A pooled connection the server closed meanwhile is detected (a non-blocking peek sees EOF) or,
+//! if it closes in the race, the request is sent once more on a fresh connection: nothing was
+//! delivered upstream in either case.
+
+mod conn;
+mod pool;
+
+use crate::config::Timeouts;
+use crate::error::ApiError;
+use crate::http::sse;
+use conn::Conn;
+use futures_lite::{future, io::BufReader, AsyncRead, AsyncReadExt};
+use http_types::{Body, Method, Request, Url};
+use pool::{Pool, PoolKey};
+use smol::Timer;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// A request to a provider, built by an adapter.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The shared client; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pool: Arc<Pool>,
+    timeouts: Arc<Timeouts>,
+}
+
+impl Client {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Client {
+            pool: Arc::new(Pool::default()),
+            timeouts: Arc::new(timeouts),
+        }
+    }
+
+    /// Sends a request and returns once the response head arrived; the body streams.
+    pub async fn send(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+        let url = Url::parse(&req.url)
+            .map_err(|e| ApiError::bad_gateway(format!("bad upstream URL {}: {e}", req.url)))?;
+        let key = PoolKey::from_url(&url)
+            .ok_or_else(|| ApiError::bad_gateway(format!("bad upstream URL {}", req.url)))?;
+        // A pooled connection may have been closed by the server a moment ago: one fresh retry.
+        if let Some(conn) = self.pool.take(&key) {
+            if let Ok(res) = self.exchange(conn, &key, &url, req).await {
+                return Ok(res);
+            }
+        }
+        let conn = self.connect(&key).await?;
+        self.exchange(conn, &key, &url, req)
+            .await
+            .map_err(|e| match e {
+                Exchange::Timeout => ApiError::gateway_timeout(format!(
+                    "{} sent no response within {} ms (timeouts.first_byte_ms)",
+                    key.origin(),
+                    self.timeouts.first_byte_ms
+                )),
+                Exchange::Failed(m) => {
+                    ApiError::bad_gateway(format!("{} failed: {m}", key.origin()))
+                }
+            })
+    }
+
+    async fn connect(&self, key: &PoolKey) -> Result<Conn, ApiError> {
+        let limit = Duration::from_millis(self.timeouts.connect_ms);
+        let connecting = async { Some(Conn::open(key).await) };
+        match future::or(connecting, sleep_none(limit)).await {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(e)) => Err(ApiError::bad_gateway(format!(
+                "cannot reach {}: {e}",
+                key.origin()
+            ))),
+            None => Err(ApiError::gateway_timeout(format!(
+                "connecting to {} took over {} ms (timeouts.connect_ms)",
+                key.origin(),
+                self.timeouts.connect_ms
+            ))),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        conn: Conn,
+        key: &PoolKey,
+        url: &Url,
+        req: &UpstreamRequest,
+    ) -> Result<UpstreamResponse, Exchange> {
+        let mut http = Request::new(req.method, url.clone());
+        for (k, v) in &req.headers {
+            http.insert_header(*k, v.as_str());
+        }
+        if req.method != Method::Get {
+            http.set_body(Body::from_bytes(req.body.clone()));
+            http.insert_header("content-type", "application/json");
+        }
+        let limit = Duration::from_millis(self.timeouts.first_byte_ms);
+        let sending = async { Some(async_h1::client::connect(conn.clone(), http).await) };
+        let mut res = match future::or(sending, sleep_none(limit)).await {
+            None => return Err(Exchange::Timeout),
+            Some(Err(e)) => return Err(Exchange::Failed(e.to_string())),
+            Some(Ok(res)) => res,
+        };
+        let framed = res.len().is_some()
+            || res
+                .header("transfer-encoding")
+                .is_some_and(|v| v.as_str().eq_ignore_ascii_case("chunked"));
+        let closing = res
+            .header("connection")
+            .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+        let content_type = res
+            .header("content-type")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        let retry_after = res.header("retry-after").map(|v| v.as_str().to_owned());
+        let body = PooledBody {
+            body: res.take_body(),
+            conn: (framed && !closing).then_some(conn),
+            key: key.clone(),
+            pool: self.pool.clone(),
+        };
+        Ok(UpstreamResponse {
+            status: res.status().into(),
+            content_type,
+            retry_after,
+            body,
+            idle: Duration::from_millis(self.timeouts.idle_ms),
+            origin: key.origin(),
+        })
+    }
+}
+
+enum Exchange {
+    Timeout,
+    Failed(String),
+}
+
+async fn sleep_none<T>(d: Duration) -> Option<T> {
+    Timer::after(d).await;
+    None
+}
+
+/// A provider's response whose body has not been read yet.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub retry_after: Option<String>,
+    body: PooledBody,
+    idle: Duration,
+    origin: String,
+}
+
+/// The most we read of a non-streamed upstream body (embeddings of a large batch are big).
+const MAX_UPSTREAM_BODY: u64 = 256 << 20;
+
+impl UpstreamResponse {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn is_event_stream(&self) -> bool {
+        self.content_type.starts_with("text/event-stream")
+    }
+
+    /// Reads the whole body; each read must arrive within the idle timeout.
+    pub async fn bytes(mut self) -> Result<Vec<u8>, ApiError> {
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; 16 << 10];
+        loop {
+            let read = async { Some(self.body.read(&mut chunk).await) };
+            match future::or(read, sleep_none(self.idle)).await {
+                None => {
+                    return Err(ApiError::gateway_timeout(format!(
+                        "{} stalled mid-response",
+                        self.origin
+                    )))
+                }
+                Some(Err(e)) => {
+                    return Err(ApiError::bad_gateway(format!(
+                        "{} response broke off: {e}",
+                        self.origin
+                    )))
+                }
+                Some(Ok(0)) => return Ok(out),
+                Some(Ok(n)) => {
+                    out.extend_from_slice(&chunk[..n]);
+                    if out.len() as u64 > MAX_UPSTREAM_BODY {
+                        return Err(ApiError::bad_gateway(format!(
+                            "{} response exceeds 256 MiB",
+                            self.origin
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body as a stream of server-sent events.
+    pub fn events(self) -> EventStream {
+        EventStream {
+            reader: sse::Reader::new(BufReader::new(self.body)),
+            idle: self.idle,
+            origin: self.origin,
+        }
+    }
+}
+
+/// Upstream SSE events with the per-event idle timeout applied.
+#[derive(Debug)]
+pub struct EventStream {
+    reader: sse::Reader<BufReader<PooledBody>>,
+    idle: Duration,
+    origin: String,
+}
+
+impl EventStream {
+    /// The next event; `Ok(None)` at a clean end of stream, `Err` (a message) when the stream
+    /// broke off or fell silent for longer than the idle timeout.
+    pub async fn next(&mut self) -> Result<Option<sse::Event>, String> {
+        let read = async { Some(self.reader.next().await) };
+        match future::or(read, sleep_none(self.idle)).await {
+            None => Err(format!(
+                "{} sent nothing for {} ms (timeouts.idle_ms)",
+                self.origin,
+                self.idle.as_millis()
+            )),
+            Some(Err(e)) => Err(format!("{} stream broke off: {e}", self.origin)),
+            Some(Ok(ev)) => Ok(ev),
+        }
+    }
+}
+
+/// A response body that returns its connection to the pool once read to the end.
+struct PooledBody {
+    body: Body,
+    /// `None` when the connection cannot carry another request (close-framed or `Connection: close`).
+    conn: Option<Conn>,
+    key: PoolKey,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl AsyncRead for PooledBody {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.body).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(0)) if !buf.is_empty() => {
+                if let Some(conn) = this.conn.take() {
+                    this.pool.put(this.key.clone(), conn);
+                }
+            }
+            Poll::Ready(Err(_)) => this.conn = None,
+            _ => {}
+        }
+        r
+    }
+}
