@@ -37,12 +37,10 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
             .ok_or_else(|| StoreError::Conflict(format!("{} needs a name", req.op)))
     };
     let result = match req.op.as_str() {
-        "keys.create" => name()
-            .and_then(|n| store.create_key(n))
-            .map(|k| AdminReply {
-                key: Some(k),
-                ..<AdminReply as Default>::default()
-            }),
+        "keys.create" => name().and_then(|n| store.create_key(n)).map(|k| AdminReply {
+            key: Some(k),
+            ..<AdminReply as Default>::default()
+        }),
         "keys.list" => store.list_keys().map(|k| AdminReply {
             keys: Some(k),
             ..<AdminReply as Default>::default()
@@ -50,9 +48,7 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
         "keys.revoke" => name()
             .and_then(|n| store.revoke_key(n))
             .map(|()| <AdminReply as Default>::default()),
-        other => Err(StoreError::Conflict(format!(
-            "unknown admin operation {other:?}"
-        ))),
+        other => Err(StoreError::Conflict(format!("unknown admin operation {other:?}"))),
     };
     result.unwrap_or_else(|e| AdminReply {
         error: Some(e.to_string()),
@@ -133,11 +129,8 @@ impl Admin {
                     BufReader::new(s).read_line(&mut line)?;
                     Ok(line)
                 };
-                let line = talk().map_err(|e| {
-                    format!("cannot reach the running server at {}: {e}", sock.display())
-                })?;
-                json::from_str(line.trim())
-                    .map_err(|_| "the server sent a malformed admin reply".to_owned())?
+                let line = talk().map_err(|e| format!("cannot reach the running server at {}: {e}", sock.display()))?;
+                json::from_str(line.trim()).map_err(|_| "the server sent a malformed admin reply".to_owned())?
             }
         };
         match reply.error {

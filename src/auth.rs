@@ -52,7 +52,10 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
     };
     let Some(key) = gateway_key else {
         return match mode {
-            AuthMode::None => Ok(Caller { tenant: OPEN_TENANT.to_owned(), byok }),
+            AuthMode::None => Ok(Caller {
+                tenant: OPEN_TENANT.to_owned(),
+                byok,
+            }),
             AuthMode::Keys => Err(ApiError::unauthorized(
                 "missing gateway key: send `Authorization: Bearer msk_…` (create one with `memgate keys create NAME`)",
             )),

@@ -58,11 +58,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match a.as_str() {
             "--config" | "-c" => o.config = Some(value(a)?.into()),
             "--listen" => o.listen = Some(value(a)?),
@@ -70,21 +66,16 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--help" | "-h" => o.help = true,
             s if s.starts_with("--") => {
                 if let Some((k, v)) = s.split_once('=') {
-                    return parse(
-                        &[
-                            &[k.to_owned(), v.to_owned()],
-                            &it.cloned().collect::<Vec<_>>()[..],
-                        ]
-                        .concat(),
-                    )
-                    .map(|mut rest| {
-                        rest.positional.splice(0..0, o.positional.drain(..));
-                        rest.config = rest.config.or(o.config.take());
-                        rest.listen = rest.listen.or(o.listen.take());
-                        rest.data_dir = rest.data_dir.or(o.data_dir.take());
-                        rest.help |= o.help;
-                        rest
-                    });
+                    return parse(&[&[k.to_owned(), v.to_owned()], &it.cloned().collect::<Vec<_>>()[..]].concat()).map(
+                        |mut rest| {
+                            rest.positional.splice(0..0, o.positional.drain(..));
+                            rest.config = rest.config.or(o.config.take());
+                            rest.listen = rest.listen.or(o.listen.take());
+                            rest.data_dir = rest.data_dir.or(o.data_dir.take());
+                            rest.help |= o.help;
+                            rest
+                        },
+                    );
                 }
                 return Err(format!("unknown option {s}; see `memgate --help`"));
             }
@@ -193,22 +184,13 @@ fn keys(opts: &Opts) -> Result<(), String> {
     match op {
         "keys.create" => out(&format!("{}\n", reply.key.unwrap_or_default())),
         "keys.revoke" => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "revoked key {:?}",
-                name.unwrap_or_default()
-            );
+            let _ = writeln!(std::io::stderr(), "revoked key {:?}", name.unwrap_or_default());
         }
         _ => {
             let mut text = String::from("NAME\tHINT\tCREATED\tSTATUS\n");
             for k in reply.keys.unwrap_or_default() {
-                let status = k
-                    .revoked_at
-                    .map_or("active".to_owned(), |t| format!("revoked@{t}"));
-                text.push_str(&format!(
-                    "{}\t{}…\t{}\t{}\n",
-                    k.name, k.hint, k.created_at, status
-                ));
+                let status = k.revoked_at.map_or("active".to_owned(), |t| format!("revoked@{t}"));
+                text.push_str(&format!("{}\t{}…\t{}\t{}\n", k.name, k.hint, k.created_at, status));
             }
             out(&text);
         }

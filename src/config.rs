@@ -226,16 +226,14 @@ impl Config {
         let Some(path) = path else {
             return Ok((Config::default().finish()?, Source::Defaults));
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
         let config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok((config, Source::File(path)))
     }
 
     /// Parses and validates TOML text; errors name the key and line.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
         config.finish()
     }
 
@@ -246,9 +244,7 @@ impl Config {
         }
         for (name, p) in &self.providers {
             if name.is_empty() || name.contains('/') {
-                return Err(format!(
-                    "provider name {name:?} must be non-empty and contain no '/'"
-                ));
+                return Err(format!("provider name {name:?} must be non-empty and contain no '/'"));
             }
             if p.kind == ProviderKind::Replay && p.dir.is_none() {
                 return Err(format!(
@@ -305,12 +301,7 @@ impl Config {
             );
         }
         if env("ANTHROPIC_API_KEY").is_some() {
-            add(
-                "anthropic",
-                ProviderKind::Anthropic,
-                None,
-                Some("ANTHROPIC_API_KEY"),
-            );
+            add("anthropic", ProviderKind::Anthropic, None, Some("ANTHROPIC_API_KEY"));
         }
         if env("GEMINI_API_KEY").is_some() {
             add("google", ProviderKind::Gemini, None, Some("GEMINI_API_KEY"));
@@ -334,20 +325,13 @@ impl Config {
     }
 
     pub fn provider_names(&self) -> String {
-        self.providers
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.providers.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
         let s = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        s.parse().map_err(|_| {
-            format!(
-                "listen = {s:?} is not an address such as \"127.0.0.1:4000\" or \"0.0.0.0:4000\""
-            )
-        })
+        s.parse()
+            .map_err(|_| format!("listen = {s:?} is not an address such as \"127.0.0.1:4000\" or \"0.0.0.0:4000\""))
     }
 
     /// `data_dir`, else `$STATE_DIRECTORY` (set by systemd's StateDirectory=), else `./memgate-data`.
@@ -378,10 +362,7 @@ impl Config {
 
     /// Refuses an unauthenticated gateway on a LAN address unless explicitly allowed.
     pub fn check_exposure(&self, listen: SocketAddr) -> Result<(), String> {
-        if self.auth_mode(listen) == AuthMode::None
-            && !listen.ip().is_loopback()
-            && !self.auth.allow_open_lan
-        {
+        if self.auth_mode(listen) == AuthMode::None && !listen.ip().is_loopback() && !self.auth.allow_open_lan {
             return Err(format!(
                 "refusing to serve without keys on {listen}: anyone on the network could spend your provider \
                  credit. Use [auth] mode = \"keys\" (and `memgate keys create NAME`), listen on 127.0.0.1, \
@@ -461,10 +442,7 @@ mod tests {
     fn open_lan_needs_consent() {
         let c = Config::parse("listen = \"0.0.0.0:4000\"\n[auth]\nmode = \"none\"\n").unwrap();
         assert!(c.check_exposure(c.listen_addr().unwrap()).is_err());
-        let c = Config::parse(
-            "listen = \"0.0.0.0:4000\"\n[auth]\nmode = \"none\"\nallow_open_lan = true\n",
-        )
-        .unwrap();
+        let c = Config::parse("listen = \"0.0.0.0:4000\"\n[auth]\nmode = \"none\"\nallow_open_lan = true\n").unwrap();
         assert!(c.check_exposure(c.listen_addr().unwrap()).is_ok());
         let c = Config::parse("listen = \"0.0.0.0:4000\"\n").unwrap();
         assert_eq!(c.auth_mode(c.listen_addr().unwrap()), AuthMode::Keys);
@@ -472,8 +450,7 @@ mod tests {
 
     #[test]
     fn bad_default_provider_lists_the_configured_ones() {
-        let err = Config::parse("default_provider = \"x\"\n[providers.a]\nkind = \"openai\"\n")
-            .unwrap_err();
+        let err = Config::parse("default_provider = \"x\"\n[providers.a]\nkind = \"openai\"\n").unwrap_err();
         assert!(err.contains("configured: a"), "{err}");
     }
 }

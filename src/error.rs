@@ -48,24 +48,14 @@ impl ApiError {
 
     /// 400 `model_not_found`: the model's provider prefix is not configured.
     pub fn model_not_found(message: impl Into<String>) -> Self {
-        let mut e = Self::new(
-            400,
-            "invalid_request_error",
-            Some("model_not_found"),
-            message,
-        );
+        let mut e = Self::new(400, "invalid_request_error", Some("model_not_found"), message);
         e.param = Some("model".to_owned());
         e
     }
 
     /// 401: no gateway key, or one that is unknown or revoked.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(
-            401,
-            "authentication_error",
-            Some("invalid_api_key"),
-            message,
-        )
+        Self::new(401, "authentication_error", Some("invalid_api_key"), message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -86,9 +76,7 @@ impl ApiError {
             413,
             "invalid_request_error",
             Some("request_too_large"),
-            format!(
-                "request body exceeds {limit} bytes; raise max_body_bytes in memgate.toml if this is intended"
-            ),
+            format!("request body exceeds {limit} bytes; raise max_body_bytes in memgate.toml if this is intended"),
         )
     }
 
@@ -109,12 +97,7 @@ impl ApiError {
 
     /// 501: a configured provider kind whose adapter this build does not have yet.
     pub fn not_implemented(message: impl Into<String>) -> Self {
-        Self::new(
-            501,
-            "invalid_request_error",
-            Some("not_implemented"),
-            message,
-        )
+        Self::new(501, "invalid_request_error", Some("not_implemented"), message)
     }
 
     /// Adopts an upstream error: its status and, when it is in OpenAI's shape, its error object.
@@ -130,13 +113,9 @@ impl ApiError {
         }
         .unwrap_or_else(|| {
             let cut = &body[..body.len().min(1024)];
-            format!(
-                "upstream answered {status}: {}",
-                String::from_utf8_lossy(cut).trim()
-            )
+            format!("upstream answered {status}: {}", String::from_utf8_lossy(cut).trim())
         });
-        let kind = text(obj.and_then(|o| o.get("type")))
-            .unwrap_or_else(|| default_kind(status).to_owned());
+        let kind = text(obj.and_then(|o| o.get("type"))).unwrap_or_else(|| default_kind(status).to_owned());
         let code = obj.and_then(|o| o.get("code")).and_then(|c| match c {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),

@@ -136,9 +136,7 @@ impl Usage {
     pub fn from_value(v: &Value) -> Option<Usage> {
         let n = |k: &str| v.get(k).and_then(Value::as_u64);
         let prompt = n("prompt_tokens").or_else(|| n("input_tokens"))?;
-        let completion = n("completion_tokens")
-            .or_else(|| n("output_tokens"))
-            .unwrap_or(0);
+        let completion = n("completion_tokens").or_else(|| n("output_tokens")).unwrap_or(0);
         Some(Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,

@@ -68,8 +68,16 @@ impl Router {
         let prefix = model.split_once('/').map_or(model, |(p, _)| p);
         Err(ApiError::model_not_found(format!(
             "model {model:?} is not routed: no provider '{prefix}' is configured. Use PROVIDER/MODEL with one of: {}{}",
-            if names.is_empty() { "(none configured; add [providers.NAME] to memgate.toml)".to_owned() } else { names.join(", ") },
-            if self.default.is_none() { "; or set default_provider for unprefixed names" } else { "" },
+            if names.is_empty() {
+                "(none configured; add [providers.NAME] to memgate.toml)".to_owned()
+            } else {
+                names.join(", ")
+            },
+            if self.default.is_none() {
+                "; or set default_provider for unprefixed names"
+            } else {
+                ""
+            },
         )))
     }
 
@@ -109,34 +117,21 @@ mod tests {
             ("local/qwen3", Some(("local", "qwen3"))),
             ("gpt-4o-mini", Some(("local", "gpt-4o-mini"))),
             // An unknown prefix reaches the default only when it lists the full name.
-            (
-                "meta-llama/Llama-3.1-8B",
-                Some(("local", "meta-llama/Llama-3.1-8B")),
-            ),
+            ("meta-llama/Llama-3.1-8B", Some(("local", "meta-llama/Llama-3.1-8B"))),
             ("nosuch/model", None),
             ("openrouter/", None),
             ("", None),
         ];
         for (model, want) in cases {
-            let got = r
-                .resolve(model)
-                .ok()
-                .map(|rt| (rt.provider.name.clone(), rt.model));
-            assert_eq!(
-                got,
-                want.map(|(a, b)| (a.to_owned(), b.to_owned())),
-                "{model}"
-            );
+            let got = r.resolve(model).ok().map(|rt| (rt.provider.name.clone(), rt.model));
+            assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())), "{model}");
         }
     }
 
     #[test]
     fn unknown_provider_is_model_not_found_listing_providers() {
         let e = router(None).resolve("nosuch/x").unwrap_err();
-        assert_eq!(
-            (e.status, e.code.as_deref()),
-            (400, Some("model_not_found"))
-        );
+        assert_eq!((e.status, e.code.as_deref()), (400, Some("model_not_found")));
         assert!(e.message.contains("local, openrouter"), "{}", e.message);
         assert!(router(None).resolve("gpt-4o").is_err());
     }

@@ -12,7 +12,10 @@ pub fn run(config: Config) -> Result<(), String> {
     config.check_exposure(listen)?;
     let data_dir = config.data_dir();
     let store = Store::open(&data_dir).map_err(|e| match e {
-        StoreError::Locked(p) => format!("{} is in use: another memgate is running with this data_dir; stop it or pass --data-dir", p.display()),
+        StoreError::Locked(p) => format!(
+            "{} is in use: another memgate is running with this data_dir; stop it or pass --data-dir",
+            p.display()
+        ),
         e => e.to_string(),
     })?;
     let app = Arc::new(App::new(&config, listen, store.clone()));
@@ -26,9 +29,8 @@ pub fn run(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-        let signals =
-            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-                .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         crate::runtime::spawn(async move {
             use futures_lite::StreamExt;
             let mut signals = signals;
@@ -41,9 +43,7 @@ pub fn run(config: Config) -> Result<(), String> {
         let admin_dir = data_dir.clone();
         crate::runtime::spawn(async move {
             if let Err(e) = crate::admin::listen(&admin_dir, store).await {
-                log::warn!(
-                    "admin socket unavailable ({e}); CLI key commands need the server stopped"
-                );
+                log::warn!("admin socket unavailable ({e}); CLI key commands need the server stopped");
             }
         })
         .detach();

@@ -23,9 +23,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     }
     let route = ctx.app.router.resolve(&asked)?;
     req.model = route.model;
-    let upstream = route
-        .provider
-        .chat_request(&req, ctx.caller.byok.as_deref())?;
+    let upstream = route.provider.chat_request(&req, ctx.caller.byok.as_deref())?;
     let res = ctx.app.client.send(&upstream).await?;
     if !res.is_success() {
         let status = res.status;
@@ -68,10 +66,7 @@ impl Translate for ChatStream {
                 if chunk.usage.is_some() {
                     self.usage = chunk.usage;
                 }
-                vec![sse::frame(
-                    None,
-                    &serde_json::to_string(&chunk).unwrap_or_default(),
-                )]
+                vec![sse::frame(None, &serde_json::to_string(&chunk).unwrap_or_default())]
             }
             // Not a chunk (an error object, a vendor extension): the client sees it verbatim.
             None => vec![sse::frame(ev.event.as_deref(), &ev.data)],

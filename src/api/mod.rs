@@ -40,9 +40,7 @@ pub(crate) struct AccessLog {
 
 impl AccessLog {
     pub fn finish(self, status: u16) {
-        let (p, c) = self
-            .usage
-            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let (p, c) = self.usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         log::info!(
             target: "memgate::access",
             "{} {} model={} status={} ms={:.1} tokens={}+{}",
@@ -103,10 +101,7 @@ async fn dispatch(
         ));
     };
     if method != route.method() {
-        return Err((
-            ApiError::method_not_allowed(method.as_ref(), &path),
-            Some(log),
-        ));
+        return Err((ApiError::method_not_allowed(method.as_ref(), &path), Some(log)));
     }
     let caller = match auth::authenticate(app.auth, &app.store, req) {
         Ok(c) => c,
@@ -159,11 +154,7 @@ impl Endpoint {
             "/v1/responses" => Endpoint::Responses,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/models" => Endpoint::Models,
-            _ => Endpoint::Model(
-                path.strip_prefix("/v1/models/")
-                    .filter(|m| !m.is_empty())?
-                    .to_owned(),
-            ),
+            _ => Endpoint::Model(path.strip_prefix("/v1/models/").filter(|m| !m.is_empty())?.to_owned()),
         })
     }
 
@@ -178,9 +169,7 @@ impl Endpoint {
 /// Parses a JSON request body into `T`, with a message that says what is wrong.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::invalid(
-            "request body is empty; send a JSON object",
-        ));
+        return Err(ApiError::invalid("request body is empty; send a JSON object"));
     }
     serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_syntax() || e.is_eof() {

@@ -33,19 +33,9 @@ pub(crate) trait Translate: Send + 'static {
 }
 
 /// Starts relaying `upstream` and returns the streaming response at once.
-pub(crate) fn relay(
-    ctx: &mut Ctx,
-    upstream: UpstreamResponse,
-    translate: impl Translate,
-) -> Response {
+pub(crate) fn relay(ctx: &mut Ctx, upstream: UpstreamResponse, translate: impl Translate) -> Response {
     let (tx, body) = frame_channel(FRAMES_IN_FLIGHT);
-    let task = pump(
-        upstream.events(),
-        tx,
-        ctx.peer.clone(),
-        translate,
-        ctx.log.take(),
-    );
+    let task = pump(upstream.events(), tx, ctx.peer.clone(), translate, ctx.log.take());
     crate::runtime::spawn(task).detach();
     sse_response(body)
 }
@@ -56,13 +46,7 @@ enum End {
     Broken(String),
 }
 
-async fn pump(
-    mut events: EventStream,
-    tx: FrameSender,
-    peer: Peer,
-    mut t: impl Translate,
-    log: Option<AccessLog>,
-) {
+async fn pump(mut events: EventStream, tx: FrameSender, peer: Peer, mut t: impl Translate, log: Option<AccessLog>) {
     let end = 'relay: loop {
         let next = future::or(async { Some(events.next().await) }, async {
             peer.closed().await;
@@ -79,9 +63,7 @@ async fn pump(
             }
             Some(Ok(None)) if t.finished() => break End::Clean,
             Some(Ok(None)) => {
-                break End::Broken(
-                    "the upstream ended the stream before finishing the answer".to_owned(),
-                )
+                break End::Broken("the upstream ended the stream before finishing the answer".to_owned())
             }
             Some(Err(m)) => break End::Broken(m),
         }

@@ -36,9 +36,8 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         ));
     }
     let bytes = res.bytes().await?;
-    let mut answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_gateway(format!("upstream sent an unreadable Responses body: {e}"))
-    })?;
+    let mut answer: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_gateway(format!("upstream sent an unreadable Responses body: {e}")))?;
     set_model(&mut answer, &asked);
     if let Some(log) = &mut ctx.log {
         log.usage = answer.get("usage").and_then(Usage::from_value);

@@ -12,15 +12,15 @@
 //! The first fixture (by directory name) whose path and method equal the request's, whose
 //! `match` strings all occur in the request body and whose `absent` strings do not, answers.
 //! SSE bodies are sent one event at a time, `event_delay_ms` apart, each flushed as it goes.
-//! Every request is recorded: `GET /__mock/requests` lists them, `DELETE` clears the list.
+//! Every request is recorded: `GET /__mock/requests` lists them (a streamed answer's entry
+//! says whether the stream was sent to the end or abandoned by the client), `DELETE` clears.
 //!
-//! Usage: memgate-mock --dir fixtures/openai [--listen 127.0.0.1:0]; prints its URL on stdout.
+//! Usage: memgate-mock --dir fixtures/openai [--listen 127.0.0.1:0] [--tls CERT.pem KEY.pem];
+//! prints its URL on stdout.
 
 use futures_lite::AsyncReadExt;
 use http_types::{Request, Response};
-use memgate::http::{
-    frame_channel, json_response, serve, sse_response, text_response, ServerOptions,
-};
+use memgate::http::{frame_channel, json_response, serve, sse_response, text_response, ServerOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -79,15 +79,9 @@ fn load(dir: &Path) -> Result<Vec<Fixture>, String> {
     dirs.sort();
     dirs.iter()
         .map(|d| {
-            let name = d
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let meta_text =
-                std::fs::read_to_string(d.join("meta.json")).map_err(|e| format!("{name}: {e}"))?;
-            let meta: Meta =
-                serde_json::from_str(&meta_text).map_err(|e| format!("{name}/meta.json: {e}"))?;
+            let name = d.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let meta_text = std::fs::read_to_string(d.join("meta.json")).map_err(|e| format!("{name}: {e}"))?;
+            let meta: Meta = serde_json::from_str(&meta_text).map_err(|e| format!("{name}/meta.json: {e}"))?;
             let (body, sse) = match std::fs::read(d.join("response.sse")) {
                 Ok(b) => (b, true),
                 Err(_) => (
@@ -96,17 +90,12 @@ fn load(dir: &Path) -> Result<Vec<Fixture>, String> {
                     false,
                 ),
             };
-            Ok(Fixture {
-                name,
-                meta,
-                body,
-                sse,
-            })
+            Ok(Fixture { name, meta, body, sse })
         })
         .collect()
 }
 
-async fn answer(mock: Arc<Mock>, mut req: Request) -> Response {
+async fn answer(mock: Arc<Mock>, mut req: Request, peer: Option<std::net::SocketAddr>) -> Response {
     let mut body = Vec::new();
     let _ = req.take_body().read_to_end(&mut body).await;
     let path = req.url().path().to_owned();
@@ -121,12 +110,7 @@ async fn answer(mock: Arc<Mock>, mut req: Request) -> Response {
     let text = String::from_utf8_lossy(&body).into_owned();
     let headers: serde_json::Map<String, Value> = req
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                Value::String(v.last().as_str().to_owned()),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_owned(), Value::String(v.last().as_str().to_owned())))
         .collect();
     let found = mock.fixtures.iter().find(|f| {
         f.meta.path == path
@@ -134,13 +118,16 @@ async fn answer(mock: Arc<Mock>, mut req: Request) -> Response {
             && f.meta.needles.iter().all(|n| text.contains(n.as_str()))
             && !f.meta.absent.iter().any(|n| text.contains(n.as_str()))
     });
-    mock.seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(json!({
+    let index = {
+        let mut seen = mock.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.push(json!({
             "method": method, "path": path, "headers": headers, "body": text,
             "fixture": found.map(|f| f.name.as_str()),
+            // The client port tells tests whether requests shared a connection.
+            "peer_port": peer.map(|p| p.port()),
         }));
+        seen.len() - 1
+    };
     let Some(f) = found else {
         let err = json!({"error": {"message": format!("memgate-mock: no fixture matches {method} {path}"), "type": "invalid_request_error", "param": null, "code": "no_fixture"}});
         return json_response(404, &err);
@@ -152,14 +139,20 @@ async fn answer(mock: Arc<Mock>, mut req: Request) -> Response {
         let (tx, body) = frame_channel(4);
         let events = split_events(&f.body);
         let gap = Duration::from_millis(f.meta.event_delay_ms);
+        let mock = mock.clone();
         memgate::runtime::spawn(async move {
+            let mut outcome = "complete";
             for (i, ev) in events.into_iter().enumerate() {
                 if i > 0 && !gap.is_zero() {
                     smol::Timer::after(gap).await;
                 }
                 if tx.send(ev).await.is_err() {
-                    return;
+                    outcome = "abandoned";
+                    break;
                 }
+            }
+            if let Some(entry) = mock.seen.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
+                entry["stream"] = Value::String(outcome.to_owned());
             }
         })
         .detach();
@@ -168,9 +161,7 @@ async fn answer(mock: Arc<Mock>, mut req: Request) -> Response {
         let ct = f.meta.content_type.as_deref().unwrap_or("application/json");
         text_response(f.meta.status, ct, f.body.clone())
     };
-    res.set_status(
-        http_types::StatusCode::try_from(f.meta.status).unwrap_or(http_types::StatusCode::Ok),
-    );
+    res.set_status(http_types::StatusCode::try_from(f.meta.status).unwrap_or(http_types::StatusCode::Ok));
     for (k, v) in &f.meta.headers {
         res.insert_header(k.as_str(), v.as_str().unwrap_or_default());
     }
@@ -180,11 +171,7 @@ async fn answer(mock: Arc<Mock>, mut req: Request) -> Response {
 /// Splits raw SSE bytes into events, each keeping its own terminating blank line.
 fn split_events(raw: &[u8]) -> Vec<Vec<u8>> {
     let text = String::from_utf8_lossy(raw);
-    let sep = if text.contains("\r\n\r\n") {
-        "\r\n\r\n"
-    } else {
-        "\n\n"
-    };
+    let sep = if text.contains("\r\n\r\n") { "\r\n\r\n" } else { "\n\n" };
     text.split_inclusive(sep)
         .filter(|e| !e.trim().is_empty())
         .map(|e| e.as_bytes().to_vec())
@@ -211,17 +198,27 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let tls = args.iter().position(|a| a == "--tls").map(|i| {
+        let read = |k: usize| {
+            let path = args.get(i + k).map(String::as_str).unwrap_or_default();
+            std::fs::read(path).expect("--tls CERT.pem KEY.pem")
+        };
+        let identity = native_tls::Identity::from_pkcs8(&read(1), &read(2)).expect("PEM certificate and PKCS#8 key");
+        async_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::new(identity).expect("TLS acceptor"))
+    });
     let mock = Arc::new(Mock {
         fixtures,
         seen: Mutex::new(Vec::new()),
     });
     memgate::runtime::block_on(async move {
-        let listener = smol::net::TcpListener::bind(listen.as_str())
-            .await
-            .expect("bind");
+        let listener = smol::net::TcpListener::bind(listen.as_str()).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let _ = writeln!(std::io::stdout(), "http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let _ = writeln!(std::io::stdout(), "{scheme}://{addr}");
         let _ = std::io::stdout().flush();
+        if let Some(acceptor) = tls {
+            return serve_tls(listener, acceptor, mock).await;
+        }
         let opts = ServerOptions {
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
@@ -230,9 +227,29 @@ fn main() {
         serve(
             listener,
             opts,
-            move |req, _peer| answer(mock.clone(), req),
+            move |req, peer| answer(mock.clone(), req, Some(peer.addr)),
             stop_rx,
         )
         .await;
     });
+}
+
+/// The HTTPS variant: plain async-h1 over each accepted TLS stream (no timeouts needed in a mock).
+async fn serve_tls(listener: smol::net::TcpListener, acceptor: async_native_tls::TlsAcceptor, mock: Arc<Mock>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, mock) = (acceptor.clone(), mock.clone());
+        memgate::runtime::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let io = async_dup::Arc::new(async_dup::Mutex::new(tls));
+            let _ = async_h1::accept(io, |req| {
+                let mock = mock.clone();
+                async move { Ok(answer(mock, req, None).await) }
+            })
+            .await;
+        })
+        .detach();
+    }
 }

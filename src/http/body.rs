@@ -8,11 +8,7 @@ use std::time::Duration;
 ///
 /// async-h1 imposes no body limit, so one extra byte is requested: getting it means the body is
 /// over the limit and the client gets a 413 naming the setting, without the rest being read.
-pub async fn read_body(
-    req: &mut Request,
-    limit: u64,
-    timeout: Duration,
-) -> Result<Vec<u8>, ApiError> {
+pub async fn read_body(req: &mut Request, limit: u64, timeout: Duration) -> Result<Vec<u8>, ApiError> {
     if req.len().is_some_and(|n| n as u64 > limit) {
         return Err(ApiError::too_large(limit));
     }
@@ -32,9 +28,7 @@ pub async fn read_body(
             "request body not received within {} ms",
             timeout.as_millis()
         ))),
-        Some(Err(e)) => Err(ApiError::invalid(format!(
-            "could not read request body: {e}"
-        ))),
+        Some(Err(e)) => Err(ApiError::invalid(format!("could not read request body: {e}"))),
         Some(Ok(_)) if buf.len() as u64 > limit => Err(ApiError::too_large(limit)),
         Some(Ok(_)) => Ok(buf),
     }

@@ -44,12 +44,8 @@ impl Peer {
 const DRAIN_LIMIT: u64 = 256 << 10;
 
 /// Accepts connections until `stop` closes, serving each on its own task.
-pub async fn serve<H, F>(
-    listener: TcpListener,
-    opts: ServerOptions,
-    handler: H,
-    stop: async_channel::Receiver<()>,
-) where
+pub async fn serve<H, F>(listener: TcpListener, opts: ServerOptions, handler: H, stop: async_channel::Receiver<()>)
+where
     H: Fn(Request, Peer) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
@@ -76,12 +72,8 @@ pub async fn serve<H, F>(
     }
 }
 
-async fn connection<H, F>(
-    stream: TcpStream,
-    addr: SocketAddr,
-    opts: Arc<ServerOptions>,
-    handler: Arc<H>,
-) where
+async fn connection<H, F>(stream: TcpStream, addr: SocketAddr, opts: Arc<ServerOptions>, handler: Arc<H>)
+where
     H: Fn(Request, Peer) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
@@ -100,20 +92,20 @@ async fn connection<H, F>(
         if !matches!(first.await, Some(n) if n > 0) {
             return;
         }
-        let head = future::or(
-            async { Some(async_h1::server::decode(stream.clone()).await) },
-            async {
-                Timer::after(opts.header_timeout).await;
-                None
-            },
-        );
+        let head = future::or(async { Some(async_h1::server::decode(stream.clone()).await) }, async {
+            Timer::after(opts.header_timeout).await;
+            None
+        });
         let (req, mut body) = match head.await {
             None => {
                 let err = ApiError::new_status(408, "request head not received in time");
                 return reply_and_close(&stream, err, Method::Get).await;
             }
             Some(Err(e)) => {
-                let status = u16::from(e.status()).clamp(400, 499);
+                // async-h1 tags most parse failures 500; to the client they are its own 4xx.
+                let status = Some(u16::from(e.status()))
+                    .filter(|s| (400..500).contains(s))
+                    .unwrap_or(400);
                 let err = ApiError::new_status(status, &format!("malformed HTTP request: {e}"));
                 return reply_and_close(&stream, err, Method::Get).await;
             }
@@ -130,11 +122,7 @@ async fn connection<H, F>(
         }
         // Whatever body the handler left unread must go before the next request can be parsed.
         let drained = future::or(
-            async {
-                io::copy((&mut body).take(DRAIN_LIMIT + 1), &mut io::sink())
-                    .await
-                    .ok()
-            },
+            async { io::copy((&mut body).take(DRAIN_LIMIT + 1), &mut io::sink()).await.ok() },
             async {
                 Timer::after(Duration::from_secs(1)).await;
                 None

@@ -54,10 +54,7 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
                 continue;
             }
             let (field, value) = match line.find(':') {
-                Some(i) => (
-                    &line[..i],
-                    line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..]),
-                ),
+                Some(i) => (&line[..i], line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..])),
                 None => (line.as_str(), ""),
             };
             match field {
@@ -142,9 +139,7 @@ mod tests {
         // Feed in small chunks so line endings split across reads are exercised.
         let chunks: Vec<Vec<u8>> = bytes.chunks(chunk).map(<[u8]>::to_vec).collect();
         let stream = futures_lite::stream::iter(chunks.into_iter().map(Ok::<_, io::Error>));
-        let mut r = Reader::new(futures_lite::io::BufReader::new(StreamReader(Box::pin(
-            stream,
-        ))));
+        let mut r = Reader::new(futures_lite::io::BufReader::new(StreamReader(Box::pin(stream))));
         smol::block_on(async {
             let mut out = Vec::new();
             while let Some(e) = r.next().await.unwrap() {
@@ -155,9 +150,7 @@ mod tests {
     }
 
     struct StreamReader<S>(std::pin::Pin<Box<S>>);
-    impl<S: futures_lite::Stream<Item = io::Result<Vec<u8>>>> futures_lite::AsyncRead
-        for StreamReader<S>
-    {
+    impl<S: futures_lite::Stream<Item = io::Result<Vec<u8>>>> futures_lite::AsyncRead for StreamReader<S> {
         fn poll_read(
             mut self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
@@ -182,10 +175,7 @@ mod tests {
             .unwrap()
             .replace('\n', "\r\n")
             .into_bytes();
-        let cr: Vec<u8> = String::from_utf8(lf.clone())
-            .unwrap()
-            .replace('\n', "\r")
-            .into_bytes();
+        let cr: Vec<u8> = String::from_utf8(lf.clone()).unwrap().replace('\n', "\r").into_bytes();
         let want = vec![
             Event {
                 event: Some("a".into()),

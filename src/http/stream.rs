@@ -54,11 +54,7 @@ impl AsyncBufRead for FrameReader {
 }
 
 impl AsyncRead for FrameReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
         let n = match self.as_mut().poll_fill_buf(cx) {
             Poll::Ready(Ok(buf)) => {
                 let n = buf.len().min(out.len());

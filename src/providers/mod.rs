@@ -49,11 +49,7 @@ impl Provider {
     }
 
     /// A chat-completions request for this provider; `req.model` is already the upstream name.
-    pub fn chat_request(
-        &self,
-        req: &ChatRequest,
-        byok: Option<&str>,
-    ) -> Result<UpstreamRequest, ApiError> {
+    pub fn chat_request(&self, req: &ChatRequest, byok: Option<&str>) -> Result<UpstreamRequest, ApiError> {
         match self.kind {
             ProviderKind::Openai => Ok(openai::post(
                 &self.base_url,
@@ -89,12 +85,7 @@ impl Provider {
         byok: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         match self.kind {
-            ProviderKind::Openai => Ok(openai::post(
-                &self.base_url,
-                path,
-                self.credential(byok),
-                body,
-            )),
+            ProviderKind::Openai => Ok(openai::post(&self.base_url, path, self.credential(byok), body)),
             _ => Err(self.unsupported()),
         }
     }

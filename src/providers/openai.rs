@@ -10,12 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A JSON POST to `base_url + path` with a bearer credential if there is one.
-pub(super) fn post(
-    base_url: &str,
-    path: &str,
-    key: Option<&str>,
-    body: &impl Serialize,
-) -> UpstreamRequest {
+pub(super) fn post(base_url: &str, path: &str, key: Option<&str>, body: &impl Serialize) -> UpstreamRequest {
     let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
     if let Some(k) = key {
         headers.push(("authorization", format!("Bearer {k}")));

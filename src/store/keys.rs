@@ -28,8 +28,7 @@ pub struct KeyRecord {
 }
 
 pub(super) fn init(tx: &WriteTransaction) -> Result<(), StoreError> {
-    tx.open_table(KEYS)
-        .map_err(|e| failed("open keys")(e.into()))?;
+    tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
     tx.open_table(KEY_HASHES)
         .map_err(|e| failed("open key_hashes")(e.into()))?;
     Ok(())
@@ -60,11 +59,7 @@ fn new_key() -> Result<String, StoreError> {
 impl Store {
     /// Creates a key named `name` and returns it; the only time the key exists in clear.
     pub fn create_key(&self, name: &str) -> Result<String, StoreError> {
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
         {
             return Err(StoreError::Conflict(format!(
                 "key name {name:?} must be 1-64 characters of letters, digits, '-', '_', '.', '@'"
@@ -78,14 +73,9 @@ impl Store {
             created_at: now_secs(),
             revoked_at: None,
         };
-        let tx = self
-            .db()
-            .begin_write()
-            .map_err(|e| failed("begin")(e.into()))?;
+        let tx = self.db().begin_write().map_err(|e| failed("begin")(e.into()))?;
         {
-            let mut keys = tx
-                .open_table(KEYS)
-                .map_err(|e| failed("open keys")(e.into()))?;
+            let mut keys = tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
             if let Some(old) = keys.get(name).map_err(|e| failed("read key")(e.into()))? {
                 let old: Option<KeyRecord> = json::from_str(old.value()).ok();
                 if old.is_some_and(|o| o.revoked_at.is_none()) {
@@ -109,13 +99,8 @@ impl Store {
 
     /// All keys, by name, revoked ones included.
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let tx = self
-            .db()
-            .begin_read()
-            .map_err(|e| failed("begin read")(e.into()))?;
-        let keys = tx
-            .open_table(KEYS)
-            .map_err(|e| failed("open keys")(e.into()))?;
+        let tx = self.db().begin_read().map_err(|e| failed("begin read")(e.into()))?;
+        let keys = tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
         let mut out = Vec::new();
         for entry in keys.iter().map_err(|e| failed("scan keys")(e.into()))? {
             let (_, v) = entry.map_err(|e| failed("scan keys")(e.into()))?;
@@ -129,24 +114,16 @@ impl Store {
 
     /// Marks a key revoked; it stops working at once.
     pub fn revoke_key(&self, name: &str) -> Result<(), StoreError> {
-        let tx = self
-            .db()
-            .begin_write()
-            .map_err(|e| failed("begin")(e.into()))?;
+        let tx = self.db().begin_write().map_err(|e| failed("begin")(e.into()))?;
         {
-            let mut keys = tx
-                .open_table(KEYS)
-                .map_err(|e| failed("open keys")(e.into()))?;
+            let mut keys = tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
             let found = keys
                 .get(name)
                 .map_err(|e| failed("read key")(e.into()))?
                 .map(|v| v.value().to_owned());
-            let mut record: KeyRecord =
-                found.and_then(|v| json::from_str(&v).ok()).ok_or_else(|| {
-                    StoreError::NotFound(format!(
-                        "no key named {name:?}; `memgate keys list` shows them"
-                    ))
-                })?;
+            let mut record: KeyRecord = found.and_then(|v| json::from_str(&v).ok()).ok_or_else(|| {
+                StoreError::NotFound(format!("no key named {name:?}; `memgate keys list` shows them"))
+            })?;
             if record.revoked_at.is_none() {
                 record.revoked_at = Some(now_secs());
                 keys.insert(name, json::to_string(&record).as_str())
@@ -161,10 +138,7 @@ impl Store {
         if !key.starts_with(KEY_PREFIX) {
             return Ok(None);
         }
-        let tx = self
-            .db()
-            .begin_read()
-            .map_err(|e| failed("begin read")(e.into()))?;
+        let tx = self.db().begin_read().map_err(|e| failed("begin read")(e.into()))?;
         let hashes = tx
             .open_table(KEY_HASHES)
             .map_err(|e| failed("open key_hashes")(e.into()))?;
@@ -174,13 +148,8 @@ impl Store {
         else {
             return Ok(None);
         };
-        let keys = tx
-            .open_table(KEYS)
-            .map_err(|e| failed("open keys")(e.into()))?;
-        let Some(v) = keys
-            .get(name.value())
-            .map_err(|e| failed("read key")(e.into()))?
-        else {
+        let keys = tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
+        let Some(v) = keys.get(name.value()).map_err(|e| failed("read key")(e.into()))? else {
             return Ok(None);
         };
         let record: Option<KeyRecord> = json::from_str(v.value()).ok();

@@ -45,9 +45,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Locked(p) => write!(f, "{} is in use by another process", p.display()),
-            StoreError::Failed(m) | StoreError::Conflict(m) | StoreError::NotFound(m) => {
-                f.write_str(m)
-            }
+            StoreError::Failed(m) | StoreError::Conflict(m) | StoreError::NotFound(m) => f.write_str(m),
         }
     }
 }
@@ -62,18 +60,16 @@ impl Store {
     /// Opens (creating if needed) `dir/memgate.redb`; the directory is created private (0700).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         create_private_dir(dir).map_err(|e| {
-            StoreError::Failed(format!("cannot create data_dir {}: {e}; set data_dir or --data-dir to a writable directory", dir.display()))
+            StoreError::Failed(format!(
+                "cannot create data_dir {}: {e}; set data_dir or --data-dir to a writable directory",
+                dir.display()
+            ))
         })?;
         let path = dir.join(DB_FILE);
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
-            Err(e) => {
-                return Err(StoreError::Failed(format!(
-                    "cannot open {}: {e}",
-                    path.display()
-                )))
-            }
+            Err(e) => return Err(StoreError::Failed(format!("cannot open {}: {e}", path.display()))),
         };
         let store = Store { db: Arc::new(db) };
         store.init_tables()?;
@@ -82,10 +78,7 @@ impl Store {
 
     /// Creates every table so readers never meet a missing one.
     fn init_tables(&self) -> Result<(), StoreError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| failed("begin")(e.into()))?;
+        let tx = self.db.begin_write().map_err(|e| failed("begin")(e.into()))?;
         keys::init(&tx)?;
         tx.commit().map_err(|e| failed("commit")(e.into()))
     }
@@ -101,8 +94,5 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }

@@ -48,10 +48,10 @@ impl Client {
 
     /// Sends a request and returns once the response head arrived; the body streams.
     pub async fn send(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
-        let url = Url::parse(&req.url)
-            .map_err(|e| ApiError::bad_gateway(format!("bad upstream URL {}: {e}", req.url)))?;
-        let key = PoolKey::from_url(&url)
-            .ok_or_else(|| ApiError::bad_gateway(format!("bad upstream URL {}", req.url)))?;
+        let url =
+            Url::parse(&req.url).map_err(|e| ApiError::bad_gateway(format!("bad upstream URL {}: {e}", req.url)))?;
+        let key =
+            PoolKey::from_url(&url).ok_or_else(|| ApiError::bad_gateway(format!("bad upstream URL {}", req.url)))?;
         // A pooled connection may have been closed by the server a moment ago: one fresh retry.
         if let Some(conn) = self.pool.take(&key) {
             if let Ok(res) = self.exchange(conn, &key, &url, req).await {
@@ -59,18 +59,14 @@ impl Client {
             }
         }
         let conn = self.connect(&key).await?;
-        self.exchange(conn, &key, &url, req)
-            .await
-            .map_err(|e| match e {
-                Exchange::Timeout => ApiError::gateway_timeout(format!(
-                    "{} sent no response within {} ms (timeouts.first_byte_ms)",
-                    key.origin(),
-                    self.timeouts.first_byte_ms
-                )),
-                Exchange::Failed(m) => {
-                    ApiError::bad_gateway(format!("{} failed: {m}", key.origin()))
-                }
-            })
+        self.exchange(conn, &key, &url, req).await.map_err(|e| match e {
+            Exchange::Timeout => ApiError::gateway_timeout(format!(
+                "{} sent no response within {} ms (timeouts.first_byte_ms)",
+                key.origin(),
+                self.timeouts.first_byte_ms
+            )),
+            Exchange::Failed(m) => ApiError::bad_gateway(format!("{} failed: {m}", key.origin())),
+        })
     }
 
     async fn connect(&self, key: &PoolKey) -> Result<Conn, ApiError> {
@@ -78,10 +74,7 @@ impl Client {
         let connecting = async { Some(Conn::open(key).await) };
         match future::or(connecting, sleep_none(limit)).await {
             Some(Ok(c)) => Ok(c),
-            Some(Err(e)) => Err(ApiError::bad_gateway(format!(
-                "cannot reach {}: {e}",
-                key.origin()
-            ))),
+            Some(Err(e)) => Err(ApiError::bad_gateway(format!("cannot reach {}: {e}", key.origin()))),
             None => Err(ApiError::gateway_timeout(format!(
                 "connecting to {} took over {} ms (timeouts.connect_ms)",
                 key.origin(),
@@ -253,18 +246,12 @@ struct PooledBody {
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody")
-            .field("key", &self.key)
-            .finish()
+        f.debug_struct("PooledBody").field("key", &self.key).finish()
     }
 }
 
 impl AsyncRead for PooledBody {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.body).poll_read(cx, buf);
         match &r {
