@@ -360,3 +360,38 @@ fn https_upstreams_are_verified_against_the_hosts_ca_roots() {
         .expect_error(502, "upstream_error");
     assert!(e["message"].as_str().unwrap().contains("TLS"), "{e}");
 }
+
+#[test]
+fn a_client_that_hangs_up_before_a_slow_answer_cancels_the_upstream_request() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = gateway(&mock, "");
+    let body = json!({"model": "openai/x", "messages": user("memgate-test: hang")}).to_string();
+    let mut s = TcpStream::connect(&gw.addr).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    // The upstream takes 3 s; the request must end (status 499, logged) well before that.
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    while !gw.log().contains("status=499") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request not abandoned: {}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mock = Mock::start("fixtures/openai");
+    let mut gw = gateway(&mock, "");
+    assert_eq!(gw.get("/healthz", &[]).status, 200);
+    let status = gw.terminate();
+    assert!(status.success(), "exit status {status:?}: {}", gw.log());
+}

@@ -14,6 +14,7 @@ use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::http::{error_response, json_response, read_body, Peer};
 use crate::ir::Usage;
+use futures_lite::future;
 use http_types::{Method, Request, Response};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -129,11 +130,21 @@ async fn dispatch(
                     return Ok(res);
                 }
             };
-            match route {
-                Endpoint::Chat => chat::handle(ctx, &body).await,
-                Endpoint::Responses => responses::handle(ctx, &body).await,
-                _ => embeddings::handle(ctx, &body).await,
-            }
+            // A client that hangs up while the upstream works (a slow model, a big batch) drops
+            // the handler, and with it the upstream request. Streams watch for this themselves.
+            let peer = ctx.peer.clone();
+            let gone = async {
+                peer.closed().await;
+                Err(ApiError::new_status(499, "client closed the connection"))
+            };
+            let work = async {
+                match route {
+                    Endpoint::Chat => chat::handle(ctx, &body).await,
+                    Endpoint::Responses => responses::handle(ctx, &body).await,
+                    _ => embeddings::handle(ctx, &body).await,
+                }
+            };
+            future::or(work, gone).await
         }
     };
     result.map_err(|e| (e, ctx.log.take()))
