@@ -1,7 +1,7 @@
 //! `POST /v1/chat/completions`.
 
 use super::relay::{relay, Translate};
-use super::{parse_body, Ctx};
+use super::{parse_body, route, send, Ctx};
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{ChatRequest, Usage};
@@ -17,18 +17,9 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
             "messages must hold at least one message",
         ));
     }
-    let asked = std::mem::take(&mut req.model);
-    if let Some(log) = &mut ctx.log {
-        log.model.clone_from(&asked);
-    }
-    let route = ctx.app.router.resolve(&asked)?;
-    req.model = route.model;
+    let (asked, route) = route(ctx, &mut req.model)?;
     let upstream = route.provider.chat_request(&req, ctx.caller.byok.as_deref())?;
-    let res = ctx.app.client.send(&upstream).await?;
-    if !res.is_success() {
-        let status = res.status;
-        return Err(ApiError::from_upstream(status, &res.bytes().await?));
-    }
+    let res = send(ctx, &upstream).await?;
     if req.is_stream() && res.is_event_stream() {
         let t = ChatStream {
             provider: route.provider,

@@ -4,7 +4,7 @@
 //! OpenAI-compatible servers ignore that and answer float arrays, which the SDK would then
 //! mis-decode; memgate re-encodes such answers so the client always gets what it asked for.
 
-use super::{parse_body, Ctx};
+use super::{parse_body, route, send, Ctx};
 use crate::error::ApiError;
 use crate::http::json_response;
 use crate::ir::{PassthroughRequest, Usage};
@@ -19,22 +19,12 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
             "input is required: a string or an array of strings",
         ));
     }
-    let asked = std::mem::take(&mut req.model);
-    if let Some(log) = &mut ctx.log {
-        log.model.clone_from(&asked);
-    }
     let wants_base64 = req.rest.get("encoding_format").and_then(Value::as_str) == Some("base64");
-    let route = ctx.app.router.resolve(&asked)?;
-    req.model = route.model;
+    let (asked, route) = route(ctx, &mut req.model)?;
     let upstream = route
         .provider
         .passthrough("/embeddings", &req, ctx.caller.byok.as_deref())?;
-    let res = ctx.app.client.send(&upstream).await?;
-    let status = res.status;
-    let bytes = res.bytes().await?;
-    if !(200..300).contains(&status) {
-        return Err(ApiError::from_upstream(status, &bytes));
-    }
+    let bytes = send(ctx, &upstream).await?.bytes().await?;
     let mut answer: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_gateway(format!("upstream sent an unreadable embeddings body: {e}")))?;
     if let Some(m) = answer.get_mut("model") {

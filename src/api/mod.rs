@@ -14,6 +14,8 @@ use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::http::{error_response, json_response, read_body, Peer};
 use crate::ir::Usage;
+use crate::router::Route;
+use crate::upstream::{UpstreamRequest, UpstreamResponse};
 use futures_lite::future;
 use http_types::{Method, Request, Response};
 use serde::de::DeserializeOwned;
@@ -175,6 +177,28 @@ impl Endpoint {
             _ => Method::Post,
         }
     }
+}
+
+/// Routes the request's model: logs the name the client asked for, rewrites `model` to the
+/// upstream's name, and returns the asked name (answers carry it back) with the route.
+pub(crate) fn route(ctx: &mut Ctx, model: &mut String) -> Result<(String, Route), ApiError> {
+    let asked = std::mem::take(model);
+    if let Some(log) = &mut ctx.log {
+        log.model.clone_from(&asked);
+    }
+    let route = ctx.app.router.resolve(&asked)?;
+    model.clone_from(&route.model);
+    Ok((asked, route))
+}
+
+/// Sends an upstream request; an upstream error status becomes the client's error.
+pub(crate) async fn send(ctx: &Ctx, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    let res = ctx.app.client.send(req).await?;
+    if res.is_success() {
+        return Ok(res);
+    }
+    let status = res.status;
+    Err(ApiError::from_upstream(status, &res.bytes().await?))
 }
 
 /// Parses a JSON request body into `T`, with a message that says what is wrong.
