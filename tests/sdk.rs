@@ -12,16 +12,21 @@ use std::process::Command;
 
 fn gateway(mock: &Mock, keys: bool) -> Gateway {
     let auth = if keys { "[auth]\nmode = \"keys\"\n" } else { "" };
-    // The seeds route to "google/…" and "openai/…", and use bare names like "gpt-4o-mini".
-    let config = format!(
-        "default_provider = \"openai\"\n{auth}{}{}",
-        provider(
+    // The seeds route to "google/…", "openai/…" and "anthropic/…", and use bare names like
+    // "gpt-4o-mini". Every provider here speaks the OpenAI format (Anthropic and Gemini both
+    // offer OpenAI-compatible endpoints); their native formats are tested with their adapters.
+    let models = [
+        (
             "openai",
-            mock,
-            "models = [\"gpt-4o-mini\", \"gpt-5.4-mini\", \"text-embedding-3-small\"]"
+            "\"gpt-4o-mini\", \"gpt-5.4-mini\", \"text-embedding-3-small\"",
         ),
-        provider("google", mock, "models = [\"gemini-2.5-flash\"]"),
-    );
+        ("google", "\"gemini-2.5-flash\""),
+        ("anthropic", "\"claude-sonnet-4\""),
+    ];
+    let mut config = format!("default_provider = \"openai\"\n{auth}");
+    for (name, list) in models {
+        config.push_str(&provider(name, mock, &format!("models = [{list}]")));
+    }
     Gateway::start(&config)
 }
 
