@@ -237,7 +237,7 @@ fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
     raw("GET", "/v1/chat/completions", b"").expect_error(405, "invalid_request_error");
     let big = format!(
         r#"{{"model":"openai/x","messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "a".repeat(5000)
+        "a".repeat(1 << 20)
     );
     let e = raw("POST", "/v1/chat/completions", big.as_bytes()).expect_error(413, "invalid_request_error");
     assert!(e["message"].as_str().unwrap().contains("max_body_bytes"), "{e}");
@@ -264,6 +264,16 @@ fn malformed_http_and_slow_heads_are_answered_and_closed() {
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("\"error\""), "{out}");
+
+    let mut s = TcpStream::connect(&gw.addr).unwrap();
+    let flood = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    s.write_all(flood.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 
     let mut s = TcpStream::connect(&gw.addr).unwrap();
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")

@@ -42,6 +42,8 @@ impl Peer {
 
 /// Unread request body we will swallow to keep a connection alive; beyond it we close instead.
 const DRAIN_LIMIT: u64 = 256 << 10;
+/// Input swallowed while lingering before a close.
+const LINGER_LIMIT: u64 = 4 << 20;
 
 /// Accepts connections until `stop` closes, serving each on its own task.
 pub async fn serve<H, F>(listener: TcpListener, opts: ServerOptions, handler: H, stop: async_channel::Receiver<()>)
@@ -103,9 +105,11 @@ where
             }
             Some(Err(e)) => {
                 // async-h1 tags most parse failures 500; to the client they are its own 4xx.
-                let status = Some(u16::from(e.status()))
-                    .filter(|s| (400..500).contains(s))
-                    .unwrap_or(400);
+                let status = match u16::from(e.status()) {
+                    s @ 400..=499 => s,
+                    _ if e.to_string().contains("Head byte length") => 431,
+                    _ => 400,
+                };
                 let err = ApiError::new_status(status, &format!("malformed HTTP request: {e}"));
                 return reply_and_close(&stream, err, Method::Get).await;
             }
@@ -129,7 +133,7 @@ where
             },
         );
         if close || !matches!(drained.await, Some(n) if n <= DRAIN_LIMIT) {
-            return;
+            return linger(&stream).await;
         }
     }
 }
@@ -143,4 +147,21 @@ async fn reply_and_close(stream: &TcpStream, err: ApiError, method: Method) {
     res.insert_header("connection", "close");
     let mut encoder = async_h1::server::Encoder::new(res, method);
     let _ = io::copy(&mut encoder, &mut stream.clone()).await;
+    linger(stream).await;
+}
+
+/// Closes after a response while the client may still be sending (an oversized body or head).
+///
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy our
+/// response in the client's buffer before it is read. So: stop writing, swallow input for a
+/// moment, then close (what nginx calls a lingering close).
+async fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = io::sink();
+    let swallow = io::copy(stream.clone().take(LINGER_LIMIT), &mut sink);
+    let _ = future::or(async { swallow.await.ok() }, async {
+        Timer::after(Duration::from_secs(2)).await;
+        None
+    })
+    .await;
 }

@@ -53,13 +53,17 @@ impl Client {
         let key =
             PoolKey::from_url(&url).ok_or_else(|| ApiError::bad_gateway(format!("bad upstream URL {}", req.url)))?;
         // A pooled connection may have been closed by the server a moment ago: one fresh retry.
-        if let Some(conn) = self.pool.take(&key) {
-            if let Ok(res) = self.exchange(conn, &key, &url, req).await {
-                return Ok(res);
-            }
-        }
-        let conn = self.connect(&key).await?;
-        self.exchange(conn, &key, &url, req).await.map_err(|e| match e {
+        // Only a connection failure is retried: after a timeout the upstream may be working on
+        // the request, and sending it again would pay for the answer twice.
+        let first = match self.pool.take(&key) {
+            Some(conn) => self.exchange(conn, &key, &url, req).await,
+            None => Err(Exchange::Failed(String::new())),
+        };
+        let result = match first {
+            Err(Exchange::Failed(_)) => self.exchange(self.connect(&key).await?, &key, &url, req).await,
+            other => other,
+        };
+        result.map_err(|e| match e {
             Exchange::Timeout => ApiError::gateway_timeout(format!(
                 "{} sent no response within {} ms (timeouts.first_byte_ms)",
                 key.origin(),
