@@ -251,3 +251,30 @@ fn cli_contract() {
     let (ok, _, err) = memgate(&["serve", "--config", open.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("allow_open_lan"), "{err}");
 }
+
+#[test]
+fn a_lan_listener_requires_keys_by_default() {
+    let mock = Mock::start("fixtures/openai");
+    // No [auth] table: on a non-loopback address the default is keys.
+    let gw = Gateway::start(&format!("listen = \"0.0.0.0:0\"\n{}", provider("openai", &mock, "")));
+    let port = gw.addr.rsplit(':').next().unwrap().to_owned();
+    let lan = format!("127.0.0.1:{port}");
+    let body = ask().to_string();
+    let denied = request(
+        &lan,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer anything")],
+        body.as_bytes(),
+    );
+    denied.expect_error(401, "authentication_error");
+    let key = create_key(&gw, "lan-client");
+    let ok = request(
+        &lan,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &format!("Bearer {key}"))],
+        body.as_bytes(),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
