@@ -60,96 +60,88 @@ impl AccessLog {
 
 /// Serves one request; never fails (errors become OpenAI-shaped bodies).
 pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
-    let log = AccessLog {
+    // Health checks come every few seconds from a supervisor: not worth a log line each.
+    let mut log = (req.url().path() != "/healthz").then(|| AccessLog {
         method: req.method(),
         path: req.url().path().to_owned(),
         model: String::new(),
         usage: None,
         start: Instant::now(),
-    };
-    let mut ctx = None;
-    let res = match dispatch(&app, &mut req, peer, &mut ctx, log).await {
-        Ok(res) => res,
-        Err((e, log)) => {
-            if let Some(log) = log {
-                log.finish(e.status);
-            }
-            return error_response(&e);
+    });
+    let (res, status) = match dispatch(&app, &mut req, peer, &mut log).await {
+        Ok(res) => {
+            let status = res.status().into();
+            (res, status)
         }
+        Err(e) => (error_response(&e), e.status),
     };
-    if let Some(log) = ctx.and_then(|c: Ctx| c.log) {
-        log.finish(res.status().into());
+    // A streaming handler took the log and finishes it when the stream ends.
+    if let Some(log) = log {
+        log.finish(status);
     }
     res
 }
-
-type Failure = (ApiError, Option<AccessLog>);
 
 async fn dispatch(
     app: &Arc<App>,
     req: &mut Request,
     peer: Peer,
-    slot: &mut Option<Ctx>,
-    log: AccessLog,
-) -> Result<Response, Failure> {
+    log: &mut Option<AccessLog>,
+) -> Result<Response, ApiError> {
     let method = req.method();
     let path = req.url().path().to_owned();
     if path == "/healthz" {
         return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
     }
-    let Some(route) = Endpoint::find(&path) else {
-        return Err((
-            ApiError::not_found(format!("no route for {path}; the API lives under /v1")),
-            Some(log),
-        ));
-    };
+    let route = Endpoint::find(&path)
+        .ok_or_else(|| ApiError::not_found(format!("no route for {path}; the API lives under /v1")))?;
     if method != route.method() {
-        return Err((ApiError::method_not_allowed(method.as_ref(), &path), Some(log)));
+        return Err(ApiError::method_not_allowed(method.as_ref(), &path));
     }
-    let caller = match auth::authenticate(app.auth, &app.store, req) {
-        Ok(c) => c,
-        Err(e) => return Err((e, Some(log))),
-    };
-    let ctx = slot.insert(Ctx {
+    let caller = auth::authenticate(app.auth, &app.store, req)?;
+    let mut ctx = Ctx {
         app: app.clone(),
         peer,
         caller,
-        log: Some(log),
-    });
-    let result = match route {
-        Endpoint::Models => Ok(models::list(ctx)),
-        Endpoint::Model(id) => models::get(ctx, &id),
+        log: log.take(),
+    };
+    let result = serve(&mut ctx, route, req).await;
+    *log = ctx.log.take();
+    result
+}
+
+/// Runs an authenticated request's endpoint.
+async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Response, ApiError> {
+    let body = match route {
+        Endpoint::Models => return Ok(models::list(ctx)),
+        Endpoint::Model(id) => return models::get(ctx, &id),
         Endpoint::Chat | Endpoint::Responses | Endpoint::Embeddings => {
-            let body = match read_body(req, ctx.app.max_body, ctx.app.body_timeout).await {
-                Ok(b) => b,
+            match read_body(req, ctx.app.max_body, ctx.app.body_timeout).await {
+                Ok(body) => body,
+                // The rest of an oversized or stalled body is still on the wire: answer and close.
                 Err(e) => {
-                    // The rest of an oversized or stalled body is still on the wire: close.
                     let mut res = error_response(&e);
                     res.insert_header("connection", "close");
-                    if let Some(log) = ctx.log.take() {
-                        log.finish(e.status);
-                    }
                     return Ok(res);
                 }
-            };
-            // A client that hangs up while the upstream works (a slow model, a big batch) drops
-            // the handler, and with it the upstream request. Streams watch for this themselves.
-            let peer = ctx.peer.clone();
-            let gone = async {
-                peer.closed().await;
-                Err(ApiError::new_status(499, "client closed the connection"))
-            };
-            let work = async {
-                match route {
-                    Endpoint::Chat => chat::handle(ctx, &body).await,
-                    Endpoint::Responses => responses::handle(ctx, &body).await,
-                    _ => embeddings::handle(ctx, &body).await,
-                }
-            };
-            future::or(work, gone).await
+            }
         }
     };
-    result.map_err(|e| (e, ctx.log.take()))
+    // A client that hangs up while the upstream works (a slow model, a big batch) drops the
+    // handler, and with it the upstream request. Streams watch for this themselves.
+    let peer = ctx.peer.clone();
+    let gone = async {
+        peer.closed().await;
+        Err(ApiError::new_status(499, "client closed the connection"))
+    };
+    let work = async {
+        match route {
+            Endpoint::Chat => chat::handle(ctx, &body).await,
+            Endpoint::Responses => responses::handle(ctx, &body).await,
+            _ => embeddings::handle(ctx, &body).await,
+        }
+    };
+    future::or(work, gone).await
 }
 
 enum Endpoint {
