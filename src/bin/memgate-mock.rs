@@ -58,6 +58,9 @@ fn ok() -> u16 {
     200
 }
 
+/// Requests kept for `GET /__mock/requests`; later ones are served but not recorded.
+const MAX_RECORDED: usize = 1000;
+
 struct Fixture {
     name: String,
     meta: Meta,
@@ -118,15 +121,18 @@ async fn answer(mock: Arc<Mock>, mut req: Request, peer: Option<std::net::Socket
             && f.meta.needles.iter().all(|n| text.contains(n.as_str()))
             && !f.meta.absent.iter().any(|n| text.contains(n.as_str()))
     });
+    // Bounded, so a benchmark's load does not make the mock itself the thing measured.
     let index = {
         let mut seen = mock.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.push(json!({
-            "method": method, "path": path, "headers": headers, "body": text,
-            "fixture": found.map(|f| f.name.as_str()),
-            // The client port tells tests whether requests shared a connection.
-            "peer_port": peer.map(|p| p.port()),
-        }));
-        seen.len() - 1
+        (seen.len() < MAX_RECORDED).then(|| {
+            seen.push(json!({
+                "method": method, "path": path, "headers": headers, "body": text,
+                "fixture": found.map(|f| f.name.as_str()),
+                // The client port tells tests whether requests shared a connection.
+                "peer_port": peer.map(|p| p.port()),
+            }));
+            seen.len() - 1
+        })
     };
     let Some(f) = found else {
         let err = json!({"error": {"message": format!("memgate-mock: no fixture matches {method} {path}"), "type": "invalid_request_error", "param": null, "code": "no_fixture"}});
@@ -151,7 +157,8 @@ async fn answer(mock: Arc<Mock>, mut req: Request, peer: Option<std::net::Socket
                     break;
                 }
             }
-            if let Some(entry) = mock.seen.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
+            let mut seen = mock.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = index.and_then(|i| seen.get_mut(i)) {
                 entry["stream"] = Value::String(outcome.to_owned());
             }
         })
