@@ -120,8 +120,7 @@ where
         let mut close = connection_close(req.header("connection"));
         let res = handler(req, peer.clone()).await;
         close |= connection_close(res.header("connection"));
-        let mut encoder = async_h1::server::Encoder::new(res, method);
-        if io::copy(&mut encoder, &mut stream.clone()).await.is_err() {
+        if write_response(&stream, res, method).await.is_err() {
             return;
         }
         // Whatever body the handler left unread must go before the next request can be parsed.
@@ -145,9 +144,23 @@ fn connection_close(v: Option<&http_types::headers::HeaderValues>) -> bool {
 async fn reply_and_close(stream: &TcpStream, err: ApiError, method: Method) {
     let mut res = error_response(&err);
     res.insert_header("connection", "close");
-    let mut encoder = async_h1::server::Encoder::new(res, method);
-    let _ = io::copy(&mut encoder, &mut stream.clone()).await;
+    let _ = write_response(stream, res, method).await;
     linger(stream).await;
+}
+
+/// Writes a response. A sized body goes out with its head in one write (one packet, not two);
+/// a streamed body is copied chunk by chunk, each flushed as it comes.
+async fn write_response(stream: &TcpStream, res: Response, method: Method) -> std::io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    let sized = res.len().is_some();
+    let mut encoder = async_h1::server::Encoder::new(res, method);
+    if sized {
+        let mut bytes = Vec::with_capacity(1024);
+        encoder.read_to_end(&mut bytes).await?;
+        stream.clone().write_all(&bytes).await
+    } else {
+        io::copy(&mut encoder, &mut stream.clone()).await.map(drop)
+    }
 }
 
 /// Closes after a response while the client may still be sending (an oversized body or head).

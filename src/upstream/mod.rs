@@ -103,7 +103,7 @@ impl Client {
             http.insert_header("content-type", "application/json");
         }
         let limit = Duration::from_millis(self.timeouts.first_byte_ms);
-        let sending = async { Some(async_h1::client::connect(conn.clone(), http).await) };
+        let sending = async { Some(send_once(conn.clone(), http).await) };
         let mut res = match future::or(sending, sleep_none(limit)).await {
             None => return Err(Exchange::Timeout),
             Some(Err(e)) => return Err(Exchange::Failed(e.to_string())),
@@ -141,6 +141,16 @@ impl Client {
 enum Exchange {
     Timeout,
     Failed(String),
+}
+
+/// Writes the request (head and body: always sized here) in one write, then reads the head.
+/// async-h1's own `connect` writes head and body apart: two packets where one does.
+async fn send_once(mut conn: Conn, req: Request) -> http_types::Result<http_types::Response> {
+    use futures_lite::AsyncWriteExt;
+    let mut bytes = Vec::with_capacity(512 + req.len().unwrap_or(0));
+    async_h1::client::Encoder::new(req).read_to_end(&mut bytes).await?;
+    conn.write_all(&bytes).await?;
+    async_h1::client::decode(conn).await
 }
 
 async fn sleep_none<T>(d: Duration) -> Option<T> {
