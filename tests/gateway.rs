@@ -16,6 +16,28 @@ fn gateway(mock: &Mock, extra: &str) -> Gateway {
     ))
 }
 
+/// A non-streamed chat request for `model` with one user message.
+fn chat(gw: &Gateway, model: &str, text: &str) -> Resp {
+    gw.post(
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": model, "messages": user(text)}),
+    )
+}
+
+/// Waits (briefly) for the gateway log to mention `needle`: streams log when they end.
+fn wait_for_log(gw: &Gateway, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !gw.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log lacks {needle:?}: {}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn user(text: &str) -> Value {
     json!([{"role": "user", "content": text}])
 }
@@ -60,11 +82,7 @@ fn chat_completion_passes_parameters_through_and_names_the_asked_model() {
 fn unprefixed_model_uses_the_default_provider() {
     let mock = Mock::start("fixtures/openai");
     let gw = gateway(&mock, "");
-    let res = gw.post(
-        "/v1/chat/completions",
-        &[],
-        &json!({"model": "gpt-4o-mini", "messages": user("What is 2+2? Reply with just the number.")}),
-    );
+    let res = chat(&gw, "gpt-4o-mini", "What is 2+2? Reply with just the number.");
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["model"], "gpt-4o-mini");
     assert_eq!(mock.last_body()["model"], "gpt-4o-mini");
@@ -101,6 +119,7 @@ fn streamed_events_reach_the_client_as_the_upstream_sends_them() {
         .collect();
     assert_eq!(text, "One, two, three");
     assert_eq!(events.last().unwrap().2, "[DONE]");
+    wait_for_log(&gw, "stream=complete");
 }
 
 #[test]
@@ -116,6 +135,7 @@ fn an_upstream_stream_that_breaks_off_ends_with_an_error_event_not_done() {
         events.iter().any(|e| e.2.contains("Partial")),
         "what arrived before the break is delivered"
     );
+    wait_for_log(&gw, "stream=interrupted");
 }
 
 #[test]
@@ -146,11 +166,7 @@ fn upstream_connections_are_reused() {
     let mock = Mock::start("fixtures/openai");
     let gw = gateway(&mock, "");
     for _ in 0..3 {
-        let res = gw.post(
-            "/v1/chat/completions",
-            &[],
-            &json!({"model": "openai/x", "messages": user("What is 2+2? Reply with just the number.")}),
-        );
+        let res = chat(&gw, "openai/x", "What is 2+2? Reply with just the number.");
         assert_eq!(res.status, 200);
     }
     let ports: Vec<Value> = mock.requests().iter().map(|r| r["peer_port"].clone()).collect();
@@ -241,13 +257,7 @@ fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
     );
     let e = raw("POST", "/v1/chat/completions", big.as_bytes()).expect_error(413, "invalid_request_error");
     assert!(e["message"].as_str().unwrap().contains("max_body_bytes"), "{e}");
-    let e = gw
-        .post(
-            "/v1/chat/completions",
-            &[],
-            &json!({"model": "nosuch/model", "messages": user("hi")}),
-        )
-        .expect_error(400, "invalid_request_error");
+    let e = chat(&gw, "nosuch/model", "hi").expect_error(400, "invalid_request_error");
     assert_eq!(e["code"], "model_not_found");
     assert_eq!(mock.requests().len(), 0, "no bad request reached the upstream");
     // The server is still fine.
@@ -298,27 +308,10 @@ fn upstream_failures_map_to_gateway_statuses() {
         "[providers.dead]\nkind = \"openai\"\nbase_url = \"http://{dead}/v1\"\n[timeouts]\nfirst_byte_ms = 500\n"
     );
     let gw = gateway(&mock, &extra);
-    gw.post(
-        "/v1/chat/completions",
-        &[],
-        &json!({"model": "dead/x", "messages": user("hi")}),
-    )
-    .expect_error(502, "upstream_error");
-    let e = gw
-        .post(
-            "/v1/chat/completions",
-            &[],
-            &json!({"model": "openai/x", "messages": user("memgate-test: hang")}),
-        )
-        .expect_error(504, "upstream_error");
+    chat(&gw, "dead/x", "hi").expect_error(502, "upstream_error");
+    let e = chat(&gw, "openai/x", "memgate-test: hang").expect_error(504, "upstream_error");
     assert!(e["message"].as_str().unwrap().contains("first_byte_ms"), "{e}");
-    let e = gw
-        .post(
-            "/v1/chat/completions",
-            &[],
-            &json!({"model": "openai/x", "messages": user("memgate-test: html error")}),
-        )
-        .expect_error(503, "server_error");
+    let e = chat(&gw, "openai/x", "memgate-test: html error").expect_error(503, "server_error");
     assert!(
         e["message"]
             .as_str()

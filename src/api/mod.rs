@@ -38,6 +38,8 @@ pub(crate) struct AccessLog {
     path: String,
     pub model: String,
     pub usage: Option<Usage>,
+    /// How a streamed answer ended: complete, client-disconnected or interrupted.
+    pub stream: Option<&'static str>,
     start: Instant,
 }
 
@@ -46,14 +48,15 @@ impl AccessLog {
         let (p, c) = self.usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         log::info!(
             target: "memgate::access",
-            "{} {} model={} status={} ms={:.1} tokens={}+{}",
+            "{} {} model={} status={} ms={:.1} tokens={}+{}{}",
             self.method,
             self.path,
             if self.model.is_empty() { "-" } else { &self.model },
             status,
             self.start.elapsed().as_secs_f64() * 1000.0,
             p,
-            c
+            c,
+            self.stream.map_or(String::new(), |s| format!(" stream={s}")),
         );
     }
 }
@@ -66,6 +69,7 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
         path: req.url().path().to_owned(),
         model: String::new(),
         usage: None,
+        stream: None,
         start: Instant::now(),
     });
     let (res, status) = match dispatch(&app, &mut req, peer, &mut log).await {

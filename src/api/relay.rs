@@ -79,7 +79,7 @@ async fn pump(mut events: EventStream, tx: FrameSender, peer: Peer, mut t: impl 
     };
     if let Some(mut log) = log {
         log.usage = t.usage();
-        log.model.push_str(&format!(" stream={outcome}"));
+        log.stream = Some(outcome);
         log.finish(200);
     }
 }

@@ -120,7 +120,6 @@ impl Client {
             .header("content-type")
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
-        let retry_after = res.header("retry-after").map(|v| v.as_str().to_owned());
         let body = PooledBody {
             body: res.take_body(),
             conn: (framed && !closing).then_some(conn),
@@ -130,7 +129,6 @@ impl Client {
         Ok(UpstreamResponse {
             status: res.status().into(),
             content_type,
-            retry_after,
             body,
             idle: Duration::from_millis(self.timeouts.idle_ms),
             origin: key.origin(),
@@ -163,7 +161,6 @@ async fn sleep_none<T>(d: Duration) -> Option<T> {
 pub struct UpstreamResponse {
     pub status: u16,
     pub content_type: String,
-    pub retry_after: Option<String>,
     body: PooledBody,
     idle: Duration,
     origin: String,
