@@ -1,6 +1,7 @@
 //! Everything a request needs, built once at start-up and shared by all connections.
 
 use crate::config::{AuthMode, Config};
+use crate::memory::Memory;
 use crate::router::Router;
 use crate::store::Store;
 use crate::upstream::Client;
@@ -13,6 +14,7 @@ pub struct App {
     pub store: Store,
     pub router: Router,
     pub client: Client,
+    pub memory: Memory,
     pub max_body: u64,
     pub body_timeout: Duration,
 }
@@ -24,6 +26,7 @@ impl App {
             store,
             router: Router::new(config),
             client: Client::new(config.timeouts.clone()),
+            memory: Memory::new(config),
             max_body: config.max_body_bytes(),
             body_timeout: Duration::from_millis(config.timeouts.body_ms),
         }

@@ -5,6 +5,8 @@
 
 mod chat;
 mod embeddings;
+mod items;
+mod memory;
 mod models;
 mod relay;
 mod responses;
@@ -14,6 +16,7 @@ use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::http::{error_response, json_response, read_body, Peer};
 use crate::ir::Usage;
+use crate::memory::ThreadRef;
 use crate::router::Route;
 use crate::upstream::{UpstreamRequest, UpstreamResponse};
 use futures_lite::future;
@@ -27,6 +30,8 @@ pub(crate) struct Ctx {
     pub app: Arc<App>,
     pub peer: Peer,
     pub caller: Caller,
+    /// The thread named by `x-thread-id` / `x-resource-id`, for endpoints with memory.
+    pub thread: Option<ThreadRef>,
     /// Taken by a streaming handler, which finishes it when the stream ends.
     pub log: Option<AccessLog>,
 }
@@ -99,14 +104,17 @@ async fn dispatch(
     }
     let route = Endpoint::find(&path)
         .ok_or_else(|| ApiError::not_found(format!("no route for {path}; the API lives under /v1")))?;
-    if method != route.method() {
+    if route.method().is_some_and(|m| m != method) {
         return Err(ApiError::method_not_allowed(method.as_ref(), &path));
     }
     let caller = auth::authenticate(app.auth, &app.store, req)?;
+    let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+    let thread = ThreadRef::from_headers(header("x-thread-id").as_deref(), header("x-resource-id").as_deref())?;
     let mut ctx = Ctx {
         app: app.clone(),
         peer,
         caller,
+        thread,
         log: log.take(),
     };
     let result = serve(&mut ctx, route, req).await;
@@ -119,7 +127,7 @@ async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Resp
     let body = match route {
         Endpoint::Models => return Ok(models::list(ctx)),
         Endpoint::Model(id) => return models::get(ctx, &id),
-        Endpoint::Chat | Endpoint::Responses | Endpoint::Embeddings => {
+        Endpoint::Chat | Endpoint::Responses | Endpoint::Embeddings | Endpoint::Memory(_) => {
             match read_body(req, ctx.app.max_body, ctx.app.body_timeout).await {
                 Ok(body) => body,
                 // The rest of an oversized or stalled body is still on the wire: answer and close.
@@ -131,6 +139,14 @@ async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Resp
             }
         }
     };
+    if let Endpoint::Memory(rest) = &route {
+        let query = req
+            .url()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        return memory::handle(ctx, req.method(), rest, &query, &body).await;
+    }
     // A client that hangs up while the upstream works (a slow model, a big batch) drops the
     // handler, and with it the upstream request. Streams watch for this themselves.
     let peer = ctx.peer.clone();
@@ -154,6 +170,8 @@ enum Endpoint {
     Embeddings,
     Models,
     Model(String),
+    /// Everything under `/v1/memory/` (the rest of the path); it checks its own methods.
+    Memory(String),
 }
 
 impl Endpoint {
@@ -163,14 +181,16 @@ impl Endpoint {
             "/v1/responses" => Endpoint::Responses,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/models" => Endpoint::Models,
+            _ if path.starts_with("/v1/memory/") => Endpoint::Memory(path["/v1/memory/".len()..].to_owned()),
             _ => Endpoint::Model(path.strip_prefix("/v1/models/").filter(|m| !m.is_empty())?.to_owned()),
         })
     }
 
-    fn method(&self) -> Method {
+    fn method(&self) -> Option<Method> {
         match self {
-            Endpoint::Models | Endpoint::Model(_) => Method::Get,
-            _ => Method::Post,
+            Endpoint::Models | Endpoint::Model(_) => Some(Method::Get),
+            Endpoint::Memory(_) => None,
+            _ => Some(Method::Post),
         }
     }
 }

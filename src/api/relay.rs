@@ -5,10 +5,15 @@
 //! socket sees the FIN, or the channel closes), dropping the upstream connection, which cancels
 //! the generation. An upstream that breaks off or falls silent ends the client's stream with an
 //! error event and no clean terminator, so SDKs raise instead of returning a truncated answer.
+//!
+//! With memory on, the exchange is committed before the client sees the terminal event, so a
+//! client that read the end of one answer finds it remembered in its next request. A stream
+//! cut short stores what arrived, marked incomplete.
 
 use super::{AccessLog, Ctx};
 use crate::http::{frame_channel, sse, sse_response, FrameSender, Peer};
-use crate::ir::Usage;
+use crate::ir::{Message, Usage};
+use crate::memory::Turn;
 use crate::upstream::{EventStream, UpstreamResponse};
 use futures_lite::future;
 use http_types::Response;
@@ -25,6 +30,8 @@ pub(crate) trait Translate: Send + 'static {
     /// Whether the upstream has signalled a clean end of the answer.
     fn finished(&self) -> bool;
     fn usage(&self) -> Option<Usage>;
+    /// The assistant's answer as far as it has arrived, for memory.
+    fn answer(&self) -> Option<Message>;
     /// The client's frame for a stream that broke off.
     fn error_frame(&self, message: &str) -> Vec<u8> {
         let body = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": "stream_interrupted"}});
@@ -33,9 +40,14 @@ pub(crate) trait Translate: Send + 'static {
 }
 
 /// Starts relaying `upstream` and returns the streaming response at once.
-pub(crate) fn relay(ctx: &mut Ctx, upstream: UpstreamResponse, translate: impl Translate) -> Response {
+pub(crate) fn relay(
+    ctx: &mut Ctx,
+    upstream: UpstreamResponse,
+    translate: impl Translate,
+    turn: Option<Turn>,
+) -> Response {
     let (tx, body) = frame_channel(FRAMES_IN_FLIGHT);
-    let task = pump(upstream.events(), tx, ctx.peer.clone(), translate, ctx.log.take());
+    let task = pump(upstream.events(), tx, ctx.peer.clone(), translate, ctx.log.take(), turn);
     crate::runtime::spawn(task).detach();
     sse_response(body)
 }
@@ -46,7 +58,14 @@ enum End {
     Broken(String),
 }
 
-async fn pump(mut events: EventStream, tx: FrameSender, peer: Peer, mut t: impl Translate, log: Option<AccessLog>) {
+async fn pump(
+    mut events: EventStream,
+    tx: FrameSender,
+    peer: Peer,
+    mut t: impl Translate,
+    log: Option<AccessLog>,
+    mut turn: Option<Turn>,
+) {
     let end = 'relay: loop {
         let next = future::or(async { Some(events.next().await) }, async {
             peer.closed().await;
@@ -55,7 +74,13 @@ async fn pump(mut events: EventStream, tx: FrameSender, peer: Peer, mut t: impl 
         match next.await {
             None => break End::ClientGone,
             Some(Ok(Some(ev))) => {
-                for frame in t.event(ev) {
+                let frames = t.event(ev);
+                if let Some(turn) = turn.take_if(|_| t.finished()) {
+                    if let Err(e) = turn.finish(t.answer(), true).await {
+                        break End::Broken(e.message);
+                    }
+                }
+                for frame in frames {
                     if tx.send(frame).await.is_err() {
                         break 'relay End::ClientGone;
                     }
@@ -68,11 +93,16 @@ async fn pump(mut events: EventStream, tx: FrameSender, peer: Peer, mut t: impl 
             Some(Err(m)) => break End::Broken(m),
         }
     };
+    if let Some(turn) = turn {
+        if let Err(e) = turn.finish(t.answer(), false).await {
+            log::error!("the partial answer could not be stored: {e}");
+        }
+    }
     let outcome = match &end {
         End::Clean => "complete",
         End::ClientGone => "client-disconnected",
         End::Broken(m) => {
-            log::warn!("stream from upstream broke off: {m}");
+            log::warn!("stream ended early: {m}");
             let _ = tx.send(t.error_frame(m)).await;
             "interrupted"
         }

@@ -1,16 +1,31 @@
 //! `POST /v1/responses`, the OpenAI Responses API.
 
+use super::items::{self, OutputAccumulator};
 use super::relay::{relay, Translate};
 use super::{parse_body, route, send, Ctx};
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
-use crate::ir::{PassthroughRequest, Usage};
+use crate::ir::{Message, PassthroughRequest, Usage};
+use crate::memory::Memory;
 use http_types::Response;
 use serde_json::Value;
 
 pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let mut req: PassthroughRequest = parse_body(body)?;
     let (asked, route) = route(ctx, &mut req.model)?;
+    // Memory works on chat messages: the input goes through them and back into items.
+    // (`instructions` stays as it is: it is the client's own system message.)
+    let turn = match &ctx.thread {
+        Some(at) => {
+            let input = req.rest.get("input").unwrap_or(&Value::Null);
+            let messages = items::input_to_messages(input)?;
+            let (messages, turn) = Memory::begin(&ctx.app, &ctx.caller, at, messages, &asked).await?;
+            req.rest
+                .insert("input".to_owned(), Value::Array(items::messages_to_input(&messages)));
+            Some(turn)
+        }
+        None => None,
+    };
     let upstream = route
         .provider
         .passthrough("/responses", &req, ctx.caller.byok.as_deref())?;
@@ -23,7 +38,9 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
                 model: asked,
                 done: false,
                 usage: None,
+                output: OutputAccumulator::default(),
             },
+            turn,
         ));
     }
     let bytes = res.bytes().await?;
@@ -32,6 +49,9 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     set_model(&mut answer, &asked);
     if let Some(log) = &mut ctx.log {
         log.usage = answer.get("usage").and_then(Usage::from_value);
+    }
+    if let Some(turn) = turn {
+        turn.finish(items::output_to_message(&answer), true).await?;
     }
     Ok(json_response(200, &answer))
 }
@@ -48,6 +68,7 @@ struct ResponseStream {
     model: String,
     done: bool,
     usage: Option<Usage>,
+    output: OutputAccumulator,
 }
 
 impl Translate for ResponseStream {
@@ -65,6 +86,7 @@ impl Translate for ResponseStream {
                 self.usage = Some(u);
             }
         }
+        self.output.event(kind.as_deref().unwrap_or_default(), &data);
         if matches!(
             kind.as_deref(),
             Some("response.completed" | "response.failed" | "response.incomplete" | "error")
@@ -80,5 +102,9 @@ impl Translate for ResponseStream {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn answer(&self) -> Option<Message> {
+        self.output.message()
     }
 }

@@ -6,11 +6,24 @@
 //!
 //! ```json
 //! {"path": "/v1/chat/completions", "method": "POST", "match": ["What is 2+2?"], "absent": ["tool_call_id"],
-//!  "status": 200, "content_type": "application/json", "delay_ms": 0, "event_delay_ms": 0, "headers": {}}
+//!  "status": 200, "content_type": "application/json", "delay_ms": 0, "event_delay_ms": 0, "headers": {},
+//!  "capture": {"name": {"after": "name is ", "until": " .,;:!?\"\\<\n", "default": null}}}
 //! ```
 //!
 //! The first fixture (by directory name) whose path and method equal the request's, whose
-//! `match` strings all occur in the request body and whose `absent` strings do not, answers.
+//! `match` strings all occur in the request body, whose `absent` strings do not, and whose
+//! captures are all found (or have a default) answers.
+//!
+//! A capture lets a fixture answer from the context it receives. For each entry of `capture`,
+//! the mock finds the last occurrence of `after` in the raw request body (ASCII case-insensitive);
+//! the value is the text following it up to, not including, the first character listed in
+//! `until` (or the end of the body; `until` defaults to empty). An empty value counts as not
+//! found. A capture that is not found takes its `default` (a string; absent or `null` means none)
+//! and, without one, the fixture does not match, so a later fixture (an "unknown" answer, say)
+//! can. Every `{{NAME}}` in the answer's body (JSON or SSE) is replaced by the value of the capture
+//! NAME, JSON-escaped, as the placeholder is meant to sit inside a JSON string. Bodies of fixtures
+//! without captures are sent byte for byte.
+//!
 //! SSE bodies are sent one event at a time, `event_delay_ms` apart, each flushed as it goes.
 //! Every request is recorded: `GET /__mock/requests` lists them (a streamed answer's entry
 //! says whether the stream was sent to the end or abandoned by the client), `DELETE` clears.
@@ -23,6 +36,8 @@ use http_types::{Request, Response};
 use memgate::http::{frame_channel, json_response, serve, sse_response, text_response, ServerOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -48,6 +63,19 @@ struct Meta {
     event_delay_ms: u64,
     #[serde(default)]
     headers: serde_json::Map<String, Value>,
+    #[serde(default)]
+    capture: BTreeMap<String, Capture>,
+}
+
+/// One value taken from the request body; see the module documentation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Capture {
+    after: String,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    default: Option<String>,
 }
 
 fn post() -> String {
@@ -93,6 +121,12 @@ fn load(dir: &Path) -> Result<Vec<Fixture>, String> {
                     false,
                 ),
             };
+            if meta.capture.values().any(|c| c.after.is_empty()) {
+                return Err(format!("{name}/meta.json: a capture's `after` is empty"));
+            }
+            if !meta.capture.is_empty() && std::str::from_utf8(&body).is_err() {
+                return Err(format!("{name}: a fixture with captures needs a UTF-8 body"));
+            }
             Ok(Fixture { name, meta, body, sse })
         })
         .collect()
@@ -115,12 +149,23 @@ async fn answer(mock: Arc<Mock>, mut req: Request, peer: Option<std::net::Socket
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), Value::String(v.last().as_str().to_owned())))
         .collect();
-    let found = mock.fixtures.iter().find(|f| {
-        f.meta.path == path
+    let matched = mock.fixtures.iter().find_map(|f| {
+        let fits = f.meta.path == path
             && f.meta.method == method
             && f.meta.needles.iter().all(|n| text.contains(n.as_str()))
-            && !f.meta.absent.iter().any(|n| text.contains(n.as_str()))
+            && !f.meta.absent.iter().any(|n| text.contains(n.as_str()));
+        if !fits {
+            return None;
+        }
+        let values = f
+            .meta
+            .capture
+            .iter()
+            .map(|(name, c)| Some((name.as_str(), capture(&text, c).or_else(|| c.default.clone())?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some((f, values))
     });
+    let found = matched.as_ref().map(|(f, _)| *f);
     // Bounded, so a benchmark's load does not make the mock itself the thing measured.
     let index = {
         let mut seen = mock.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,16 +179,17 @@ async fn answer(mock: Arc<Mock>, mut req: Request, peer: Option<std::net::Socket
             seen.len() - 1
         })
     };
-    let Some(f) = found else {
+    let Some((f, values)) = matched else {
         let err = json!({"error": {"message": format!("memgate-mock: no fixture matches {method} {path}"), "type": "invalid_request_error", "param": null, "code": "no_fixture"}});
         return json_response(404, &err);
     };
     if f.meta.delay_ms > 0 {
         smol::Timer::after(Duration::from_millis(f.meta.delay_ms)).await;
     }
+    let filled = fill(&f.body, &values);
     let mut res = if f.sse && f.meta.status < 300 {
         let (tx, body) = frame_channel(4);
-        let events = split_events(&f.body);
+        let events = split_events(&filled);
         let gap = Duration::from_millis(f.meta.event_delay_ms);
         let mock = mock.clone();
         memgate::runtime::spawn(async move {
@@ -166,13 +212,53 @@ async fn answer(mock: Arc<Mock>, mut req: Request, peer: Option<std::net::Socket
         sse_response(body)
     } else {
         let ct = f.meta.content_type.as_deref().unwrap_or("application/json");
-        text_response(f.meta.status, ct, f.body.clone())
+        text_response(f.meta.status, ct, filled.into_owned())
     };
     res.set_status(http_types::StatusCode::try_from(f.meta.status).unwrap_or(http_types::StatusCode::Ok));
     for (k, v) in &f.meta.headers {
         res.insert_header(k.as_str(), v.as_str().unwrap_or_default());
     }
     res
+}
+
+/// The text after the last (ASCII case-insensitive) `after` up to the first `until` character;
+/// `None` when `after` does not occur or the value is empty.
+fn capture(text: &str, c: &Capture) -> Option<String> {
+    // ASCII lowering keeps every byte offset, so positions found in `hay` are valid in `text`.
+    let hay = text.to_ascii_lowercase();
+    let start = hay.rfind(&c.after.to_ascii_lowercase())? + c.after.len();
+    let rest = text.get(start..)?;
+    let value = rest.split(|ch| c.until.contains(ch)).next().unwrap_or_default();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// The body with every `{{NAME}}` replaced by its captured value, JSON-escaped.
+fn fill<'a>(body: &'a [u8], values: &[(&str, String)]) -> Cow<'a, [u8]> {
+    if values.is_empty() {
+        return Cow::Borrowed(body);
+    }
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    for (name, value) in values {
+        text = text.replace(&format!("{{{{{name}}}}}"), &json_escape(value));
+    }
+    Cow::Owned(text.into_bytes())
+}
+
+/// Escapes a value for use inside a JSON string.
+fn json_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for ch in value.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Splits raw SSE bytes into events, each keeping its own terminating blank line.

@@ -3,14 +3,20 @@
 //! redb admits one process per file. The server holds it for its lifetime; a CLI command run
 //! meanwhile reaches the same data through the server's admin socket (see `admin`).
 //!
-//! Writes are few here (key management) and go through `smol::unblock`: a commit fsyncs, which
-//! must not stall an executor thread. Reads are MVCC snapshots, a few microseconds, done inline.
+//! Memory writes go through one writer thread that commits in groups (see `writer`); key
+//! management, rare, commits from `smol::unblock`. Either way no executor thread waits on an
+//! fsync. Reads are MVCC snapshots, a few microseconds, done inline through a [`Reader`].
 
 mod keys;
+pub mod observations;
+pub mod threads;
+mod writer;
 
 pub use keys::{KeyRecord, KEY_PREFIX};
+pub use observations::{Generation, ObservationRecord, Scope};
+pub use threads::{NewMessage, StoredMessage, ThreadRecord};
 
-use redb::{Database, DatabaseError};
+use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +27,8 @@ pub const DB_FILE: &str = "memgate.redb";
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    // Declared after `db`: dropped last, it joins the writer thread, closing the file.
+    writer: Arc<writer::Writer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -30,7 +38,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Why the database could not be used.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// Another process (normally the running server) holds the file.
     Locked(PathBuf),
@@ -56,6 +64,22 @@ pub(crate) fn failed(context: &str) -> impl Fn(redb::Error) -> StoreError + '_ {
     move |e| StoreError::Failed(format!("{context}: {e}"))
 }
 
+/// Turns any redb error into [`StoreError::Failed`] saying what was being done.
+pub(crate) trait OrFail<T> {
+    fn or_fail(self, context: &str) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> OrFail<T> for Result<T, E> {
+    fn or_fail(self, context: &str) -> Result<T, StoreError> {
+        self.map_err(|e| failed(context)(e.into()))
+    }
+}
+
+/// A consistent snapshot of the database; readers never wait for the writer.
+pub struct Reader {
+    tx: ReadTransaction,
+}
+
 impl Store {
     /// Opens (creating if needed) `dir/memgate.redb`; the directory is created private (0700).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -71,16 +95,44 @@ impl Store {
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(e) => return Err(StoreError::Failed(format!("cannot open {}: {e}", path.display()))),
         };
-        let store = Store { db: Arc::new(db) };
-        store.init_tables()?;
+        let db = Arc::new(db);
+        let store = Store {
+            writer: Arc::new(writer::Writer::start(db.clone())?),
+            db,
+        };
+        store.write_blocking(|tx| {
+            // Every table exists from the start, so readers never meet a missing one.
+            keys::init(tx)?;
+            threads::init(tx)?;
+            observations::init(tx)
+        })?;
         Ok(store)
     }
 
-    /// Creates every table so readers never meet a missing one.
-    fn init_tables(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| failed("begin")(e.into()))?;
-        keys::init(&tx)?;
-        tx.commit().map_err(|e| failed("commit")(e.into()))
+    /// A snapshot to read from.
+    pub fn read(&self) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            tx: self.db.begin_read().or_fail("begin a read")?,
+        })
+    }
+
+    /// Runs `op` on the writer thread; resolves once it is durable (see `writer` for the rules
+    /// an op follows).
+    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(op).await
+    }
+
+    /// [`Store::write`] from outside the executor.
+    pub fn write_blocking<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write_blocking(op)
     }
 
     pub(crate) fn db(&self) -> &Database {

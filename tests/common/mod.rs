@@ -181,6 +181,10 @@ impl Gateway {
         request(&self.addr, "GET", path, headers, b"")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process (SIGKILL): what a crash or power loss looks like to the database.
     pub fn kill(mut self) -> PathBuf {
         let _ = self.child.kill();

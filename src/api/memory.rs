@@ -1,0 +1,489 @@
+//! `/v1/memory/…`: threads, messages and observations over HTTP, Mastra's paths and field
+//! names, every call scoped to the caller's tenant (a thread of another tenant is a 404).
+
+use super::{parse_body, Ctx};
+use crate::clock;
+use crate::error::ApiError;
+use crate::http::json_response;
+use crate::ir::Message;
+use crate::memory::{self, lines, store_error, tokens};
+use crate::store::{threads, NewMessage, StoredMessage, ThreadRecord};
+use http_types::{Method, Response};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// Default and largest page of a list.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// Serves one memory API request; `path` is what follows `/v1/memory/`.
+pub(super) async fn handle(
+    ctx: &mut Ctx,
+    method: Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let segments: Vec<String> = path.split('/').map(percent_decode).collect::<Result<_, _>>()?;
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let tenant = ctx.caller.tenant.clone();
+    match (method, parts.as_slice()) {
+        (Method::Get, ["threads"]) => list_threads(ctx, &tenant, query),
+        (Method::Post, ["threads"]) => create_thread(ctx, &tenant, body).await,
+        (Method::Get, ["threads", id]) => Ok(json_response(200, &thread_json(&visible(ctx, &tenant, id)?))),
+        (Method::Patch, ["threads", id]) => update_thread(ctx, &tenant, id, body).await,
+        (Method::Delete, ["threads", id]) => {
+            let (id, t) = (id.to_string(), tenant.clone());
+            let thread = ctx
+                .app
+                .store
+                .write(move |tx| memory::delete_thread_op(tx, &id, Some(&t)))
+                .await
+                .map_err(store_error)?;
+            Ok(json_response(200, &json!({"id": thread.id, "deleted": true})))
+        }
+        (Method::Get, ["threads", id, "messages"]) => list_messages(ctx, &tenant, id, query),
+        (Method::Post, ["threads", id, "messages"]) => save_messages(ctx, &tenant, id, body).await,
+        (Method::Delete, ["threads", id, "messages"]) => delete_messages(ctx, &tenant, id, body).await,
+        (Method::Get, ["threads", id, "observations"]) => observations(ctx, &tenant, id),
+        (Method::Get, ["threads", id, "observations", "record"]) => record(ctx, &tenant, id),
+        (Method::Get, ["threads", id, "observations", "history"]) => history(ctx, &tenant, id),
+        (Method::Patch, ["threads", id, "observations", "config"]) => set_config(ctx, &tenant, id, body).await,
+        (Method::Delete, ["resources", resource]) => {
+            threads::check_id("resourceId", resource).map_err(ApiError::invalid)?;
+            let erase = memory::forget_resource(&ctx.app.store, Some(&tenant), resource).map_err(store_error)?;
+            let gone = ctx.app.store.write(erase).await.map_err(store_error)?;
+            Ok(json_response(
+                200,
+                &json!({"resourceId": resource, "deleted": true, "threads": gone.len()}),
+            ))
+        }
+        (m, _) if known(&parts) => Err(ApiError::method_not_allowed(m.as_ref(), &format!("/v1/memory/{path}"))),
+        _ => Err(ApiError::not_found(format!(
+            "no memory route /v1/memory/{path}; see the README for /v1/memory/threads and /v1/memory/resources"
+        ))),
+    }
+}
+
+/// Whether a path names a memory route under some method (for 405 versus 404).
+fn known(parts: &[&str]) -> bool {
+    matches!(
+        parts,
+        ["threads"]
+            | ["threads", _]
+            | ["threads", _, "messages"]
+            | ["threads", _, "observations"]
+            | ["threads", _, "observations", "record" | "history" | "config"]
+            | ["resources", _]
+    )
+}
+
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+            out.push(byte.ok_or_else(|| ApiError::invalid(format!("bad percent-encoding in path segment {s:?}")))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::invalid("path segments must be UTF-8"))
+}
+
+/// The thread `id` if the caller's tenant owns it; a 404 otherwise, whoever owns it.
+fn visible(ctx: &Ctx, tenant: &str, id: &str) -> Result<ThreadRecord, ApiError> {
+    ctx.app
+        .store
+        .read()
+        .and_then(|r| r.thread(id, Some(tenant)))
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("thread {id:?} not found")))
+}
+
+fn thread_json(t: &ThreadRecord) -> Value {
+    json!({
+        "id": t.id,
+        "resourceId": t.resource,
+        "title": t.title,
+        "metadata": t.metadata,
+        "createdAt": clock::iso8601(t.created_at),
+        "updatedAt": clock::iso8601(t.updated_at),
+        "messageCount": t.message_count,
+    })
+}
+
+fn message_json(thread: &str, m: &StoredMessage) -> Value {
+    let mut v = json!({
+        "id": m.id,
+        "threadId": thread,
+        "role": m.message.role,
+        "content": m.message.content,
+        "createdAt": clock::iso8601(m.created_at),
+    });
+    if let Some(calls) = &m.message.tool_calls {
+        v["toolCalls"] = json!(calls);
+    }
+    if let Some(id) = &m.message.tool_call_id {
+        v["toolCallId"] = json!(id);
+    }
+    if m.incomplete {
+        v["incomplete"] = json!(true);
+    }
+    v
+}
+
+/// `limit` and `offset` from the query, checked.
+fn paging(query: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
+    let number = |k: &str, default: usize| {
+        query.get(k).map_or(Ok(default), |v| {
+            v.parse::<usize>()
+                .map_err(|_| ApiError::invalid_param(k, format!("{k} must be a non-negative integer, not {v:?}")))
+        })
+    };
+    let limit = number("limit", PAGE)?;
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid_param("limit", format!("limit must be 1-{MAX_PAGE}")));
+    }
+    Ok((limit, number("offset", 0)?))
+}
+
+fn list_threads(ctx: &Ctx, tenant: &str, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let (limit, offset) = paging(query)?;
+    let resource = query.get("resourceId").map(String::as_str);
+    let all = ctx
+        .app
+        .store
+        .read()
+        .and_then(|r| r.threads(Some(tenant), resource))
+        .map_err(store_error)?;
+    let page: Vec<Value> = all.iter().skip(offset).take(limit).map(thread_json).collect();
+    Ok(json_response(
+        200,
+        &json!({"threads": page, "total": all.len(), "hasMore": offset + page.len() < all.len()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewThread {
+    #[serde(default)]
+    id: Option<String>,
+    resource_id: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+async fn create_thread(ctx: &Ctx, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let new: NewThread = parse_body(body)?;
+    let id = match new.id {
+        Some(id) => id,
+        None => format!("thread_{:x}", clock::now_ms()) + &random_suffix(),
+    };
+    threads::check_id("id", &id).map_err(|m| ApiError::invalid_param("id", m))?;
+    threads::check_id("resourceId", &new.resource_id).map_err(|m| ApiError::invalid_param("resourceId", m))?;
+    let now = clock::now_ms();
+    let record = ThreadRecord {
+        id,
+        tenant: tenant.to_owned(),
+        resource: new.resource_id,
+        title: new.title,
+        metadata: Value::Object(new.metadata.unwrap_or_default()),
+        created_at: now,
+        updated_at: now,
+        next_seq: 0,
+        cursor: 0,
+        message_count: 0,
+        message_tokens: None,
+        observation_tokens: None,
+    };
+    let saved = record.clone();
+    ctx.app
+        .store
+        .write(move |tx| threads::create(tx, &saved))
+        .await
+        .map_err(store_error)?;
+    Ok(json_response(201, &thread_json(&record)))
+}
+
+fn random_suffix() -> String {
+    let mut raw = [0u8; 4];
+    let _ = getrandom::fill(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThreadPatch {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+async fn update_thread(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let patch: ThreadPatch = parse_body(body)?;
+    let (id, tenant) = (id.to_owned(), tenant.to_owned());
+    let thread = ctx
+        .app
+        .store
+        .write(move |tx| {
+            let mut t = threads::owned(tx, &id, Some(&tenant))?;
+            if patch.title.is_some() {
+                t.title = patch.title;
+            }
+            if let Some(m) = patch.metadata {
+                t.metadata = Value::Object(m);
+            }
+            t.updated_at = clock::now_ms();
+            threads::update(tx, &t)?;
+            Ok(t)
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(json_response(200, &thread_json(&thread)))
+}
+
+fn list_messages(ctx: &Ctx, tenant: &str, id: &str, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let (limit, offset) = paging(query)?;
+    let desc = match query.get("order").map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "order",
+                format!("order must be asc or desc, not {other:?}"),
+            ))
+        }
+    };
+    let thread = visible(ctx, tenant, id)?;
+    let page = ctx
+        .app
+        .store
+        .read()
+        .and_then(|r| r.message_page(&thread.id, offset, limit, desc))
+        .map_err(store_error)?;
+    let messages: Vec<Value> = page.iter().map(|m| message_json(&thread.id, m)).collect();
+    Ok(json_response(
+        200,
+        &json!({"messages": messages, "total": thread.message_count, "hasMore": ((offset + messages.len()) as u64) < thread.message_count}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveMessages {
+    messages: Vec<Message>,
+}
+
+async fn save_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let save: SaveMessages = parse_body(body)?;
+    if save.messages.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages must hold at least one message",
+        ));
+    }
+    if let Some(m) = save
+        .messages
+        .iter()
+        .find(|m| !matches!(m.role.as_str(), "user" | "assistant" | "system" | "tool"))
+    {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!("role {:?} is not one of user, assistant, system, tool", m.role),
+        ));
+    }
+    let new: Vec<NewMessage> = save
+        .messages
+        .into_iter()
+        .map(|m| NewMessage {
+            tokens: tokens::message(&m),
+            message: m,
+            incomplete: false,
+        })
+        .collect();
+    let (id, tenant) = (id.to_owned(), tenant.to_owned());
+    let (thread, stored) = ctx
+        .app
+        .store
+        .write(move |tx| {
+            let mut t = threads::owned(tx, &id, Some(&tenant))?;
+            let stored = threads::append(tx, &mut t, new, clock::now_ms())?;
+            Ok((t, stored))
+        })
+        .await
+        .map_err(store_error)?;
+    let messages: Vec<Value> = stored.iter().map(|m| message_json(&thread.id, m)).collect();
+    Ok(json_response(201, &json!({"messages": messages})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeleteMessages {
+    message_ids: Vec<String>,
+}
+
+async fn delete_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let del: DeleteMessages = parse_body(body)?;
+    let (id, tenant) = (id.to_owned(), tenant.to_owned());
+    let deleted = ctx
+        .app
+        .store
+        .write(move |tx| {
+            let mut t = threads::owned(tx, &id, Some(&tenant))?;
+            threads::delete_messages(tx, &mut t, &del.message_ids)
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(json_response(200, &json!({"deleted": deleted})))
+}
+
+fn observations(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
+    let thread = visible(ctx, tenant, id)?;
+    let record = ctx
+        .app
+        .store
+        .read()
+        .and_then(|r| r.observations(&ctx.app.memory.scope_key(&thread)))
+        .map_err(store_error)?
+        .unwrap_or_default();
+    Ok(json_response(
+        200,
+        &json!({
+            "threadId": thread.id,
+            "resourceId": thread.resource,
+            "scope": scope_name(ctx),
+            "generation": record.generation,
+            "observations": record.text,
+            "lines": lines::lines(&record.text),
+            "currentTask": record.current_task,
+            "tokens": record.tokens,
+            "updatedAt": (record.updated_at > 0).then(|| clock::iso8601(record.updated_at)),
+        }),
+    ))
+}
+
+fn scope_name(ctx: &Ctx) -> &'static str {
+    match ctx.app.memory.settings.scope {
+        crate::config::MemoryScope::Thread => "thread",
+        crate::config::MemoryScope::Resource => "resource",
+    }
+}
+
+fn record(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
+    let thread = visible(ctx, tenant, id)?;
+    let reader = ctx.app.store.read().map_err(store_error)?;
+    let record = reader
+        .observations(&ctx.app.memory.scope_key(&thread))
+        .map_err(store_error)?
+        .unwrap_or_default();
+    let unobserved = reader.messages_from(&thread.id, thread.cursor).map_err(store_error)?;
+    let (message_tokens, observation_tokens) = ctx.app.memory.thresholds(&thread);
+    let (observing, reflecting) = ctx.app.memory.activity(&thread);
+    Ok(json_response(
+        200,
+        &json!({
+            "threadId": thread.id,
+            "resourceId": thread.resource,
+            "scope": scope_name(ctx),
+            "generationCount": record.generation,
+            "observationTokenCount": record.tokens,
+            "pendingMessageTokens": memory::pending_tokens(&unobserved),
+            "pendingMessages": unobserved.len(),
+            "observedMessages": thread.message_count - unobserved.len() as u64,
+            "config": {"messageTokens": message_tokens, "observationTokens": observation_tokens},
+            "isObserving": observing,
+            "isReflecting": reflecting,
+            "lastObservedAt": record.last_observed_at.map(clock::iso8601),
+            "observerRuns": record.observer_runs,
+            "reflectorRuns": record.reflector_runs,
+            "failures": record.failures,
+            "memoryUsage": {
+                "prompt_tokens": record.memory_prompt_tokens,
+                "completion_tokens": record.memory_completion_tokens,
+                "total_tokens": record.memory_prompt_tokens + record.memory_completion_tokens,
+            },
+        }),
+    ))
+}
+
+fn history(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
+    let thread = visible(ctx, tenant, id)?;
+    let reader = ctx.app.store.read().map_err(store_error)?;
+    let scope = ctx.app.memory.scope_key(&thread);
+    let mut generations: Vec<Value> = reader
+        .history(&scope)
+        .map_err(store_error)?
+        .iter()
+        .map(|g| {
+            json!({
+                "generation": g.generation,
+                "observations": g.text,
+                "tokens": g.tokens,
+                "createdAt": (g.created_at > 0).then(|| clock::iso8601(g.created_at)),
+                "replacedAt": clock::iso8601(g.replaced_at),
+            })
+        })
+        .collect();
+    if let Some(current) = reader.observations(&scope).map_err(store_error)? {
+        generations.push(json!({
+            "generation": current.generation,
+            "observations": current.text,
+            "tokens": current.tokens,
+            "createdAt": (current.created_at > 0).then(|| clock::iso8601(current.created_at)),
+            "replacedAt": null,
+        }));
+    }
+    Ok(json_response(
+        200,
+        &json!({"threadId": thread.id, "generations": generations}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Thresholds {
+    #[serde(default)]
+    message_tokens: Option<u64>,
+    #[serde(default)]
+    observation_tokens: Option<u64>,
+}
+
+async fn set_config(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let patch: Thresholds = parse_body(body)?;
+    for (name, v) in [
+        ("messageTokens", patch.message_tokens),
+        ("observationTokens", patch.observation_tokens),
+    ] {
+        if v == Some(0) {
+            return Err(ApiError::invalid_param(name, format!("{name} must be at least 1")));
+        }
+    }
+    let (id, tenant) = (id.to_owned(), tenant.to_owned());
+    let thread = ctx
+        .app
+        .store
+        .write(move |tx| {
+            let mut t = threads::owned(tx, &id, Some(&tenant))?;
+            t.message_tokens = patch.message_tokens.or(t.message_tokens);
+            t.observation_tokens = patch.observation_tokens.or(t.observation_tokens);
+            threads::update(tx, &t)?;
+            Ok(t)
+        })
+        .await
+        .map_err(store_error)?;
+    let (message_tokens, observation_tokens) = ctx.app.memory.thresholds(&thread);
+    Ok(json_response(
+        200,
+        &json!({"threadId": thread.id, "messageTokens": message_tokens, "observationTokens": observation_tokens}),
+    ))
+}

@@ -1,0 +1,470 @@
+//! Observational memory: threads remembered across requests, old turns compressed into dated
+//! observations by an observer model, observations condensed by a reflector model.
+//!
+//! A request with `x-thread-id` and `x-resource-id` becomes a [`Turn`]: [`Memory::begin`]
+//! swaps the client's messages for the assembled context (see `context`), and
+//! [`Turn::finish`] stores the new messages with the answer before the client sees the end of
+//! it. Past `message_tokens` of unobserved messages, a background observer run folds the
+//! oldest into observations (see `observer`); past `observation_tokens` of observations, the
+//! reflector condenses them (see `reflector`). Neither ever delays or fails a request, except
+//! that a thread far past its threshold (1.2×) is observed before forwarding, as OM's
+//! `blockAfter` does, so contexts stay bounded when the observer falls behind.
+
+mod context;
+pub mod lines;
+mod observer;
+mod reflector;
+pub mod tokens;
+
+use crate::app::App;
+use crate::auth::Caller;
+use crate::clock;
+use crate::config::{Config, MemoryScope};
+use crate::error::ApiError;
+use crate::ir::{ChatRequest, Message, Usage};
+use crate::store::{observations, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use context::PREAMBLE;
+
+/// OM's defaults.
+const MESSAGE_TOKENS: u64 = 30_000;
+const OBSERVATION_TOKENS: u64 = 40_000;
+/// Past this multiple of `message_tokens`, a request waits for observation (OM's blockAfter).
+const BLOCK_AFTER: f64 = 1.2;
+/// The share of `message_tokens` kept as raw recent messages after an observation.
+const TAIL_SHARE: f64 = 0.2;
+/// Waits after a failed observer or reflector run, doubling per failure up to the cap.
+const RETRY_FIRST: Duration = Duration::from_secs(15);
+const RETRY_CAP: Duration = Duration::from_secs(600);
+
+/// The `[memory]` settings in force.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `None`: the model of the request that triggered the run.
+    pub observer_model: Option<String>,
+    pub reflector_model: Option<String>,
+    pub message_tokens: u64,
+    pub observation_tokens: u64,
+    pub scope: MemoryScope,
+}
+
+/// Memory's state beyond the database: settings and which runs are under way.
+#[derive(Debug)]
+pub struct Memory {
+    pub settings: Settings,
+    /// One lock per observing thread / reflecting scope: a run holds it, so runs never overlap
+    /// and a request past `blockAfter` can wait for the run under way.
+    locks: Mutex<HashMap<String, Arc<smol::lock::Mutex<()>>>>,
+    /// Failed runs: how many in a row, and not before when to try again.
+    backoff: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// The memory headers of a request.
+#[derive(Debug, Clone)]
+pub struct ThreadRef {
+    pub thread: String,
+    pub resource: String,
+}
+
+impl ThreadRef {
+    /// Reads `x-thread-id` / `x-resource-id`: both turn memory on, neither leaves it off.
+    pub fn from_headers(thread: Option<&str>, resource: Option<&str>) -> Result<Option<ThreadRef>, ApiError> {
+        let (thread, resource) = match (thread, resource) {
+            (None, None) => return Ok(None),
+            (Some(t), Some(r)) => (t.trim(), r.trim()),
+            (Some(_), None) => {
+                return Err(ApiError::invalid(
+                    "x-thread-id needs x-resource-id: memory binds each thread to a resource (a user, an \
+                     account); send both headers, or neither for a request without memory",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "x-resource-id needs x-thread-id: send both headers to use memory, or neither",
+                ))
+            }
+        };
+        threads::check_id("x-thread-id", thread).map_err(ApiError::invalid)?;
+        threads::check_id("x-resource-id", resource).map_err(ApiError::invalid)?;
+        Ok(Some(ThreadRef {
+            thread: thread.to_owned(),
+            resource: resource.to_owned(),
+        }))
+    }
+}
+
+/// A store failure as the client sees it.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(m) => ApiError::not_found(m),
+        StoreError::Conflict(m) => ApiError::new_status(409, &m),
+        other => {
+            log::error!("memory store: {other}");
+            ApiError::internal("the memory store failed; nothing was lost, try again")
+        }
+    }
+}
+
+impl Memory {
+    pub fn new(config: &Config) -> Memory {
+        let m = &config.memory;
+        Memory {
+            settings: Settings {
+                observer_model: m.observer_model.clone(),
+                reflector_model: m.reflector_model.clone().or_else(|| m.observer_model.clone()),
+                message_tokens: m.message_tokens.unwrap_or(MESSAGE_TOKENS).max(1),
+                observation_tokens: m.observation_tokens.unwrap_or(OBSERVATION_TOKENS).max(1),
+                scope: m.scope.unwrap_or(MemoryScope::Thread),
+            },
+            locks: Mutex::default(),
+            backoff: Mutex::default(),
+        }
+    }
+
+    /// The key of the observation record a thread reads and feeds.
+    pub fn scope_key(&self, thread: &ThreadRecord) -> String {
+        match self.settings.scope {
+            MemoryScope::Thread => Scope::Thread(&thread.id).key(),
+            MemoryScope::Resource => Scope::Resource {
+                tenant: &thread.tenant,
+                resource: &thread.resource,
+            }
+            .key(),
+        }
+    }
+
+    /// The thresholds in force for a thread: its own, else the config's.
+    pub fn thresholds(&self, thread: &ThreadRecord) -> (u64, u64) {
+        (
+            thread.message_tokens.unwrap_or(self.settings.message_tokens),
+            thread.observation_tokens.unwrap_or(self.settings.observation_tokens),
+        )
+    }
+
+    fn lock(&self, key: &str) -> Arc<smol::lock::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds or waits for, so the map stays as small as the work.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Whether a run on `key` is under way right now.
+    fn busy(&self, key: &str) -> bool {
+        let locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.get(key).is_some_and(|l| l.try_lock().is_none())
+    }
+
+    /// Whether an observer run for the thread, and a reflector run for its scope, are under way.
+    pub fn activity(&self, thread: &ThreadRecord) -> (bool, bool) {
+        (
+            self.busy(&observe_key(&thread.id)),
+            self.busy(&reflect_key(&self.scope_key(thread))),
+        )
+    }
+
+    fn backing_off(&self, key: &str) -> bool {
+        let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        backoff.get(key).is_some_and(|(_, until)| Instant::now() < *until)
+    }
+
+    /// Records a run's outcome for its retry schedule.
+    fn ran(&self, key: &str, ok: bool) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            backoff.remove(key);
+            return;
+        }
+        let failures = backoff.get(key).map_or(0, |(n, _)| *n) + 1;
+        let wait = RETRY_FIRST.saturating_mul(1 << failures.min(10)).min(RETRY_CAP);
+        backoff.insert(key.to_owned(), (failures, Instant::now() + wait));
+    }
+}
+
+fn observe_key(thread: &str) -> String {
+    format!("observe\0{thread}")
+}
+
+fn reflect_key(scope: &str) -> String {
+    format!("reflect\0{scope}")
+}
+
+/// Tokens of the messages not yet observed.
+pub fn pending_tokens(unobserved: &[StoredMessage]) -> u64 {
+    unobserved.iter().map(|m| m.tokens).sum()
+}
+
+/// Who runs the observer and reflector calls for a turn: the model and the key of the request
+/// that triggered them (never stored).
+#[derive(Clone)]
+struct RunAs {
+    model: String,
+    byok: Option<String>,
+}
+
+/// One request's memory: what it brought that is new, to be stored with the answer.
+pub struct Turn {
+    app: Arc<App>,
+    thread: ThreadRecord,
+    new: Vec<Message>,
+    by: RunAs,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("thread", &self.thread.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one read of a thread gives context assembly.
+struct View {
+    unobserved: Vec<StoredMessage>,
+    recent: Vec<StoredMessage>,
+    memory: Option<Message>,
+}
+
+fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreError> {
+    let reader = app.store.read()?;
+    let unobserved = reader.messages_from(&thread.id, thread.cursor)?;
+    let recent = if recent <= unobserved.len() {
+        unobserved[unobserved.len() - recent..].to_vec()
+    } else {
+        reader.last_messages(&thread.id, recent)?
+    };
+    let record = reader.observations(&app.memory.scope_key(thread))?.unwrap_or_default();
+    Ok(View {
+        unobserved,
+        recent,
+        memory: context::memory_message(&record.text, record.current_task.as_deref()),
+    })
+}
+
+impl Memory {
+    /// Opens a turn: binds the thread (creating it on first use), works out which of the
+    /// client's messages are new, and returns the messages to send upstream.
+    pub async fn begin(
+        app: &Arc<App>,
+        caller: &Caller,
+        at: &ThreadRef,
+        messages: Vec<Message>,
+        model: &str,
+    ) -> Result<(Vec<Message>, Turn), ApiError> {
+        let found = app
+            .store
+            .read()
+            .and_then(|r| r.thread(&at.thread, None))
+            .map_err(store_error)?;
+        let thread = match found {
+            Some(t) if t.tenant == caller.tenant && t.resource == at.resource => t,
+            Some(_) => {
+                return Err(store_error(StoreError::NotFound(format!(
+                    "thread {:?} not found",
+                    at.thread
+                ))))
+            }
+            None => {
+                let (id, tenant, resource) = (at.thread.clone(), caller.tenant.clone(), at.resource.clone());
+                app.store
+                    .write(move |tx| threads::bind(tx, &id, &tenant, &resource, clock::now_ms()))
+                    .await
+                    .map_err(store_error)?
+            }
+        };
+        let (system, conversation): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(context::is_system);
+        let recent = conversation.len().saturating_sub(1);
+        let mut seen = view(app, &thread, recent).map_err(store_error)?;
+        let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
+        let by = RunAs {
+            model: model.to_owned(),
+            byok: caller.byok.clone(),
+        };
+        let (limit, _) = app.memory.thresholds(&thread);
+        let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
+        if pending as f64 > limit as f64 * BLOCK_AFTER {
+            log::info!(target: "memgate::memory", "thread {:?}: {pending} unobserved tokens is past blockAfter; observing before forwarding", thread.id);
+            observer::run(app, &thread.id, &by, true).await;
+            let fresh = app
+                .store
+                .read()
+                .and_then(|r| r.thread(&thread.id, None))
+                .map_err(store_error)?;
+            if let Some(t) = fresh {
+                seen = view(app, &t, recent).map_err(store_error)?;
+            }
+        }
+        let upstream = context::assemble(system, seen.memory, &seen.unobserved, &new);
+        let turn = Turn {
+            app: app.clone(),
+            thread,
+            new,
+            by,
+        };
+        Ok((upstream, turn))
+    }
+}
+
+impl Turn {
+    /// Stores the turn's new messages and the answer (`complete` false for one cut short) in one
+    /// commit, then starts an observer run if the thread is past its threshold.
+    pub async fn finish(self, answer: Option<Message>, complete: bool) -> Result<(), ApiError> {
+        let mut messages: Vec<NewMessage> = self
+            .new
+            .into_iter()
+            .map(|m| NewMessage {
+                tokens: tokens::message(&m),
+                message: m,
+                incomplete: false,
+            })
+            .collect();
+        messages.extend(answer.map(|m| NewMessage {
+            tokens: tokens::message(&m),
+            message: m,
+            incomplete: !complete,
+        }));
+        let (id, tenant, resource) = (
+            self.thread.id.clone(),
+            self.thread.tenant.clone(),
+            self.thread.resource.clone(),
+        );
+        let written = self
+            .app
+            .store
+            .write(move |tx| {
+                let mut thread = threads::get(tx, &id, Some(&tenant))?
+                    .filter(|t| t.resource == resource)
+                    .ok_or_else(|| StoreError::NotFound(format!("thread {id:?} was deleted during the request")))?;
+                threads::append(tx, &mut thread, messages, clock::now_ms())?;
+                Ok(thread)
+            })
+            .await;
+        let thread = match written {
+            Ok(t) => t,
+            Err(StoreError::NotFound(m)) => {
+                log::warn!(target: "memgate::memory", "{m}; the exchange was not stored");
+                return Ok(());
+            }
+            Err(e) => return Err(store_error(e)),
+        };
+        maybe_observe(&self.app, &thread, &self.by);
+        Ok(())
+    }
+}
+
+/// Starts a background observer run when the thread is past its threshold and none is under
+/// way or backing off.
+fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
+    let (limit, _) = app.memory.thresholds(thread);
+    let pending = app
+        .store
+        .read()
+        .and_then(|r| r.messages_from(&thread.id, thread.cursor))
+        .map_or(0, |m| pending_tokens(&m));
+    let key = observe_key(&thread.id);
+    if pending <= limit || app.memory.busy(&key) || app.memory.backing_off(&key) {
+        return;
+    }
+    let (app, id, by) = (app.clone(), thread.id.clone(), by.clone());
+    crate::runtime::spawn(async move { observer::run(&app, &id, &by, false).await }).detach();
+}
+
+/// Calls a model through the normal router, as memory's own client: a plain chat request,
+/// the answer's text and usage back. Errors are for the log.
+async fn call_model(
+    app: &App,
+    model: &str,
+    messages: Vec<Message>,
+    byok: Option<&str>,
+) -> Result<(String, Usage), String> {
+    let route = app.router.resolve(model).map_err(|e| e.message)?;
+    let mut rest = crate::ir::Rest::new();
+    rest.insert("temperature".to_owned(), serde_json::json!(0.3));
+    let req = ChatRequest {
+        model: route.model.clone(),
+        messages,
+        stream: None,
+        rest,
+    };
+    let upstream = route.provider.chat_request(&req, byok).map_err(|e| e.message)?;
+    let res = app.client.send(&upstream).await.map_err(|e| e.message)?;
+    let status = res.status;
+    let body = res.bytes().await.map_err(|e| e.message)?;
+    if !(200..300).contains(&status) {
+        return Err(ApiError::from_upstream(status, &body).message);
+    }
+    let answer = route.provider.chat_response(&body).map_err(|e| e.message)?;
+    let text = answer
+        .choices
+        .first()
+        .map(|c| match &c.message.content {
+            serde_json::Value::String(s) => s.clone(),
+            other => context_text(other),
+        })
+        .unwrap_or_default();
+    Ok((text, answer.usage.unwrap_or_default()))
+}
+
+/// The text parts of a content array, joined.
+fn context_text(v: &serde_json::Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("text").and_then(serde_json::Value::as_str))
+        .collect()
+}
+
+/// Deletes a thread with its messages and (thread scope) its observations. `tenant` `None` is
+/// the admin CLI.
+pub fn delete_thread_op(
+    tx: &redb::WriteTransaction,
+    id: &str,
+    tenant: Option<&str>,
+) -> Result<ThreadRecord, StoreError> {
+    let thread = threads::owned(tx, id, tenant)?;
+    threads::delete(tx, &thread)?;
+    observations::delete(tx, &Scope::Thread(id).key())?;
+    Ok(thread)
+}
+
+/// Erases everything of a resource: its threads, their messages and observations, and the
+/// resource's shared observations. Returns the write to run (on the writer, from async code or
+/// not), which reports the threads deleted. `tenant` `None` is the admin CLI: every tenant.
+pub fn forget_resource(
+    store: &Store,
+    tenant: Option<&str>,
+    resource: &str,
+) -> Result<impl FnOnce(&redb::WriteTransaction) -> Result<Vec<ThreadRecord>, StoreError> + Send + 'static, StoreError>
+{
+    let doomed = store.read()?.threads(tenant, Some(resource))?;
+    let mut tenants: Vec<String> = doomed
+        .iter()
+        .map(|t| t.tenant.clone())
+        .chain(tenant.map(str::to_owned))
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    let resource = resource.to_owned();
+    Ok(move |tx: &redb::WriteTransaction| {
+        for t in &doomed {
+            // Deleted meanwhile is fine: the goal is that nothing remains.
+            match delete_thread_op(tx, &t.id, Some(&t.tenant)) {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for tenant in &tenants {
+            observations::delete(
+                tx,
+                &Scope::Resource {
+                    tenant,
+                    resource: &resource,
+                }
+                .key(),
+            )?;
+        }
+        Ok(doomed)
+    })
+}

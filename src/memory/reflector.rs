@@ -1,0 +1,177 @@
+//! The reflector: condenses a scope's observations into a new generation when they outgrow
+//! `observation_tokens`, retrying with stronger compression while the result is still too big.
+//! The replaced generation goes to the history table, never away.
+
+use super::{call_model, clock, lines, reflect_key, tokens, RunAs};
+use crate::app::App;
+use crate::ir::Message;
+use crate::store::{observations, Generation, StoreError};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The system message; fixtures recognise reflector calls by its first sentence.
+pub const INSTRUCTIONS: &str = "You are the reflector of memgate's observational memory. The observations you are given are the assistant's entire memory of its past conversations with this user; your reflection replaces them.
+
+Rewrite them into a shorter set in the same format:
+- Keep every fact about the user (identity, preferences, goals, people, dates) unless a newer observation replaces it; user assertions take precedence over anything else.
+- Merge repeated or related lines; drop what no longer matters (superseded plans, small talk).
+- Condense older observations more aggressively; keep more detail for recent ones.
+- Keep dates and times, and the priority markers (🔴 high, 🟡 medium, 🟢 low, ✅ done).
+
+Format:
+<observations>
+Date: Nov 22, 2026
+* 🔴 (14:30) User is vegetarian; prefers concise answers
+</observations>
+<current-task>
+Primary: what the user is working on right now (or \"none\")
+</current-task>";
+
+/// Stronger guidance per retry (OM's compression ladder).
+const LADDER: [&str; 3] = [
+    "## COMPRESSION REQUIRED\n\nThe observations are over their budget. Aim for an 8/10 detail level.",
+    "## AGGRESSIVE COMPRESSION REQUIRED\n\nYour last reflection was still over budget. Aim for a 6/10 detail level: merge aggressively, keep only what the assistant will need.",
+    "## CRITICAL COMPRESSION REQUIRED\n\nStill over budget. Aim for a 4/10 detail level: summarise the oldest 50-70% of observations into a few lines, drop procedural details, keep the user's facts and open goals.",
+];
+
+fn prompt(observations: &str, level: usize) -> Vec<Message> {
+    let user = format!(
+        "## OBSERVATIONS TO REFLECT ON\n\n{observations}\n\n---\n\nProduce a refined, condensed version that will become the assistant's entire memory going forward.\n\n{}",
+        LADDER[level]
+    );
+    [("system", INSTRUCTIONS.to_owned()), ("user", user)]
+        .into_iter()
+        .map(|(role, text)| Message {
+            role: role.to_owned(),
+            content: Value::String(text),
+            tool_calls: None,
+            tool_call_id: None,
+            rest: Default::default(),
+        })
+        .collect()
+}
+
+/// Reflects the observations a thread feeds, if they are over its threshold and no
+/// reflection of that scope is under way. Never fails: problems are logged and retried later.
+pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
+    let Some(thread) = app
+        .store
+        .read()
+        .ok()
+        .and_then(|r| r.thread(thread_id, None).ok().flatten())
+    else {
+        return;
+    };
+    let scope = app.memory.scope_key(&thread);
+    let key = reflect_key(&scope);
+    if app.memory.backing_off(&key) {
+        return;
+    }
+    let lock = app.memory.lock(&key);
+    let Some(_held) = lock.try_lock_arc() else { return };
+    let (_, limit) = app.memory.thresholds(&thread);
+    match reflect(app, &scope, limit, by).await {
+        Ok(()) => app.memory.ran(&key, true),
+        Err(e) => {
+            app.memory.ran(&key, false);
+            log::warn!(target: "memgate::memory", "reflector for thread {thread_id:?} failed (will retry later): {e}");
+            let _ = app
+                .store
+                .write(move |tx| {
+                    let mut record = observations::get(tx, &scope)?;
+                    record.failures += 1;
+                    observations::put(tx, &scope, &record)
+                })
+                .await;
+        }
+    }
+}
+
+async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<(), String> {
+    let Some(read) = app
+        .store
+        .read()
+        .and_then(|r| r.observations(scope))
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    if read.tokens <= limit {
+        return Ok(());
+    }
+    let s = &app.memory.settings;
+    let model = s
+        .reflector_model
+        .clone()
+        .or_else(|| s.observer_model.clone())
+        .unwrap_or_else(|| by.model.clone());
+    let today = clock::date_label(clock::now_ms());
+    let (mut best, mut spent) = (None::<lines::Parsed>, (0, 0));
+    for level in 0..LADDER.len() {
+        let (answer, usage) = call_model(app, &model, prompt(&read.text, level), by.byok.as_deref()).await?;
+        spent = (spent.0 + usage.prompt_tokens, spent.1 + usage.completion_tokens);
+        let parsed = lines::parse(&answer, &today);
+        if parsed.observations.is_empty() {
+            continue;
+        }
+        let size = tokens::text(&parsed.observations);
+        if best.as_ref().is_none_or(|b| size < tokens::text(&b.observations)) {
+            best = Some(parsed);
+        }
+        if size <= limit {
+            break;
+        }
+        log::info!(target: "memgate::memory", "reflection at level {level} is {size} tokens, over {limit}; compressing harder");
+    }
+    let Some(best) = best else {
+        return Err(format!("{model} gave no usable reflection"));
+    };
+    let scope = scope.to_owned();
+    let record = app
+        .store
+        .write(move |tx| {
+            let mut record = observations::get(tx, &scope)?;
+            // Observations appended while the reflector worked are kept after the reflection.
+            let Some(appended) = record.text.strip_prefix(read.text.as_str()) else {
+                return Err(StoreError::Conflict(
+                    "observations were replaced during the reflection".to_owned(),
+                ));
+            };
+            let appended = appended.trim_start_matches('\n').to_owned();
+            let now = clock::now_ms();
+            observations::archive(
+                tx,
+                &scope,
+                &Generation {
+                    generation: record.generation,
+                    text: record.text.clone(),
+                    tokens: record.tokens,
+                    created_at: record.created_at,
+                    replaced_at: now,
+                },
+            )?;
+            record.text = lines::merge(&best.observations, &appended);
+            record.tokens = tokens::text(&record.text);
+            record.current_task = best.current_task.or(record.current_task);
+            record.generation += 1;
+            record.created_at = now;
+            record.updated_at = now;
+            record.reflector_runs += 1;
+            record.memory_prompt_tokens += spent.0;
+            record.memory_completion_tokens += spent.1;
+            observations::put(tx, &scope, &record)?;
+            Ok(record)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    log::info!(
+        target: "memgate::memory",
+        "reflected {} observation tokens into generation {} of {} tokens with {model}; memory tokens {}+{}",
+        read.tokens,
+        record.generation,
+        record.tokens,
+        spent.0,
+        spent.1
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Observation records: what memory keeps in condensed form, per thread or per resource.
+//!
+//! Tables (values are JSON):
+//! - `observations`: scope key → [`ObservationRecord`], the active generation.
+//! - `observation_history`: (scope key, generation) → [`Generation`], every generation a
+//!   reflection replaced, so nothing the observer wrote is ever thrown away unseen.
+
+use super::{OrFail, Reader, StoreError};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+const OBSERVATIONS: TableDefinition<&str, &str> = TableDefinition::new("observations");
+const HISTORY: TableDefinition<(&str, u32), &str> = TableDefinition::new("observation_history");
+
+/// Whose observations: one thread's, or a resource's shared by all its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Thread(&'a str),
+    Resource { tenant: &'a str, resource: &'a str },
+}
+
+impl Scope<'_> {
+    /// The record's key. The NUL separators cannot occur in ids (control characters are refused).
+    pub fn key(&self) -> String {
+        match self {
+            Scope::Thread(id) => format!("thread\0{id}"),
+            Scope::Resource { tenant, resource } => format!("resource\0{tenant}\0{resource}"),
+        }
+    }
+}
+
+/// The active observations of a scope and the bookkeeping around them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObservationRecord {
+    /// Dated observation lines (`Date: …` headers, `* 🔴 (14:30) …` lines).
+    pub text: String,
+    pub tokens: u64,
+    /// What the user is working on now, as the observer last saw it.
+    #[serde(default)]
+    pub current_task: Option<String>,
+    /// 0 until the first reflection; each reflection starts the next.
+    pub generation: u32,
+    pub created_at: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub last_observed_at: Option<u64>,
+    #[serde(default)]
+    pub observer_runs: u64,
+    #[serde(default)]
+    pub reflector_runs: u64,
+    /// Observer and reflector calls that failed (they are retried later).
+    #[serde(default)]
+    pub failures: u64,
+    /// Tokens the observer and reflector spent, kept apart from the users' own.
+    #[serde(default)]
+    pub memory_prompt_tokens: u64,
+    #[serde(default)]
+    pub memory_completion_tokens: u64,
+}
+
+/// A generation a reflection replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub generation: u32,
+    pub text: String,
+    pub tokens: u64,
+    pub created_at: u64,
+    pub replaced_at: u64,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Failed(format!("corrupt observation record: {e}")))
+}
+
+pub(super) fn init(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(OBSERVATIONS).or_fail("open observations")?;
+    tx.open_table(HISTORY).or_fail("open observation_history")?;
+    Ok(())
+}
+
+/// The scope's record as the writer sees it (default when it has none yet).
+pub fn get(tx: &WriteTransaction, scope: &str) -> Result<ObservationRecord, StoreError> {
+    let table = tx.open_table(OBSERVATIONS).or_fail("open observations")?;
+    let found = table.get(scope).or_fail("read observations")?;
+    Ok(found.map(|v| decode(v.value())).transpose()?.unwrap_or_default())
+}
+
+pub fn put(tx: &WriteTransaction, scope: &str, record: &ObservationRecord) -> Result<(), StoreError> {
+    let json = serde_json::to_string(record).unwrap_or_default();
+    tx.open_table(OBSERVATIONS)
+        .or_fail("open observations")?
+        .insert(scope, json.as_str())
+        .or_fail("write observations")?;
+    Ok(())
+}
+
+/// Files a replaced generation under its number.
+pub fn archive(tx: &WriteTransaction, scope: &str, old: &Generation) -> Result<(), StoreError> {
+    let json = serde_json::to_string(old).unwrap_or_default();
+    tx.open_table(HISTORY)
+        .or_fail("open observation_history")?
+        .insert((scope, old.generation), json.as_str())
+        .or_fail("write observation_history")?;
+    Ok(())
+}
+
+/// Deletes a scope's record and history.
+pub fn delete(tx: &WriteTransaction, scope: &str) -> Result<(), StoreError> {
+    tx.open_table(OBSERVATIONS)
+        .or_fail("open observations")?
+        .remove(scope)
+        .or_fail("delete observations")?;
+    tx.open_table(HISTORY)
+        .or_fail("open observation_history")?
+        .retain_in((scope, 0)..=(scope, u32::MAX), |_, _| false)
+        .or_fail("delete observation_history")?;
+    Ok(())
+}
+
+impl Reader {
+    /// The scope's record; `None` before its first observation.
+    pub fn observations(&self, scope: &str) -> Result<Option<ObservationRecord>, StoreError> {
+        let table = self.tx.open_table(OBSERVATIONS).or_fail("open observations")?;
+        let found = table.get(scope).or_fail("read observations")?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Replaced generations, oldest first.
+    pub fn history(&self, scope: &str) -> Result<Vec<Generation>, StoreError> {
+        let table = self.tx.open_table(HISTORY).or_fail("open observation_history")?;
+        let range = table
+            .range((scope, 0)..=(scope, u32::MAX))
+            .or_fail("read observation_history")?;
+        range
+            .map(|e| decode(e.or_fail("read observation_history")?.1.value()))
+            .collect()
+    }
+}

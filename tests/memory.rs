@@ -1,0 +1,509 @@
+//! Observational memory end to end: real `memgate` in front of the scripted upstream in
+//! fixtures/memory, which answers only from the context it receives ("What is my name?" →
+//! the last "name is X" anywhere in its input), so what the gateway remembers is what it sent.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const INTRO: &str = "My name is Alex and I prefer concise answers.";
+const QUESTION: &str = "What is my name?";
+
+fn gateway(mock: &Mock, memory: &str) -> Gateway {
+    Gateway::start(&format!(
+        "default_provider = \"openai\"\n[memory]\n{memory}\n{}",
+        provider("openai", mock, "")
+    ))
+}
+
+fn at(thread: &str, resource: &str) -> [(&'static str, String); 2] {
+    [
+        ("x-thread-id", thread.to_owned()),
+        ("x-resource-id", resource.to_owned()),
+    ]
+}
+
+fn hdrs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// One non-streamed chat turn with memory headers (and any others), sending only `text`.
+fn say(gw: &Gateway, headers: &[(&str, &str)], text: &str) -> Resp {
+    gw.post(
+        "/v1/chat/completions",
+        headers,
+        &json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": text}]}),
+    )
+}
+
+fn answer(res: &Resp) -> String {
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn messages(gw: &Gateway, thread: &str, headers: &[(&str, &str)]) -> Vec<Value> {
+    let res = gw.get(&format!("/v1/memory/threads/{thread}/messages?limit=1000"), headers);
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()["messages"].as_array().unwrap().clone()
+}
+
+fn record(gw: &Gateway, thread: &str) -> Value {
+    let res = gw.get(&format!("/v1/memory/threads/{thread}/observations/record"), &[]);
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()
+}
+
+/// Polls the observation record until `done` holds (background runs are asynchronous).
+fn wait_record(gw: &Gateway, thread: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = record(gw, thread);
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {r}\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn the_seed_example_remembers_the_name_from_only_the_new_message() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    let h = at("my-thread-1", "user-42");
+    assert!(answer(&say(&gw, &hdrs(&h), INTRO)).starts_with("Nice to meet you"));
+    assert_eq!(answer(&say(&gw, &hdrs(&h), QUESTION)), "Your name is Alex.");
+    // What went upstream: the stored exchange, then the new question.
+    let sent: Value = serde_json::from_str(mock.last_body()["messages"].to_string().as_str()).unwrap();
+    let roles: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    assert_eq!(sent[0]["content"], INTRO);
+    // Stored in order, with ids and times, Mastra's field names.
+    let stored = messages(&gw, "my-thread-1", &[]);
+    let texts: Vec<&str> = stored.iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        [
+            INTRO,
+            "Nice to meet you! I'll keep answers short.",
+            QUESTION,
+            "Your name is Alex."
+        ]
+    );
+    for m in &stored {
+        assert_eq!(m["threadId"], "my-thread-1");
+        assert!(m["id"].as_str().unwrap().starts_with("msg_"));
+        assert!(m["createdAt"].as_str().unwrap().ends_with('Z'));
+    }
+    // Without the headers: a plain proxy that remembers nothing and stores nothing.
+    assert_eq!(answer(&say(&gw, &[], QUESTION)), "I don't know your name yet.");
+    assert_eq!(gw.get("/v1/memory/threads", &[]).json()["total"], 1);
+    assert_eq!(messages(&gw, "my-thread-1", &[]).len(), 4);
+}
+
+#[test]
+fn streaming_with_memory_stores_the_answer_before_the_stream_ends() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    let h = at("stream-thread", "user-7");
+    let stream = |text: &str| {
+        let mut s = Stream::open(
+            &gw.addr,
+            "/v1/chat/completions",
+            &hdrs(&h),
+            &json!({"model": "openai/gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+                    "messages": [{"role": "user", "content": text}]}),
+        );
+        let events = s.events();
+        assert_eq!(events.last().unwrap().2, "[DONE]");
+        events
+            .iter()
+            .filter(|e| e.2 != "[DONE]")
+            .filter_map(|e| serde_json::from_str::<Value>(&e.2).ok())
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .collect::<String>()
+    };
+    assert!(stream(INTRO).starts_with("Nice to meet you"));
+    assert_eq!(stream(QUESTION), "Your name is Alex.");
+    // Read right after [DONE]: already committed.
+    let stored = messages(&gw, "stream-thread", &[]);
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[3]["content"], "Your name is Alex.");
+    assert!(stored.iter().all(|m| m.get("incomplete").is_none()));
+}
+
+#[test]
+fn an_interrupted_stream_stores_the_question_and_the_partial_answer_marked_incomplete() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = gateway(&mock, "");
+    let h = at("cut", "user-1");
+    let mut s = Stream::open(
+        &gw.addr,
+        "/v1/chat/completions",
+        &hdrs(&h),
+        &json!({"model": "openai/gpt-4o-mini", "stream": true,
+                "messages": [{"role": "user", "content": "memgate-test: truncated"}]}),
+    );
+    let events = s.events();
+    assert!(events.iter().all(|e| e.2 != "[DONE]"));
+    let stored = messages(&gw, "cut", &[]);
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0]["content"], "memgate-test: truncated");
+    assert_eq!(stored[1]["role"], "assistant");
+    assert_eq!(stored[1]["incomplete"], true);
+    assert!(!stored[1]["content"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn memory_headers_are_checked() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    say(&gw, &[("x-thread-id", "t")], QUESTION).expect_error(400, "invalid_request_error");
+    say(&gw, &[("x-resource-id", "r")], QUESTION).expect_error(400, "invalid_request_error");
+    let long = "x".repeat(300);
+    say(&gw, &[("x-thread-id", &long), ("x-resource-id", "r")], QUESTION).expect_error(400, "invalid_request_error");
+    assert!(mock.requests().is_empty(), "nothing reached the upstream");
+    assert_eq!(gw.get("/v1/memory/threads", &[]).json()["total"], 0);
+}
+
+#[test]
+fn threads_are_isolated_by_thread_resource_and_tenant() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = Gateway::start(&format!(
+        "default_provider = \"openai\"\n[auth]\nmode = \"keys\"\n{}",
+        provider("openai", &mock, "")
+    ));
+    let key = |name: &str| {
+        String::from_utf8(gw.cli(&["keys", "create", name]).stdout)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (a, b) = (format!("Bearer {}", key("team-a")), format!("Bearer {}", key("team-b")));
+    let with = |auth: &str, thread: &str, resource: &str| {
+        vec![
+            ("authorization", auth.to_owned()),
+            ("x-thread-id", thread.to_owned()),
+            ("x-resource-id", resource.to_owned()),
+        ]
+    };
+    answer(&say(&gw, &hdrs(&with(&a, "t1", "alex")), INTRO));
+    // Another thread of the same resource: thread scope keeps them apart.
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&with(&a, "t2", "alex")), QUESTION)),
+        "I don't know your name yet."
+    );
+    // The same thread id under another resource, or from another tenant: not found.
+    say(&gw, &hdrs(&with(&a, "t1", "someone-else")), QUESTION).expect_error(404, "invalid_request_error");
+    say(&gw, &hdrs(&with(&b, "t1", "alex")), QUESTION).expect_error(404, "invalid_request_error");
+    let b_only = [("authorization", b.as_str())];
+    gw.get("/v1/memory/threads/t1", &b_only)
+        .expect_error(404, "invalid_request_error");
+    gw.get("/v1/memory/threads/t1/messages", &b_only)
+        .expect_error(404, "invalid_request_error");
+    assert_eq!(gw.get("/v1/memory/threads", &b_only).json()["total"], 0);
+    let listed = gw.get("/v1/memory/threads", &[("authorization", a.as_str())]).json();
+    assert_eq!(listed["total"], 2);
+    // Erasing the resource as tenant B touches nothing of tenant A.
+    let erase = request(&gw.addr, "DELETE", "/v1/memory/resources/alex", &b_only, b"");
+    assert_eq!(erase.json()["threads"], 0);
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&with(&a, "t1", "alex")), QUESTION)),
+        "Your name is Alex."
+    );
+}
+
+#[test]
+fn the_observer_replaces_old_messages_with_observations() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 60");
+    let h = at("long", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    for i in 0..3 {
+        answer(&say(&gw, &hdrs(&h), &format!("Tell me something nice, number {i}")));
+    }
+    let r = wait_record(&gw, "long", "an observer run", |r| r["observerRuns"] == 1);
+    // The oldest turns were observed; what stays raw is under the threshold.
+    assert!(r["observedMessages"].as_u64().unwrap() >= 4, "{r}");
+    assert!(r["pendingMessageTokens"].as_u64().unwrap() < 60, "{r}");
+    // The observer was asked with our instructions and a dated, timed transcript.
+    let observer = mock
+        .requests()
+        .into_iter()
+        .find(|r| r["body"].as_str().unwrap().contains("observer of memgate"))
+        .unwrap();
+    let body: Value = serde_json::from_str(observer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["messages"][0]["role"], "system");
+    let transcript = body["messages"][1]["content"].as_str().unwrap();
+    assert!(transcript.contains(&format!("): {INTRO}")), "{transcript}");
+    let obs = gw.get("/v1/memory/threads/long/observations", &[]).json();
+    let lines = obs["lines"].as_array().unwrap();
+    assert_eq!(lines[0]["priority"], "high");
+    assert_eq!(lines[0]["text"], "User stated their name is Alex.");
+    assert!(lines[0]["date"].as_str().unwrap().contains(", 20"), "{obs}");
+    assert_eq!(
+        obs["currentTask"],
+        "Primary: answer the user's questions about themselves"
+    );
+    // The next request carries the observations, not the observed raw messages.
+    mock.clear();
+    assert_eq!(answer(&say(&gw, &hdrs(&h), QUESTION)), "Your name is Alex.");
+    let sent = mock.last_body();
+    let first = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        first.starts_with("The following observations block contains your memory"),
+        "{first}"
+    );
+    assert!(first.contains("* 🔴 (14:30) User stated their name is Alex."));
+    assert!(first.contains("<current-task>"));
+    assert!(
+        !sent.to_string().contains(INTRO),
+        "observed messages left the context: {sent}"
+    );
+    // Observed messages are still stored word for word.
+    assert_eq!(messages(&gw, "long", &[]).len(), 10);
+    assert!(r["memoryUsage"]["total_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn reflection_condenses_observations_into_a_new_generation() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 40\nobservation_tokens = 10");
+    let h = at("reflect", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    answer(&say(&gw, &hdrs(&h), "Tell me something nice"));
+    let r = wait_record(&gw, "reflect", "a reflection", |r| r["reflectorRuns"] == 1);
+    assert_eq!(r["generationCount"], 1);
+    // The scripted reflection stays over 10 tokens, so every rung of the ladder was tried.
+    let asks: Vec<String> = mock
+        .requests()
+        .into_iter()
+        .map(|r| r["body"].as_str().unwrap().to_owned())
+        .filter(|b| b.contains("reflector of memgate"))
+        .collect();
+    assert_eq!(asks.len(), 3);
+    assert!(asks[0].contains("## COMPRESSION REQUIRED") && asks[2].contains("## CRITICAL COMPRESSION REQUIRED"));
+    let obs = gw.get("/v1/memory/threads/reflect/observations", &[]).json();
+    assert!(obs["observations"]
+        .as_str()
+        .unwrap()
+        .contains("User's name is Alex; prefers concise answers."));
+    let history = gw.get("/v1/memory/threads/reflect/observations/history", &[]).json();
+    let gens = history["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{history}");
+    assert_eq!(gens[0]["generation"], 0);
+    assert!(gens[0]["observations"]
+        .as_str()
+        .unwrap()
+        .contains("User stated their name is Alex."));
+    assert_eq!(gens[1]["replacedAt"], Value::Null);
+    assert_eq!(answer(&say(&gw, &hdrs(&h), QUESTION)), "Your name is Alex.");
+}
+
+#[test]
+fn resource_scope_shares_observations_across_threads() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 40\nscope = \"resource\"");
+    answer(&say(&gw, &hdrs(&at("first", "alex")), INTRO));
+    answer(&say(&gw, &hdrs(&at("first", "alex")), "Tell me something nice"));
+    wait_record(&gw, "first", "an observer run", |r| r["observerRuns"] == 1);
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("second", "alex")), QUESTION)),
+        "Your name is Alex."
+    );
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("third", "sam")), QUESTION)),
+        "I don't know your name yet."
+    );
+    assert_eq!(record(&gw, "second")["scope"], "resource");
+}
+
+#[test]
+fn a_client_resending_its_history_is_not_duplicated() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    let h = at("full", "alex");
+    let first = answer(&say(&gw, &hdrs(&h), INTRO));
+    let history = json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": INTRO}]},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": QUESTION}
+    ]);
+    let res = gw.post(
+        "/v1/chat/completions",
+        &hdrs(&h),
+        &json!({"model": "openai/gpt-4o-mini", "messages": history}),
+    );
+    assert_eq!(answer(&res), "Your name is Alex.");
+    let sent = mock.last_body().to_string();
+    assert_eq!(sent.matches(INTRO).count(), 1, "{sent}");
+    assert!(
+        sent.starts_with(r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."}"#),
+        "{sent}"
+    );
+    let stored = messages(&gw, "full", &[]);
+    assert_eq!(stored.len(), 4);
+    assert!(stored.iter().all(|m| m["role"] != "system"));
+}
+
+#[test]
+fn concurrent_requests_on_one_thread_lose_nothing() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    let (clients, each) = (8, 6);
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let gw = &gw;
+            s.spawn(move || {
+                for i in 0..each {
+                    answer(&say(gw, &hdrs(&at("busy", "r")), &format!("note {c}-{i}")));
+                }
+            });
+        }
+    });
+    let stored = messages(&gw, "busy", &[]);
+    assert_eq!(stored.len(), clients * each * 2);
+    for pair in stored.chunks(2) {
+        assert_eq!(pair[0]["role"], "user", "{pair:?}");
+        assert_eq!(
+            (pair[1]["role"].as_str(), pair[1]["content"].as_str()),
+            (Some("assistant"), Some("OK."))
+        );
+    }
+    for c in 0..clients {
+        let mine: Vec<String> = stored
+            .iter()
+            .filter_map(|m| m["content"].as_str())
+            .filter(|t| t.starts_with(&format!("note {c}-")))
+            .map(str::to_owned)
+            .collect();
+        // Each client's turns are all there, in the order it sent them.
+        assert_eq!(mine, (0..each).map(|i| format!("note {c}-{i}")).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn every_acknowledged_exchange_survives_kill_9_and_restart() {
+    let mock = Mock::start("fixtures/memory");
+    let dir = temp_dir("kill9");
+    let config = format!("default_provider = \"openai\"\n{}", provider("openai", &mock, ""));
+    let gw = Gateway::start_in(&dir, &config, &[]);
+    let acked = std::sync::Mutex::new(Vec::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for c in 0..6 {
+            let (gw, acked, stop) = (&gw, &acked, &stop);
+            s.spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let text = format!("entry {c}-{i}");
+                    let h = at(&format!("load-{c}"), "r");
+                    // A request the kill cuts off is simply not acknowledged.
+                    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        say(gw, &hdrs(&h), &text).status == 200
+                    }))
+                    .unwrap_or(false);
+                    if ok {
+                        acked.lock().unwrap().push((c, text));
+                    }
+                    i += 1;
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &gw.pid().to_string()])
+            .status();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    drop(gw);
+    let acked = acked.into_inner().unwrap();
+    assert!(acked.len() > 20, "the load ran: {} acknowledged", acked.len());
+    let gw = Gateway::start_in(&dir, &config, &[]);
+    for c in 0..6 {
+        let stored: Vec<String> = messages(&gw, &format!("load-{c}"), &[])
+            .iter()
+            .filter_map(|m| m["content"].as_str().map(str::to_owned))
+            .collect();
+        for (_, text) in acked.iter().filter(|(who, _)| *who == c) {
+            assert!(stored.contains(text), "acknowledged {text:?} was lost");
+        }
+    }
+    // And memory still works on the recovered file.
+    answer(&say(&gw, &hdrs(&at("after", "r")), INTRO));
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("after", "r")), QUESTION)),
+        "Your name is Alex."
+    );
+}
+
+#[test]
+fn memory_survives_a_clean_restart() {
+    let mock = Mock::start("fixtures/memory");
+    let dir = temp_dir("restart");
+    let config = format!("default_provider = \"openai\"\n{}", provider("openai", &mock, ""));
+    let mut gw = Gateway::start_in(&dir, &config, &[]);
+    answer(&say(&gw, &hdrs(&at("kept", "alex")), INTRO));
+    assert!(gw.terminate().success());
+    let gw = Gateway::start_in(&dir, &config, &[]);
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("kept", "alex")), QUESTION)),
+        "Your name is Alex."
+    );
+}
+
+#[test]
+fn the_responses_api_reads_and_feeds_the_same_memory() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    let h = at("mixed", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    let res = gw.post(
+        "/v1/responses",
+        &hdrs(&h),
+        &json!({"model": "openai/gpt-4o-mini", "instructions": "Be brief.", "input": QUESTION}),
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    let text = res.json()["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(text, "Your name is Alex.");
+    let sent = mock.last_body();
+    assert_eq!(sent["instructions"], "Be brief.");
+    assert_eq!(sent["input"][0]["content"], INTRO);
+    assert_eq!(sent["input"][2], json!({"role": "user", "content": QUESTION}));
+    // Streamed too; the answer lands in the thread either way.
+    let mut s = Stream::open(
+        &gw.addr,
+        "/v1/responses",
+        &hdrs(&h),
+        &json!({"model": "openai/gpt-4o-mini", "stream": true, "input": [{"role": "user", "content": QUESTION}]}),
+    );
+    let events = s.events();
+    assert_eq!(events.last().unwrap().1.as_deref(), Some("response.completed"));
+    let stored = messages(&gw, "mixed", &[]);
+    let texts: Vec<&str> = stored
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        texts[2..],
+        [QUESTION, "Your name is Alex.", QUESTION, "Your name is Alex."]
+    );
+}
