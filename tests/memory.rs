@@ -507,3 +507,229 @@ fn the_responses_api_reads_and_feeds_the_same_memory() {
         [QUESTION, "Your name is Alex.", QUESTION, "Your name is Alex."]
     );
 }
+
+/// A request with a method and a JSON body to the memory API.
+fn call(gw: &Gateway, method: &str, path: &str, body: &Value) -> Resp {
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    request(&gw.addr, method, path, &[("content-type", "application/json")], &bytes)
+}
+
+#[test]
+fn the_memory_api_manages_threads_and_messages() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    let made = call(
+        &gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": "api-1", "resourceId": "u1", "title": "Trip", "metadata": {"k": 1}}),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    assert_eq!(made.json()["resourceId"], "u1");
+    call(
+        &gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": "api-1", "resourceId": "u1"}),
+    )
+    .expect_error(409, "invalid_request_error");
+    call(&gw, "POST", "/v1/memory/threads", &json!({"title": "no resource"}))
+        .expect_error(400, "invalid_request_error");
+    let generated = call(&gw, "POST", "/v1/memory/threads", &json!({"resourceId": "u2"})).json();
+    assert!(generated["id"].as_str().unwrap().starts_with("thread_"));
+    // Lists, filtered and paged; ids with reserved characters work percent-encoded.
+    call(
+        &gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": "a/b c", "resourceId": "u1"}),
+    );
+    let u1 = gw.get("/v1/memory/threads?resourceId=u1", &[]).json();
+    assert_eq!(u1["total"], 2);
+    assert_eq!(gw.get("/v1/memory/threads/a%2Fb%20c", &[]).json()["id"], "a/b c");
+    let page = gw.get("/v1/memory/threads?limit=1&offset=1", &[]).json();
+    assert_eq!(
+        (page["total"].as_u64(), page["threads"].as_array().unwrap().len()),
+        (Some(3), 1)
+    );
+    assert_eq!(page["hasMore"], true);
+    gw.get("/v1/memory/threads?limit=0", &[])
+        .expect_error(400, "invalid_request_error");
+    // Rename; metadata replaced.
+    let patched = call(
+        &gw,
+        "PATCH",
+        "/v1/memory/threads/api-1",
+        &json!({"title": "Japan trip", "metadata": {"k": 2}}),
+    )
+    .json();
+    assert_eq!(
+        (patched["title"].as_str(), patched["metadata"]["k"].as_u64()),
+        (Some("Japan trip"), Some(2))
+    );
+    // Messages saved directly, listed both ways, deleted by id.
+    let saved = call(
+        &gw,
+        "POST",
+        "/v1/memory/threads/api-1/messages",
+        &json!({"messages": [
+            {"role": "user", "content": INTRO}, {"role": "assistant", "content": "Noted."}, {"role": "user", "content": "Bye"}
+        ]}),
+    );
+    assert_eq!(saved.status, 201, "{}", saved.text());
+    let ids: Vec<String> = saved.json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let desc = gw
+        .get("/v1/memory/threads/api-1/messages?order=desc&limit=2", &[])
+        .json();
+    assert_eq!(desc["messages"][0]["content"], "Bye");
+    assert_eq!(desc["messages"].as_array().unwrap().len(), 2);
+    call(
+        &gw,
+        "POST",
+        "/v1/memory/threads/api-1/messages",
+        &json!({"messages": [{"role": "robot", "content": "x"}]}),
+    )
+    .expect_error(400, "invalid_request_error");
+    let deleted = call(
+        &gw,
+        "DELETE",
+        "/v1/memory/threads/api-1/messages",
+        &json!({"messageIds": [ids[2], "msg_nope"]}),
+    );
+    assert_eq!(deleted.json()["deleted"], 1);
+    assert_eq!(messages(&gw, "api-1", &[]).len(), 2);
+    // Saved messages are memory like any other: a chat turn on the thread sees them.
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("api-1", "u1")), QUESTION)),
+        "Your name is Alex."
+    );
+    // Thresholds per thread show in the record.
+    let config = call(
+        &gw,
+        "PATCH",
+        "/v1/memory/threads/api-1/observations/config",
+        &json!({"messageTokens": 5000}),
+    );
+    assert_eq!(config.json()["messageTokens"], 5000);
+    assert_eq!(
+        record(&gw, "api-1")["config"],
+        json!({"messageTokens": 5000, "observationTokens": 40000})
+    );
+    call(
+        &gw,
+        "PATCH",
+        "/v1/memory/threads/api-1/observations/config",
+        &json!({"messageTokens": 0}),
+    )
+    .expect_error(400, "invalid_request_error");
+    // Errors: unknown thread, unknown route, wrong method, broken encoding.
+    gw.get("/v1/memory/threads/nope", &[])
+        .expect_error(404, "invalid_request_error");
+    gw.get("/v1/memory/nothing", &[])
+        .expect_error(404, "invalid_request_error");
+    call(&gw, "PUT", "/v1/memory/threads/api-1", &json!({})).expect_error(405, "invalid_request_error");
+    gw.get("/v1/memory/threads/%zz", &[])
+        .expect_error(400, "invalid_request_error");
+    // Delete a thread; erase a resource with everything in it.
+    assert_eq!(
+        call(&gw, "DELETE", "/v1/memory/threads/a%2Fb%20c", &Value::Null).json()["deleted"],
+        true
+    );
+    gw.get("/v1/memory/threads/a%2Fb%20c", &[])
+        .expect_error(404, "invalid_request_error");
+    let erased = call(&gw, "DELETE", "/v1/memory/resources/u1", &Value::Null).json();
+    assert_eq!(erased["threads"], 1);
+    assert_eq!(gw.get("/v1/memory/threads", &[]).json()["total"], 1);
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("api-1", "u1")), QUESTION)),
+        "I don't know your name yet."
+    );
+}
+
+#[test]
+fn a_thread_far_past_its_threshold_is_observed_before_forwarding() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "");
+    // Seed a thread through the API (which never starts the observer), then lower its threshold.
+    call(
+        &gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": "behind", "resourceId": "alex"}),
+    );
+    let mut seeded = vec![
+        json!({"role": "user", "content": INTRO}),
+        json!({"role": "assistant", "content": "Noted."}),
+    ];
+    for i in 0..6 {
+        seeded.push(json!({"role": "user", "content": format!("Filler message number {i} about nothing")}));
+        seeded.push(json!({"role": "assistant", "content": "OK."}));
+    }
+    call(
+        &gw,
+        "POST",
+        "/v1/memory/threads/behind/messages",
+        &json!({"messages": seeded}),
+    );
+    call(
+        &gw,
+        "PATCH",
+        "/v1/memory/threads/behind/observations/config",
+        &json!({"messageTokens": 30}),
+    );
+    assert_eq!(record(&gw, "behind")["observerRuns"], 0);
+    // The turn itself waits for the observer: its upstream request already carries observations.
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("behind", "alex")), QUESTION)),
+        "Your name is Alex."
+    );
+    let calls: Vec<String> = mock
+        .requests()
+        .into_iter()
+        .map(|r| r["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(calls.len(), 2, "observer, then the turn");
+    assert!(calls[0].contains("observer of memgate"));
+    assert!(
+        calls[1].contains("User stated their name is Alex.") && !calls[1].contains(INTRO),
+        "{}",
+        calls[1]
+    );
+    assert!(gw.log().contains("past blockAfter"));
+}
+
+#[test]
+fn a_failing_observer_never_breaks_the_conversation() {
+    let mock = Mock::start("fixtures/memory");
+    // The observer model lives on a provider nobody listens on.
+    let gw = Gateway::start(&format!(
+        "default_provider = \"openai\"\n[memory]\nmessage_tokens = 30\nobserver_model = \"dead/model\"\n{}\n[providers.dead]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        provider("openai", &mock, "")
+    ));
+    let h = at("unlucky", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    let r = wait_record(&gw, "unlucky", "a failed observer run", |r| {
+        r["failures"].as_u64() >= Some(1)
+    });
+    assert_eq!(r["observerRuns"], 0);
+    // Even past blockAfter, the request goes through with the raw messages.
+    for _ in 0..2 {
+        assert_eq!(answer(&say(&gw, &hdrs(&h), QUESTION)), "Your name is Alex.");
+    }
+    // Tried once, then left alone while it backs off (no request waits on it meanwhile).
+    let failures = gw
+        .log()
+        .matches("observer for thread \"unlucky\" failed (will retry later)")
+        .count();
+    assert_eq!(failures, 1, "{}", gw.log());
+    assert_eq!(messages(&gw, "unlucky", &[]).len(), 6);
+}

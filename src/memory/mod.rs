@@ -284,7 +284,8 @@ impl Memory {
         };
         let (limit, _) = app.memory.thresholds(&thread);
         let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
-        if pending as f64 > limit as f64 * BLOCK_AFTER {
+        // A failing observer is not waited for again until its backoff ends.
+        if pending as f64 > limit as f64 * BLOCK_AFTER && !app.memory.backing_off(&observe_key(&thread.id)) {
             log::info!(target: "memgate::memory", "thread {:?}: {pending} unobserved tokens is past blockAfter; observing before forwarding", thread.id);
             observer::run(app, &thread.id, &by, true).await;
             let fresh = app
