@@ -1,25 +1,45 @@
-//! Key management (and later thread management) for the CLI, local or through the server.
+//! Key and thread management for the CLI, local or through the server.
 //!
 //! redb admits one process per database file. When the server runs it holds the file, so it
 //! also listens on `data_dir/admin.sock` (mode 0600, inside the 0700 data_dir: only the service
 //! user and root reach it) and the CLI sends its command there. When no server runs, the CLI
 //! opens the file itself. Either way the same [`execute`] does the work.
 //!
-//! Protocol: one JSON request line, one JSON reply line, then the server closes.
+//! Protocol: one JSON request line, one JSON reply line, then the server closes. Thread
+//! commands come back as text rendered by [`execute`], so the CLI prints the same whether it
+//! opened the file or asked the server.
 
-use crate::store::{KeyRecord, Store, StoreError};
+use crate::clock::iso8601;
+use crate::memory;
+use crate::store::{KeyRecord, Reader, Scope, Store, StoreError, StoredMessage, ThreadRecord};
 use miniserde::{json, Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// File name of the admin socket inside `data_dir`.
 pub const SOCKET_FILE: &str = "admin.sock";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// How long the CLI waits for a server that holds the database but is still opening its socket.
+const STARTUP_WAIT: Duration = Duration::from_secs(3);
+
+/// One command. Fields an op does not use are left out (older clients send only `op` and
+/// `name`).
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct AdminRequest {
-    /// `keys.create`, `keys.list` or `keys.revoke`.
+    /// `keys.create`, `keys.list`, `keys.revoke`, `threads.list`, `threads.show`,
+    /// `threads.delete` or `forget`.
     pub op: String,
+    /// The key name (`keys.create`, `keys.revoke`).
     pub name: Option<String>,
+    /// The thread id (`threads.show`, `threads.delete`).
+    pub id: Option<String>,
+    /// Only this tenant (`threads.list`, `forget`); all tenants when absent.
+    pub tenant: Option<String>,
+    /// Only this resource (`threads.list`); the resource to erase (`forget`).
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -27,6 +47,8 @@ pub struct AdminReply {
     pub error: Option<String>,
     pub key: Option<String>,
     pub keys: Option<Vec<KeyRecord>>,
+    /// What the thread commands print, rendered for a terminal.
+    pub text: Option<String>,
 }
 
 /// Carries out one admin request against the store.
@@ -48,6 +70,15 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
         "keys.revoke" => name()
             .and_then(|n| store.revoke_key(n))
             .map(|()| <AdminReply as Default>::default()),
+        "threads.list" => list_threads(store, req.tenant.as_deref(), req.resource.as_deref()).map(text),
+        "threads.show" => id(req).and_then(|id| show_thread(store, id)).map(text),
+        "threads.delete" => id(req).and_then(|id| delete_thread(store, id)).map(text),
+        "forget" => req
+            .resource
+            .as_deref()
+            .ok_or_else(|| StoreError::Conflict("forget needs a resource".to_owned()))
+            .and_then(|r| forget(store, req.tenant.as_deref(), r))
+            .map(text),
         other => Err(StoreError::Conflict(format!("unknown admin operation {other:?}"))),
     };
     result.unwrap_or_else(|e| AdminReply {
@@ -56,14 +87,272 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
     })
 }
 
-/// Serves the admin socket until the process ends.
-pub async fn listen(dir: &Path, store: Store) -> std::io::Result<()> {
+fn text(t: String) -> AdminReply {
+    AdminReply {
+        text: Some(t),
+        ..<AdminReply as Default>::default()
+    }
+}
+
+fn id(req: &AdminRequest) -> Result<&str, StoreError> {
+    req.id
+        .as_deref()
+        .ok_or_else(|| StoreError::Conflict(format!("{} needs a thread id", req.op)))
+}
+
+fn no_thread(id: &str) -> StoreError {
+    StoreError::NotFound(format!(
+        "no thread {id:?}; `memgate threads list` shows the threads there are"
+    ))
+}
+
+/// A value on one line: control characters (newlines in a title) become spaces.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// `threads.list`: a table, oldest first.
+fn list_threads(store: &Store, tenant: Option<&str>, resource: Option<&str>) -> Result<String, StoreError> {
+    let threads = store.read()?.threads(tenant, resource)?;
+    if threads.is_empty() {
+        let mut what = String::from("no threads");
+        if let Some(r) = resource {
+            let _ = write!(what, " of resource {r:?}");
+        }
+        if let Some(t) = tenant {
+            let _ = write!(what, " of tenant {t:?}");
+        }
+        return Ok(what + "\n");
+    }
+    let header = ["ID", "TENANT", "RESOURCE", "MESSAGES", "CREATED", "UPDATED", "TITLE"].map(str::to_owned);
+    let rows: Vec<[String; 7]> = threads
+        .iter()
+        .map(|t| {
+            [
+                t.id.clone(),
+                t.tenant.clone(),
+                t.resource.clone(),
+                t.message_count.to_string(),
+                iso8601(t.created_at),
+                iso8601(t.updated_at),
+                t.title.as_deref().map_or_else(|| "-".to_owned(), one_line),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                let _ = write!(line, "{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", plural(threads.len() as u64, "thread"));
+    Ok(out)
+}
+
+/// The text of a content value: strings as they are, parts as text or a placeholder.
+fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text" | "input_text" | "output_text") => {
+                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
+                }
+                Some(kind) if kind.contains("image") => "[image]".to_owned(),
+                _ => "[file]".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Appends `[time] label: text`, continuation lines indented under the text.
+fn entry(out: &mut String, at: u64, label: &str, text: &str, incomplete: bool) {
+    let stamp = format!("[{}] ", iso8601(at));
+    let mut lines = text.trim_end().lines();
+    let _ = write!(out, "{stamp}{label}{}", lines.next().unwrap_or_default());
+    for l in lines {
+        let _ = write!(out, "\n{}{l}", " ".repeat(stamp.len()));
+    }
+    out.push_str(if incomplete { " (incomplete)\n" } else { "\n" });
+}
+
+fn render_message(out: &mut String, m: &StoredMessage) {
+    let msg = &m.message;
+    let text = content_text(&msg.content);
+    let calls = msg.tool_calls.as_deref().unwrap_or_default();
+    match (msg.role.as_str(), &msg.tool_call_id) {
+        ("tool", Some(call)) => entry(out, m.created_at, &format!("tool ({call}): "), &text, m.incomplete),
+        (role, _) => {
+            if !text.is_empty() || calls.is_empty() {
+                entry(
+                    out,
+                    m.created_at,
+                    &format!("{role}: "),
+                    &text,
+                    m.incomplete && calls.is_empty(),
+                );
+            }
+            for (i, c) in calls.iter().enumerate() {
+                let label = format!("{role} → {}(", c.function.name);
+                let args = format!("{})", c.function.arguments);
+                entry(out, m.created_at, &label, &args, m.incomplete && i + 1 == calls.len());
+            }
+        }
+    }
+}
+
+fn render_observations(out: &mut String, title: &str, store: &Reader, key: &str) -> Result<bool, StoreError> {
+    let Some(r) = store.observations(key)? else {
+        return Ok(false);
+    };
+    let history = store.history(key)?.len() as u64;
+    let lines = memory::lines::lines(&r.text).len() as u64;
+    let _ = writeln!(
+        out,
+        "\nobservations ({title}): generation {}, {}, {}, {} in history, updated {}",
+        r.generation,
+        plural(r.tokens, "token"),
+        plural(lines, "line"),
+        plural(history, "earlier generation"),
+        iso8601(r.updated_at)
+    );
+    if let Some(task) = &r.current_task {
+        let _ = writeln!(out, "current task: {}", one_line(task));
+    }
+    if r.text.trim().is_empty() {
+        out.push_str("  (no observation lines)\n");
+    }
+    for l in r.text.trim_end().lines() {
+        let _ = writeln!(out, "  {l}");
+    }
+    Ok(true)
+}
+
+/// `threads.show`: the thread, its messages, and the observations it reads.
+fn show_thread(store: &Store, id: &str) -> Result<String, StoreError> {
+    let reader = store.read()?;
+    let t = reader.thread(id, None)?.ok_or_else(|| no_thread(id))?;
+    let messages = reader.messages_from(&t.id, 0)?;
+    let observed = messages.iter().filter(|m| m.seq < t.cursor).count() as u64;
+    let mut out = String::new();
+    let _ = writeln!(out, "thread    {}", t.id);
+    let _ = writeln!(out, "tenant    {}", t.tenant);
+    let _ = writeln!(out, "resource  {}", t.resource);
+    let _ = writeln!(
+        out,
+        "title     {}",
+        t.title.as_deref().map_or_else(|| "-".to_owned(), one_line)
+    );
+    let _ = writeln!(out, "created   {}", iso8601(t.created_at));
+    let _ = writeln!(out, "updated   {}", iso8601(t.updated_at));
+    let _ = writeln!(
+        out,
+        "messages  {} stored, {observed} observed (cursor at seq {} of {})",
+        t.message_count, t.cursor, t.next_seq
+    );
+    if messages.is_empty() {
+        out.push_str("\nno messages\n");
+    } else {
+        out.push_str("\nmessages:\n");
+        let mut marked = false;
+        for m in &messages {
+            if observed > 0 && !marked && m.seq >= t.cursor {
+                out.push_str("-- not yet observed --\n");
+                marked = true;
+            }
+            render_message(&mut out, m);
+        }
+    }
+    let thread_scope = render_observations(&mut out, "thread scope", &reader, &Scope::Thread(&t.id).key())?;
+    let resource_key = Scope::Resource {
+        tenant: &t.tenant,
+        resource: &t.resource,
+    }
+    .key();
+    let resource_scope = render_observations(&mut out, "resource scope", &reader, &resource_key)?;
+    if !thread_scope && !resource_scope {
+        out.push_str("\nno observations yet\n");
+    }
+    Ok(out)
+}
+
+fn describe(t: &ThreadRecord) -> String {
+    format!("thread {:?} (tenant {:?}, resource {:?})", t.id, t.tenant, t.resource)
+}
+
+/// `threads.delete`: the thread, its messages and its thread-scope observations.
+fn delete_thread(store: &Store, id: &str) -> Result<String, StoreError> {
+    let owned = id.to_owned();
+    let t = store
+        .write_blocking(move |tx| memory::delete_thread_op(tx, &owned, None))
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => no_thread(id),
+            other => other,
+        })?;
+    Ok(format!(
+        "deleted {} with its {} and its observations\n",
+        describe(&t),
+        plural(t.message_count, "message")
+    ))
+}
+
+/// `forget`: every thread of the resource, their messages and observations.
+fn forget(store: &Store, tenant: Option<&str>, resource: &str) -> Result<String, StoreError> {
+    let mut gone = store.write_blocking(memory::forget_resource(store, tenant, resource)?)?;
+    gone.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let messages: u64 = gone.iter().map(|t| t.message_count).sum();
+    let whose = tenant.map_or_else(|| "all tenants".to_owned(), |t| format!("tenant {t:?}"));
+    let mut out = format!(
+        "forgot resource {resource:?} ({whose}): erased {}, {} and their observations\n",
+        plural(gone.len() as u64, "thread"),
+        plural(messages, "message")
+    );
+    for t in &gone {
+        let _ = writeln!(out, "  {}", describe(t));
+    }
+    Ok(out)
+}
+
+/// Binds `data_dir/admin.sock` (0600). The server binds it before it says it is listening, so
+/// a CLI command run right after start-up finds it.
+pub fn bind(dir: &Path) -> std::io::Result<smol::net::unix::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(SOCKET_FILE);
     // Only the holder of the database lock gets here, so a socket file left is stale.
     let _ = std::fs::remove_file(&path);
     let listener = smol::net::unix::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves admin requests on a socket from [`bind`] until the process ends.
+pub async fn listen(listener: smol::net::unix::UnixListener, store: Store) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -104,11 +393,17 @@ impl Admin {
             Ok(store) => Ok(Admin::Local(store)),
             Err(StoreError::Locked(db)) => {
                 let sock = dir.join(SOCKET_FILE);
+                // A server that is starting holds the file a moment before its socket exists.
+                let deadline = Instant::now() + STARTUP_WAIT;
+                while !sock.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 if sock.exists() {
                     Ok(Admin::Remote(sock))
                 } else {
                     Err(format!(
-                        "{} is held by another process that has no admin socket at {}",
+                        "{} is held by another process that has no admin socket at {}; stop that process and \
+                         run the command again",
                         db.display(),
                         sock.display()
                     ))
@@ -123,7 +418,7 @@ impl Admin {
             Admin::Local(store) => execute(store, req),
             Admin::Remote(sock) => {
                 let talk = || -> std::io::Result<String> {
-                    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+                    let mut s = connect(sock)?;
                     s.write_all(format!("{}\n", json::to_string(req)).as_bytes())?;
                     let mut line = String::new();
                     BufReader::new(s).read_line(&mut line)?;
@@ -134,8 +429,190 @@ impl Admin {
             }
         };
         match reply.error {
+            Some(e) if e.starts_with("unknown admin operation") && matches!(self, Admin::Remote(_)) => Err(format!(
+                "{e}: the running server is an older memgate; restart it to use this command"
+            )),
             Some(e) => Err(e),
             None => Ok(reply),
         }
+    }
+}
+
+/// Connects to the admin socket, waiting out a server that is still binding it.
+fn connect(sock: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    let deadline = Instant::now() + STARTUP_WAIT;
+    loop {
+        match std::os::unix::net::UnixStream::connect(sock) {
+            Err(e) if matches!(e.kind(), ConnectionRefused | NotFound) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{observations, threads, Generation, NewMessage, ObservationRecord};
+    use serde_json::json;
+
+    const AT: u64 = 1_795_357_805_123; // 2026-11-22T14:30:05.123Z
+
+    fn new(m: Value, incomplete: bool) -> NewMessage {
+        NewMessage {
+            message: serde_json::from_value(m).unwrap(),
+            tokens: 5,
+            incomplete,
+        }
+    }
+
+    fn store(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("memgate-admin-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store::open(&dir).unwrap()
+    }
+
+    #[test]
+    fn show_renders_messages_tools_and_both_observation_scopes() {
+        let store = store("show");
+        store.create_key("acme").unwrap();
+        store
+            .write_blocking(|tx| {
+                let mut t = threads::bind(tx, "t9", "acme", "u1", AT)?;
+                let msgs = vec![
+                    new(
+                        json!({"role": "user", "content": "Weather in Paris?\nAnd Rome?"}),
+                        false,
+                    ),
+                    new(
+                        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}),
+                        false,
+                    ),
+                    new(
+                        json!({"role": "tool", "tool_call_id": "call_1", "content": "18°C"}),
+                        false,
+                    ),
+                    new(
+                        json!({"role": "assistant", "content": [{"type": "text", "text": "It is 18"}]}),
+                        true,
+                    ),
+                ];
+                threads::append(tx, &mut t, msgs, AT)?;
+                t.cursor = 2;
+                t.title = Some("Trip\nplanning".to_owned());
+                threads::update(tx, &t)?;
+                let thread_key = Scope::Thread("t9").key();
+                let record = ObservationRecord {
+                    text: "Date: Nov 22, 2026\n* 🔴 (14:30) User asked about Paris weather".to_owned(),
+                    tokens: 12,
+                    current_task: Some("Plan the trip".to_owned()),
+                    generation: 1,
+                    ..ObservationRecord::default()
+                };
+                observations::put(tx, &thread_key, &record)?;
+                let old = Generation {
+                    generation: 0,
+                    text: "old".to_owned(),
+                    tokens: 1,
+                    created_at: AT,
+                    replaced_at: AT,
+                };
+                observations::archive(tx, &thread_key, &old)?;
+                let shared = ObservationRecord {
+                    text: "Date: Nov 22, 2026\n* 🟡 (14:31) User lives in Lyon".to_owned(),
+                    tokens: 9,
+                    ..ObservationRecord::default()
+                };
+                observations::put(
+                    tx,
+                    &Scope::Resource {
+                        tenant: "acme",
+                        resource: "u1",
+                    }
+                    .key(),
+                    &shared,
+                )
+            })
+            .unwrap();
+        let show = show_thread(&store, "t9").unwrap();
+        let stamp = "[2026-11-22T14:30:05.123Z] ";
+        for want in [
+            "thread    t9\ntenant    acme\nresource  u1\ntitle     Trip planning\n",
+            "created   2026-11-22T14:30:05.123Z\n",
+            "messages  4 stored, 2 observed (cursor at seq 2 of 4)\n",
+            &format!("{stamp}user: Weather in Paris?\n{}And Rome?\n", " ".repeat(stamp.len())),
+            &format!("{stamp}assistant → get_weather({{\"city\":\"Paris\"}})\n-- not yet observed --\n"),
+            &format!("{stamp}tool (call_1): 18°C\n"),
+            &format!("{stamp}assistant: It is 18 (incomplete)\n"),
+            "observations (thread scope): generation 1, 12 tokens, 1 line, 1 earlier generation in history",
+            "current task: Plan the trip\n  Date: Nov 22, 2026\n  * 🔴 (14:30) User asked about Paris weather\n",
+            "observations (resource scope): generation 0, 9 tokens, 1 line, 0 earlier generations in history",
+            "  * 🟡 (14:31) User lives in Lyon\n",
+        ] {
+            assert!(show.contains(want), "missing {want:?} in:\n{show}");
+        }
+        assert!(!show.contains("no observations"), "{show}");
+
+        let list = list_threads(&store, None, None).unwrap();
+        let mut lines = list.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "ID  TENANT  RESOURCE  MESSAGES  CREATED                   UPDATED                   TITLE"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            "t9  acme    u1        4         2026-11-22T14:30:05.123Z  2026-11-22T14:30:05.123Z  Trip planning"
+        );
+        assert_eq!(lines.next().unwrap(), "1 thread");
+        assert_eq!(
+            list_threads(&store, Some("x"), Some("u1")).unwrap(),
+            "no threads of resource \"u1\" of tenant \"x\"\n"
+        );
+
+        let reply = execute(
+            &store,
+            &AdminRequest {
+                op: "threads.delete".to_owned(),
+                id: Some("t9".to_owned()),
+                ..<AdminRequest as Default>::default()
+            },
+        );
+        assert!(reply.text.unwrap().contains("4 messages"));
+        let reply = execute(
+            &store,
+            &AdminRequest {
+                op: "threads.show".to_owned(),
+                id: Some("t9".to_owned()),
+                ..<AdminRequest as Default>::default()
+            },
+        );
+        assert!(reply.error.unwrap().starts_with("no thread \"t9\""));
+        // The resource's shared observations outlive a deleted thread; forget erases them.
+        assert!(store
+            .read()
+            .unwrap()
+            .observations(&Scope::Thread("t9").key())
+            .unwrap()
+            .is_none());
+        let key = Scope::Resource {
+            tenant: "acme",
+            resource: "u1",
+        }
+        .key();
+        assert!(store.read().unwrap().observations(&key).unwrap().is_some());
+        assert!(forget(&store, None, "u1").unwrap().contains("erased 0 threads"));
+        assert!(store.read().unwrap().observations(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn old_requests_without_the_new_fields_still_parse() {
+        let req: AdminRequest = json::from_str(r#"{"op":"keys.list","name":null}"#).unwrap();
+        assert_eq!(req.op, "keys.list");
+        assert!(req.id.is_none() && req.tenant.is_none() && req.resource.is_none());
+        let reply: AdminReply = json::from_str(r#"{"error":null,"key":"msk_x","keys":null}"#).unwrap();
+        assert!(reply.text.is_none());
     }
 }

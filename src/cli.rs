@@ -1,4 +1,6 @@
-//! The command line: `serve`, `check-config`, `keys`.
+//! The command line: `serve`, `check-config`, `keys`, `threads`, `forget`.
+//!
+//! Exit codes: 0 done, 1 the command failed (the reason on one stderr line), 2 bad usage.
 
 use crate::admin::{Admin, AdminRequest};
 use crate::config::{Config, Source};
@@ -13,7 +15,14 @@ Usage:
   memgate keys create NAME [--config FILE] [--data-dir DIR]
   memgate keys list [--config FILE] [--data-dir DIR]
   memgate keys revoke NAME [--config FILE] [--data-dir DIR]
+  memgate threads list [--resource R] [--tenant T] [--config FILE] [--data-dir DIR]
+  memgate threads show ID [--config FILE] [--data-dir DIR]
+  memgate threads delete ID [--config FILE] [--data-dir DIR]
+  memgate forget --resource R [--tenant T] [--config FILE] [--data-dir DIR]
   memgate --version
+
+`memgate COMMAND --help` says more about a command. keys, threads and forget work whether or
+not the server is running (through its admin socket when it is).
 
 Config: --config FILE, else $MEMGATE_CONFIG, else /etc/memgate/memgate.toml if it exists,
 else built-in defaults (providers from OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY and a
@@ -44,12 +53,35 @@ Usage:
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
 ";
 
+const THREADS_HELP: &str = "memgate threads: look at and delete memory threads (all tenants)
+
+Usage:
+  memgate threads list [--resource R] [--tenant T]
+        a table of threads, oldest first: id, tenant, resource, messages, created, updated, title
+  memgate threads show ID
+        the thread, its messages in order, and its observations (thread and resource scope)
+  memgate threads delete ID
+        delete the thread with its messages and thread-scope observations
+Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
+";
+
+const FORGET_HELP: &str = "memgate forget: erase everything memory holds about a resource
+
+Usage: memgate forget --resource R [--tenant T]
+
+Deletes every thread of resource R, their messages and observations, and the resource's shared
+observations, for every tenant, or only tenant T (a gateway key's name; `default` without keys).
+Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
+";
+
 /// Options shared by the subcommands.
 #[derive(Debug, Default)]
 struct Opts {
     config: Option<PathBuf>,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    resource: Option<String>,
+    tenant: Option<String>,
     help: bool,
     positional: Vec<String>,
 }
@@ -58,28 +90,30 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
-        match a.as_str() {
-            "--config" | "-c" => o.config = Some(value(a)?.into()),
-            "--listen" => o.listen = Some(value(a)?),
-            "--data-dir" => o.data_dir = Some(value(a)?.into()),
-            "--help" | "-h" => o.help = true,
-            s if s.starts_with("--") => {
-                if let Some((k, v)) = s.split_once('=') {
-                    return parse(&[&[k.to_owned(), v.to_owned()], &it.cloned().collect::<Vec<_>>()[..]].concat()).map(
-                        |mut rest| {
-                            rest.positional.splice(0..0, o.positional.drain(..));
-                            rest.config = rest.config.or(o.config.take());
-                            rest.listen = rest.listen.or(o.listen.take());
-                            rest.data_dir = rest.data_dir.or(o.data_dir.take());
-                            rest.help |= o.help;
-                            rest
-                        },
-                    );
-                }
-                return Err(format!("unknown option {s}; see `memgate --help`"));
-            }
-            s => o.positional.push(s.to_owned()),
+        if a == "--" {
+            o.positional.extend(it.by_ref().cloned());
+            break;
+        }
+        // `--flag=value` or `--flag value`.
+        let (flag, inline) = match a.split_once('=') {
+            Some((k, v)) if a.starts_with("--") => (k, Some(v.to_owned())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value; see `memgate --help`"))
+        };
+        match flag {
+            "--config" | "-c" => o.config = Some(value()?.into()),
+            "--listen" => o.listen = Some(value()?),
+            "--data-dir" => o.data_dir = Some(value()?.into()),
+            "--resource" => o.resource = Some(value()?),
+            "--tenant" => o.tenant = Some(value()?),
+            "--help" | "-h" if inline.is_none() => o.help = true,
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}; see `memgate --help`")),
+            _ => o.positional.push(a.clone()),
         }
     }
     Ok(o)
@@ -104,23 +138,45 @@ fn out(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
-/// Runs the command line; returns the process exit code.
-pub fn main(args: Vec<String>) -> i32 {
-    match run(&args) {
-        Ok(()) => 0,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "memgate: {e}");
-            1
-        }
+/// Why a command did not succeed.
+#[derive(Debug)]
+enum Fail {
+    /// The command line itself is wrong (exit 2).
+    Usage(String),
+    /// The command ran and failed (exit 1).
+    Failed(String),
+}
+
+impl From<String> for Fail {
+    fn from(e: String) -> Fail {
+        Fail::Failed(e)
     }
 }
 
-fn run(args: &[String]) -> Result<(), String> {
+fn usage<T>(msg: impl Into<String>) -> Result<T, Fail> {
+    Err(Fail::Usage(msg.into()))
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    let (msg, code) = match run(&args) {
+        Ok(()) => return 0,
+        Err(Fail::Failed(e)) => (e, 1),
+        Err(Fail::Usage(e)) => (e, 2),
+    };
+    let _ = writeln!(std::io::stderr(), "memgate: {msg}");
+    code
+}
+
+fn run(args: &[String]) -> Result<(), Fail> {
     let Some(cmd) = args.first() else {
         out(HELP);
         return Ok(());
     };
-    let opts = parse(&args[1..])?;
+    let opts = parse(&args[1..]).map_err(Fail::Usage)?;
+    if !opts.help && !matches!(cmd.as_str(), "threads" | "forget") {
+        no_filters(&opts, cmd, cmd)?;
+    }
     match cmd.as_str() {
         "--version" | "-V" | "version" => out(&format!("memgate {}\n", env!("CARGO_PKG_VERSION"))),
         "--help" | "-h" | "help" => out(HELP),
@@ -148,38 +204,131 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         "keys" if opts.help => out(KEYS_HELP),
         "keys" => keys(&opts)?,
-        other => return Err(format!("unknown command {other:?}; see `memgate --help`")),
+        "threads" if opts.help => out(THREADS_HELP),
+        "threads" => threads(&opts)?,
+        "forget" if opts.help => out(FORGET_HELP),
+        "forget" => forget(&opts)?,
+        other => return usage(format!("unknown command {other:?}; see `memgate --help`")),
     }
     Ok(())
 }
 
-fn no_positional(opts: &Opts, cmd: &str) -> Result<(), String> {
+fn no_positional(opts: &Opts, cmd: &str) -> Result<(), Fail> {
     match opts.positional.first() {
-        Some(p) => Err(format!(
+        Some(p) => usage(format!(
             "unexpected argument {p:?} to {cmd}; see `memgate {cmd} --help`"
         )),
         None => Ok(()),
     }
 }
 
-fn keys(opts: &Opts) -> Result<(), String> {
+/// A usage error when `--resource` or `--tenant` was given to a command (`what`) that does not
+/// take them.
+fn no_filters(opts: &Opts, what: &str, help: &str) -> Result<(), Fail> {
+    for (flag, given) in [
+        ("--resource", opts.resource.is_some()),
+        ("--tenant", opts.tenant.is_some()),
+    ] {
+        if given {
+            return usage(format!("{what} does not take {flag}; see `memgate {help} --help`"));
+        }
+    }
+    Ok(())
+}
+
+/// Sends a thread command (locally or to the server) and prints the text it renders.
+fn call_text(opts: &Opts, req: AdminRequest) -> Result<(), Fail> {
     let (config, _) = opts.load()?;
+    let admin = Admin::open(&config.data_dir())?;
+    let reply = admin.call(&req)?;
+    out(&reply.text.unwrap_or_default());
+    Ok(())
+}
+
+fn threads(opts: &Opts) -> Result<(), Fail> {
     let sub = opts.positional.first().map(String::as_str);
-    let name = opts.positional.get(1).cloned();
-    let op = match (sub, &name) {
-        (Some("create"), Some(_)) => "keys.create",
-        (Some("revoke"), Some(_)) => "keys.revoke",
-        (Some("list"), None) => "keys.list",
-        _ => {
-            return Err(format!(
-                "usage: memgate keys create|revoke NAME, or memgate keys list\n\n{KEYS_HELP}"
+    let id = opts.positional.get(1).cloned();
+    let extra = opts.positional.get(2);
+    let req = match (sub, &id, extra) {
+        (Some("list"), None, None) => AdminRequest {
+            op: "threads.list".to_owned(),
+            tenant: opts.tenant.clone(),
+            resource: opts.resource.clone(),
+            ..AdminRequest::default()
+        },
+        (Some(s @ ("show" | "delete")), Some(_), None) => {
+            no_filters(opts, &format!("threads {s}"), "threads")?;
+            AdminRequest {
+                op: format!("threads.{s}"),
+                id,
+                ..AdminRequest::default()
+            }
+        }
+        (Some("show" | "delete"), None, _) => {
+            return usage(format!(
+                "threads {} needs a thread id; `memgate threads list` shows them",
+                sub.unwrap_or_default()
             ))
         }
+        (Some("list" | "show" | "delete"), _, _) => {
+            let p = extra.or(id.as_ref()).cloned().unwrap_or_default();
+            return usage(format!(
+                "unexpected argument {p:?} to threads {}; see `memgate threads --help`",
+                sub.unwrap_or_default()
+            ));
+        }
+        (Some(other), _, _) => {
+            return usage(format!(
+                "unknown threads command {other:?}; use list, show ID or delete ID (see `memgate threads --help`)"
+            ))
+        }
+        (None, _, _) => return usage("threads needs list, show ID or delete ID; see `memgate threads --help`"),
     };
+    for (flag, v) in [("--resource", &opts.resource), ("--tenant", &opts.tenant)] {
+        if v.as_deref().is_some_and(str::is_empty) {
+            return usage(format!("{flag} needs a non-empty value"));
+        }
+    }
+    call_text(opts, req)
+}
+
+fn forget(opts: &Opts) -> Result<(), Fail> {
+    no_positional(opts, "forget")?;
+    let resource = match opts.resource.as_deref() {
+        Some(r) if !r.is_empty() => r.to_owned(),
+        _ => {
+            return usage("forget needs --resource R, the resource whose memory to erase; see `memgate forget --help`")
+        }
+    };
+    if opts.tenant.as_deref() == Some("") {
+        return usage("--tenant needs a non-empty value; leave it out to forget the resource for every tenant");
+    }
+    call_text(
+        opts,
+        AdminRequest {
+            op: "forget".to_owned(),
+            tenant: opts.tenant.clone(),
+            resource: Some(resource),
+            ..AdminRequest::default()
+        },
+    )
+}
+
+fn keys(opts: &Opts) -> Result<(), Fail> {
+    let sub = opts.positional.first().map(String::as_str);
+    let name = opts.positional.get(1).cloned();
+    let op = match (sub, &name, opts.positional.len()) {
+        (Some("create"), Some(_), 2) => "keys.create",
+        (Some("revoke"), Some(_), 2) => "keys.revoke",
+        (Some("list"), None, 1) => "keys.list",
+        _ => return usage("usage: memgate keys create NAME | list | revoke NAME; see `memgate keys --help`"),
+    };
+    let (config, _) = opts.load()?;
     let admin = Admin::open(&config.data_dir())?;
     let reply = admin.call(&AdminRequest {
         op: op.to_owned(),
         name: name.clone(),
+        ..AdminRequest::default()
     })?;
     match op {
         "keys.create" => out(&format!("{}\n", reply.key.unwrap_or_default())),

@@ -40,13 +40,10 @@ pub fn run(config: Config) -> Result<(), String> {
             drop(stop_tx);
         })
         .detach();
-        let admin_dir = data_dir.clone();
-        crate::runtime::spawn(async move {
-            if let Err(e) = crate::admin::listen(&admin_dir, store).await {
-                log::warn!("admin socket unavailable ({e}); CLI key commands need the server stopped");
-            }
-        })
-        .detach();
+        match crate::admin::bind(&data_dir) {
+            Ok(socket) => crate::runtime::spawn(crate::admin::listen(socket, store)).detach(),
+            Err(e) => log::warn!("admin socket unavailable ({e}); CLI commands need the server stopped"),
+        }
         log::info!(
             "memgate {} listening on http://{bound} (auth: {:?}; data: {}; providers: {})",
             env!("CARGO_PKG_VERSION"),

@@ -330,6 +330,21 @@ fn resource_scope_shares_observations_across_threads() {
         "I don't know your name yet."
     );
     assert_eq!(record(&gw, "second")["scope"], "resource");
+    // Erasing the resource takes its shared observations too, even once its threads are gone.
+    call(&gw, "DELETE", "/v1/memory/threads/first", &Value::Null);
+    call(&gw, "DELETE", "/v1/memory/threads/second", &Value::Null);
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("fourth", "alex")), QUESTION)),
+        "Your name is Alex."
+    );
+    assert_eq!(
+        call(&gw, "DELETE", "/v1/memory/resources/alex", &Value::Null).json()["threads"],
+        1
+    );
+    assert_eq!(
+        answer(&say(&gw, &hdrs(&at("fifth", "alex")), QUESTION)),
+        "I don't know your name yet."
+    );
 }
 
 #[test]

@@ -399,7 +399,7 @@ fn record(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
             "observationTokenCount": record.tokens,
             "pendingMessageTokens": memory::pending_tokens(&unobserved),
             "pendingMessages": unobserved.len(),
-            "observedMessages": thread.message_count - unobserved.len() as u64,
+            "observedMessages": thread.message_count.saturating_sub(unobserved.len() as u64),
             "config": {"messageTokens": message_tokens, "observationTokens": observation_tokens},
             "isObserving": observing,
             "isReflecting": reflecting,

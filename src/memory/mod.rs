@@ -439,15 +439,10 @@ pub fn forget_resource(
     resource: &str,
 ) -> Result<impl FnOnce(&redb::WriteTransaction) -> Result<Vec<ThreadRecord>, StoreError> + Send + 'static, StoreError>
 {
-    let doomed = store.read()?.threads(tenant, Some(resource))?;
-    let mut tenants: Vec<String> = doomed
-        .iter()
-        .map(|t| t.tenant.clone())
-        .chain(tenant.map(str::to_owned))
-        .collect();
-    tenants.sort();
-    tenants.dedup();
-    let resource = resource.to_owned();
+    let reader = store.read()?;
+    let doomed = reader.threads(tenant, Some(resource))?;
+    // Shared records can outlive the threads that fed them, so they are found on their own.
+    let shared = reader.resource_scopes(tenant, resource)?;
     Ok(move |tx: &redb::WriteTransaction| {
         for t in &doomed {
             // Deleted meanwhile is fine: the goal is that nothing remains.
@@ -456,15 +451,8 @@ pub fn forget_resource(
                 Err(e) => return Err(e),
             }
         }
-        for tenant in &tenants {
-            observations::delete(
-                tx,
-                &Scope::Resource {
-                    tenant,
-                    resource: &resource,
-                }
-                .key(),
-            )?;
+        for key in &shared {
+            observations::delete(tx, key)?;
         }
         Ok(doomed)
     })

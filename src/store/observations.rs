@@ -125,6 +125,29 @@ impl Reader {
         found.map(|v| decode(v.value())).transpose()
     }
 
+    /// Keys of `resource`'s shared records: the one of `tenant`, or (`None`) of every tenant.
+    pub fn resource_scopes(&self, tenant: Option<&str>, resource: &str) -> Result<Vec<String>, StoreError> {
+        if let Some(tenant) = tenant {
+            let key = Scope::Resource { tenant, resource }.key();
+            return Ok(self.observations(&key)?.map(|_| key).into_iter().collect());
+        }
+        let table = self.tx.open_table(OBSERVATIONS).or_fail("open observations")?;
+        let suffix = format!("\0{resource}");
+        let mut keys = Vec::new();
+        for entry in table.range("resource\0"..).or_fail("read observations")? {
+            let (k, _) = entry.or_fail("read observations")?;
+            let key = k.value();
+            if !key.starts_with("resource\0") {
+                break;
+            }
+            // `resource\0TENANT\0RESOURCE`: ids hold no NUL, so the suffix is exact.
+            if key.ends_with(&suffix) && key.matches('\0').count() == 2 {
+                keys.push(key.to_owned());
+            }
+        }
+        Ok(keys)
+    }
+
     /// Replaced generations, oldest first.
     pub fn history(&self, scope: &str) -> Result<Vec<Generation>, StoreError> {
         let table = self.tx.open_table(HISTORY).or_fail("open observation_history")?;

@@ -234,7 +234,7 @@ pub fn delete_messages(tx: &WriteTransaction, thread: &mut ThreadRecord, ids: &[
         messages.remove((thread.id.as_str(), *seq)).or_fail("delete message")?;
     }
     drop(messages);
-    thread.message_count -= doomed.len() as u64;
+    thread.message_count = thread.message_count.saturating_sub(doomed.len() as u64);
     put(tx, thread)?;
     Ok(doomed.len() as u64)
 }
