@@ -14,9 +14,9 @@ use memgate::auth::Caller;
 use memgate::clock;
 use memgate::config::Config;
 use memgate::ir::{ChatRequest, Message};
-use memgate::memory::{tokens, Memory, ThreadRef};
+use memgate::memory::{self, tokens, Memory, ThreadRef};
 use memgate::runtime;
-use memgate::store::{observations, threads, NewMessage, ObservationRecord, Scope, Store};
+use memgate::store::{observations, threads, ObservationRecord, Scope, Store};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,11 +59,7 @@ fn seed(store: &Store, id: &str) -> (u64, usize) {
             let new = (0..MESSAGES)
                 .map(|i| {
                     let m = message(if i % 2 == 0 { "user" } else { "assistant" }, turn_text(i));
-                    NewMessage {
-                        tokens: tokens::message(&m),
-                        message: m,
-                        incomplete: false,
-                    }
+                    memory::to_store(m, false)
                 })
                 .collect();
             threads::append(tx, &mut t, new, clock::now_ms())?;
@@ -142,11 +138,7 @@ fn throughput(store: &Store, writers: usize) -> f64 {
                 while !stop.load(Ordering::Relaxed) {
                     let exchange = vec![message("user", format!("note {i}")), message("assistant", "OK.".into())]
                         .into_iter()
-                        .map(|m| NewMessage {
-                            tokens: tokens::message(&m),
-                            message: m,
-                            incomplete: false,
-                        })
+                        .map(|m| memory::to_store(m, false))
                         .collect();
                     let id = id.clone();
                     store

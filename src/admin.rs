@@ -13,7 +13,6 @@ use crate::clock::iso8601;
 use crate::memory;
 use crate::store::{KeyRecord, Reader, Scope, Store, StoreError, StoredMessage, ThreadRecord};
 use miniserde::{json, Deserialize, Serialize};
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -171,26 +170,6 @@ fn list_threads(store: &Store, tenant: Option<&str>, resource: Option<&str>) -> 
     Ok(out)
 }
 
-/// The text of a content value: strings as they are, parts as text or a placeholder.
-fn content_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text" | "input_text" | "output_text") => {
-                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
-                }
-                Some(kind) if kind.contains("image") => "[image]".to_owned(),
-                _ => "[file]".to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// Appends `[time] label: text`, continuation lines indented under the text.
 fn entry(out: &mut String, at: u64, label: &str, text: &str, incomplete: bool) {
     let stamp = format!("[{}] ", iso8601(at));
@@ -204,7 +183,7 @@ fn entry(out: &mut String, at: u64, label: &str, text: &str, incomplete: bool) {
 
 fn render_message(out: &mut String, m: &StoredMessage) {
     let msg = &m.message;
-    let text = content_text(&msg.content);
+    let text = memory::content_text(&msg.content);
     let calls = msg.tool_calls.as_deref().unwrap_or_default();
     match (msg.role.as_str(), &msg.tool_call_id) {
         ("tool", Some(call)) => entry(out, m.created_at, &format!("tool ({call}): "), &text, m.incomplete),
@@ -457,6 +436,7 @@ mod tests {
     use super::*;
     use crate::store::{observations, threads, Generation, NewMessage, ObservationRecord};
     use serde_json::json;
+    use serde_json::Value;
 
     const AT: u64 = 1_795_357_805_123; // 2026-11-22T14:30:05.123Z
 

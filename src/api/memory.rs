@@ -6,7 +6,7 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::http::json_response;
 use crate::ir::Message;
-use crate::memory::{self, lines, store_error, tokens};
+use crate::memory::{self, lines, store_error};
 use crate::store::{threads, NewMessage, StoredMessage, ThreadRecord};
 use http_types::{Method, Response};
 use serde::Deserialize;
@@ -95,6 +95,21 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
         }
     }
     String::from_utf8(out).map_err(|_| ApiError::invalid("path segments must be UTF-8"))
+}
+
+/// Runs `op` on the writer with the caller's thread `id` (a 404 if another tenant's).
+async fn on_thread<T: Send + 'static>(
+    ctx: &Ctx,
+    tenant: &str,
+    id: &str,
+    op: impl FnOnce(&redb::WriteTransaction, ThreadRecord) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (id, tenant) = (id.to_owned(), tenant.to_owned());
+    ctx.app
+        .store
+        .write(move |tx| op(tx, threads::owned(tx, &id, Some(&tenant))?))
+        .await
+        .map_err(store_error)
 }
 
 /// The thread `id` if the caller's tenant owns it; a 404 otherwise, whoever owns it.
@@ -190,21 +205,9 @@ async fn create_thread(ctx: &Ctx, tenant: &str, body: &[u8]) -> Result<Response,
     };
     threads::check_id("id", &id).map_err(|m| ApiError::invalid_param("id", m))?;
     threads::check_id("resourceId", &new.resource_id).map_err(|m| ApiError::invalid_param("resourceId", m))?;
-    let now = clock::now_ms();
-    let record = ThreadRecord {
-        id,
-        tenant: tenant.to_owned(),
-        resource: new.resource_id,
-        title: new.title,
-        metadata: Value::Object(new.metadata.unwrap_or_default()),
-        created_at: now,
-        updated_at: now,
-        next_seq: 0,
-        cursor: 0,
-        message_count: 0,
-        message_tokens: None,
-        observation_tokens: None,
-    };
+    let mut record = ThreadRecord::new(&id, tenant, &new.resource_id, clock::now_ms());
+    record.title = new.title;
+    record.metadata = Value::Object(new.metadata.unwrap_or_default());
     let saved = record.clone();
     ctx.app
         .store
@@ -231,24 +234,18 @@ struct ThreadPatch {
 
 async fn update_thread(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let patch: ThreadPatch = parse_body(body)?;
-    let (id, tenant) = (id.to_owned(), tenant.to_owned());
-    let thread = ctx
-        .app
-        .store
-        .write(move |tx| {
-            let mut t = threads::owned(tx, &id, Some(&tenant))?;
-            if patch.title.is_some() {
-                t.title = patch.title;
-            }
-            if let Some(m) = patch.metadata {
-                t.metadata = Value::Object(m);
-            }
-            t.updated_at = clock::now_ms();
-            threads::update(tx, &t)?;
-            Ok(t)
-        })
-        .await
-        .map_err(store_error)?;
+    let thread = on_thread(ctx, tenant, id, move |tx, mut t| {
+        if patch.title.is_some() {
+            t.title = patch.title;
+        }
+        if let Some(m) = patch.metadata {
+            t.metadata = Value::Object(m);
+        }
+        t.updated_at = clock::now_ms();
+        threads::update(tx, &t)?;
+        Ok(t)
+    })
+    .await?;
     Ok(json_response(200, &thread_json(&thread)))
 }
 
@@ -302,26 +299,12 @@ async fn save_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result
             format!("role {:?} is not one of user, assistant, system, tool", m.role),
         ));
     }
-    let new: Vec<NewMessage> = save
-        .messages
-        .into_iter()
-        .map(|m| NewMessage {
-            tokens: tokens::message(&m),
-            message: m,
-            incomplete: false,
-        })
-        .collect();
-    let (id, tenant) = (id.to_owned(), tenant.to_owned());
-    let (thread, stored) = ctx
-        .app
-        .store
-        .write(move |tx| {
-            let mut t = threads::owned(tx, &id, Some(&tenant))?;
-            let stored = threads::append(tx, &mut t, new, clock::now_ms())?;
-            Ok((t, stored))
-        })
-        .await
-        .map_err(store_error)?;
+    let new: Vec<NewMessage> = save.messages.into_iter().map(|m| memory::to_store(m, false)).collect();
+    let (thread, stored) = on_thread(ctx, tenant, id, move |tx, mut t| {
+        let stored = threads::append(tx, &mut t, new, clock::now_ms())?;
+        Ok((t, stored))
+    })
+    .await?;
     let messages: Vec<Value> = stored.iter().map(|m| message_json(&thread.id, m)).collect();
     Ok(json_response(201, &json!({"messages": messages})))
 }
@@ -334,16 +317,10 @@ struct DeleteMessages {
 
 async fn delete_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let del: DeleteMessages = parse_body(body)?;
-    let (id, tenant) = (id.to_owned(), tenant.to_owned());
-    let deleted = ctx
-        .app
-        .store
-        .write(move |tx| {
-            let mut t = threads::owned(tx, &id, Some(&tenant))?;
-            threads::delete_messages(tx, &mut t, &del.message_ids)
-        })
-        .await
-        .map_err(store_error)?;
+    let deleted = on_thread(ctx, tenant, id, move |tx, mut t| {
+        threads::delete_messages(tx, &mut t, &del.message_ids)
+    })
+    .await?;
     Ok(json_response(200, &json!({"deleted": deleted})))
 }
 
@@ -468,19 +445,13 @@ async fn set_config(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Re
             return Err(ApiError::invalid_param(name, format!("{name} must be at least 1")));
         }
     }
-    let (id, tenant) = (id.to_owned(), tenant.to_owned());
-    let thread = ctx
-        .app
-        .store
-        .write(move |tx| {
-            let mut t = threads::owned(tx, &id, Some(&tenant))?;
-            t.message_tokens = patch.message_tokens.or(t.message_tokens);
-            t.observation_tokens = patch.observation_tokens.or(t.observation_tokens);
-            threads::update(tx, &t)?;
-            Ok(t)
-        })
-        .await
-        .map_err(store_error)?;
+    let thread = on_thread(ctx, tenant, id, move |tx, mut t| {
+        t.message_tokens = patch.message_tokens.or(t.message_tokens);
+        t.observation_tokens = patch.observation_tokens.or(t.observation_tokens);
+        threads::update(tx, &t)?;
+        Ok(t)
+    })
+    .await?;
     let (message_tokens, observation_tokens) = ctx.app.memory.thresholds(&thread);
     Ok(json_response(
         200,

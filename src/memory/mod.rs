@@ -23,6 +23,7 @@ use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
 use crate::store::{observations, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -191,6 +192,15 @@ fn reflect_key(scope: &str) -> String {
     format!("reflect\0{scope}")
 }
 
+/// A message ready to append, with its token estimate.
+pub fn to_store(message: Message, incomplete: bool) -> NewMessage {
+    NewMessage {
+        tokens: tokens::message(&message),
+        message,
+        incomplete,
+    }
+}
+
 /// Tokens of the messages not yet observed.
 pub fn pending_tokens(unobserved: &[StoredMessage]) -> u64 {
     unobserved.iter().map(|m| m.tokens).sum()
@@ -312,20 +322,8 @@ impl Turn {
     /// Stores the turn's new messages and the answer (`complete` false for one cut short) in one
     /// commit, then starts an observer run if the thread is past its threshold.
     pub async fn finish(self, answer: Option<Message>, complete: bool) -> Result<(), ApiError> {
-        let mut messages: Vec<NewMessage> = self
-            .new
-            .into_iter()
-            .map(|m| NewMessage {
-                tokens: tokens::message(&m),
-                message: m,
-                incomplete: false,
-            })
-            .collect();
-        messages.extend(answer.map(|m| NewMessage {
-            tokens: tokens::message(&m),
-            message: m,
-            incomplete: !complete,
-        }));
+        let mut messages: Vec<NewMessage> = self.new.into_iter().map(|m| to_store(m, false)).collect();
+        messages.extend(answer.map(|m| to_store(m, !complete)));
         let (id, tenant, resource) = (
             self.thread.id.clone(),
             self.thread.tenant.clone(),
@@ -400,20 +398,43 @@ async fn call_model(
     let text = answer
         .choices
         .first()
-        .map(|c| match &c.message.content {
-            serde_json::Value::String(s) => s.clone(),
-            other => context_text(other),
-        })
+        .map(|c| content_text(&c.message.content))
         .unwrap_or_default();
     Ok((text, answer.usage.unwrap_or_default()))
 }
 
-/// The text parts of a content array, joined.
-fn context_text(v: &serde_json::Value) -> String {
-    v.as_array()
+/// A message's content as readable text: strings as they are, text parts joined, other parts
+/// as a placeholder (the observer's transcript, the CLI, an answer's text).
+pub fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text" | "input_text" | "output_text") => {
+                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
+                }
+                Some(kind) if kind.contains("image") => "[image]".to_owned(),
+                _ => "[file]".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// An observer or reflector prompt: instructions as the system message, the work as the user's.
+fn instructed(instructions: &str, user: String) -> Vec<Message> {
+    [("system", instructions.to_owned()), ("user", user)]
         .into_iter()
-        .flatten()
-        .filter_map(|p| p.get("text").and_then(serde_json::Value::as_str))
+        .map(|(role, text)| Message {
+            role: role.to_owned(),
+            content: Value::String(text),
+            tool_calls: None,
+            tool_call_id: None,
+            rest: Default::default(),
+        })
         .collect()
 }
 

@@ -8,7 +8,6 @@ use super::{call_model, clock, lines, observe_key, reflector, tokens, RunAs, TAI
 use crate::app::App;
 use crate::ir::Message;
 use crate::store::{observations, threads, StoreError, StoredMessage};
-use serde_json::Value;
 use std::sync::Arc;
 
 /// The system message; fixtures recognise observer calls by its first sentence.
@@ -61,26 +60,6 @@ pub(super) fn observe_count(unobserved: &[StoredMessage], limit: u64) -> usize {
     boundary
 }
 
-/// The text of a content value: strings as they are, parts as text or a placeholder.
-fn render_content(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text" | "input_text" | "output_text") => {
-                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
-                }
-                Some(kind) if kind.contains("image") => "[Image]".to_owned(),
-                _ => "[File]".to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// The transcript the observer reads: a date line when the day changes, then
 /// `Role (HH:MM): text` lines, tool calls and results on their own lines.
 pub(super) fn transcript(messages: &[StoredMessage]) -> String {
@@ -94,7 +73,7 @@ pub(super) fn transcript(messages: &[StoredMessage]) -> String {
         }
         let time = clock::time_label(m.created_at);
         let msg = &m.message;
-        let text = render_content(&msg.content);
+        let text = super::content_text(&msg.content);
         let cut = if m.incomplete { " [answer cut short]" } else { "" };
         let label = match msg.role.as_str() {
             "tool" => "Tool Result".to_owned(),
@@ -143,16 +122,7 @@ fn prompt(previous: &str, transcript: &str) -> Vec<Message> {
     user.push_str(&format!(
         "## New Message History to Observe\n\n{transcript}\n---\n\n## Your Task\n\nExtract new observations from the message history above, in the format of your instructions."
     ));
-    [("system", INSTRUCTIONS.to_owned()), ("user", user)]
-        .into_iter()
-        .map(|(role, text)| Message {
-            role: role.to_owned(),
-            content: Value::String(text),
-            tool_calls: None,
-            tool_call_id: None,
-            rest: Default::default(),
-        })
-        .collect()
+    super::instructed(INSTRUCTIONS, user)
 }
 
 /// Observes a thread. A background run (`wait` false) gives way to a run already under way;
@@ -297,6 +267,7 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
 mod tests {
     use super::*;
     use serde_json::json;
+    use serde_json::Value;
 
     fn stored(seq: u64, role: &str, content: Value, tokens: u64) -> StoredMessage {
         let mut m = json!({"role": role, "content": content});
@@ -345,7 +316,7 @@ mod tests {
         ];
         assert_eq!(
             transcript(&msgs),
-            "Nov 22 2026:\nUser (14:30): My name is Alex\nTool Call get_weather (14:31): {\"city\":\"Paris\"}\nTool Result (14:32): sunny\nUser (14:33): look [Image]\n"
+            "Nov 22 2026:\nUser (14:30): My name is Alex\nTool Call get_weather (14:31): {\"city\":\"Paris\"}\nTool Result (14:32): sunny\nUser (14:33): look [image]\n"
         );
     }
 

@@ -6,7 +6,6 @@ use super::{call_model, clock, lines, reflect_key, tokens, RunAs};
 use crate::app::App;
 use crate::ir::Message;
 use crate::store::{observations, Generation, StoreError};
-use serde_json::Value;
 use std::sync::Arc;
 
 /// The system message; fixtures recognise reflector calls by its first sentence.
@@ -39,16 +38,7 @@ fn prompt(observations: &str, level: usize) -> Vec<Message> {
         "## OBSERVATIONS TO REFLECT ON\n\n{observations}\n\n---\n\nProduce a refined, condensed version that will become the assistant's entire memory going forward.\n\n{}",
         LADDER[level]
     );
-    [("system", INSTRUCTIONS.to_owned()), ("user", user)]
-        .into_iter()
-        .map(|(role, text)| Message {
-            role: role.to_owned(),
-            content: Value::String(text),
-            tool_calls: None,
-            tool_call_id: None,
-            rest: Default::default(),
-        })
-        .collect()
+    super::instructed(INSTRUCTIONS, user)
 }
 
 /// Reflects the observations a thread feeds, if they are over its threshold and no

@@ -50,6 +50,24 @@ pub struct ThreadRecord {
 }
 
 impl ThreadRecord {
+    /// A new, empty thread.
+    pub fn new(id: &str, tenant: &str, resource: &str, now: u64) -> ThreadRecord {
+        ThreadRecord {
+            id: id.to_owned(),
+            tenant: tenant.to_owned(),
+            resource: resource.to_owned(),
+            title: None,
+            metadata: Value::Object(Default::default()),
+            created_at: now,
+            updated_at: now,
+            next_seq: 0,
+            cursor: 0,
+            message_count: 0,
+            message_tokens: None,
+            observation_tokens: None,
+        }
+    }
+
     /// Whether `tenant` may see this thread (the admin CLI passes `None`: it sees all).
     pub fn visible_to(&self, tenant: Option<&str>) -> bool {
         tenant.is_none_or(|t| t == self.tenant)
@@ -161,20 +179,7 @@ pub fn bind(
             Err(not_found(id))
         };
     }
-    let record = ThreadRecord {
-        id: id.to_owned(),
-        tenant: tenant.to_owned(),
-        resource: resource.to_owned(),
-        title: None,
-        metadata: Value::Object(Default::default()),
-        created_at: now,
-        updated_at: now,
-        next_seq: 0,
-        cursor: 0,
-        message_count: 0,
-        message_tokens: None,
-        observation_tokens: None,
-    };
+    let record = ThreadRecord::new(id, tenant, resource, now);
     create(tx, &record)?;
     Ok(record)
 }
