@@ -7,7 +7,7 @@
 use super::{call_model, clock, lines, observe_key, reflector, tokens, RunAs, TAIL_SHARE};
 use crate::app::App;
 use crate::ir::Message;
-use crate::store::{observations, threads, StoreError, StoredMessage};
+use crate::store::{observations, threads, StoreError, StoredMessage, ThreadRecord};
 use std::sync::Arc;
 
 /// The system message; fixtures recognise observer calls by its first sentence.
@@ -219,13 +219,19 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
             .collect();
         parsed = lines::parse(&kept.join("\n"), &clock::date_label(batch[0].created_at));
     }
-    let (cursor, next) = (thread.cursor, batch[n - 1].seq + 1);
+    let (cursor, next, born) = (
+        thread.cursor,
+        batch[n - 1].seq + 1,
+        (thread.created_at, thread.tenant.clone()),
+    );
     let observed_tokens: u64 = batch.iter().map(|m| m.tokens).sum();
     let id = thread.id.clone();
     let record = app
         .store
         .write(move |tx| {
-            let Some(mut thread) = threads::get(tx, &id, None)? else {
+            // The same id recreated meanwhile (perhaps by another tenant) is another thread.
+            let same = |t: &ThreadRecord| (t.created_at, &t.tenant) == (born.0, &born.1);
+            let Some(mut thread) = threads::get(tx, &id, None)?.filter(same) else {
                 return Err(StoreError::NotFound(format!(
                     "thread {id:?} was deleted while being observed"
                 )));
