@@ -172,11 +172,8 @@ fn main() {
     let (obs_tokens, obs_bytes) = seed(&store, "big");
     let config =
         Config::parse("[providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n").expect("config");
-    let app = Arc::new(memgate::app::App::new(
-        &config,
-        "127.0.0.1:4000".parse().expect("addr"),
-        store.clone(),
-    ));
+    let app =
+        Arc::new(memgate::app::App::new(&config, "127.0.0.1:4000".parse().expect("addr"), store.clone()).expect("app"));
     let caller = Caller {
         tenant: "default".into(),
         byok: None,

@@ -20,15 +20,15 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: &Config, listen: SocketAddr, store: Store) -> App {
-        App {
+    pub fn new(config: &Config, listen: SocketAddr, store: Store) -> Result<App, String> {
+        Ok(App {
             auth: config.auth_mode(listen),
             store,
-            router: Router::new(config),
+            router: Router::new(config)?,
             client: Client::new(config.timeouts.clone()),
             memory: Memory::new(config),
             max_body: config.max_body_bytes(),
             body_timeout: Duration::from_millis(config.timeouts.body_ms),
-        }
+        })
     }
 }

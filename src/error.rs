@@ -85,6 +85,11 @@ impl ApiError {
         Self::new(502, "upstream_error", Some("bad_gateway"), message)
     }
 
+    /// An upstream stream that broke off or fell silent; sent as the stream's last event.
+    pub fn stream_interrupted(message: impl Into<String>) -> Self {
+        Self::new(502, "upstream_error", Some("stream_interrupted"), message)
+    }
+
     /// 504: the upstream did not answer in time.
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
         Self::new(504, "upstream_error", Some("timeout"), message)

@@ -120,8 +120,9 @@ pub struct ChunkChoice {
     pub rest: Rest,
 }
 
-/// Token accounting as OpenAI reports it; details (cached, reasoning…) ride in `rest`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Token accounting as OpenAI reports it; details (`prompt_tokens_details.cached_tokens`,
+/// `completion_tokens_details.reasoning_tokens`…) ride in `rest`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     #[serde(default)]
     pub prompt_tokens: u64,
@@ -129,6 +130,8 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    #[serde(flatten)]
+    pub rest: Rest,
 }
 
 impl Usage {
@@ -141,7 +144,103 @@ impl Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: n("total_tokens").unwrap_or(prompt + completion),
+            rest: Rest::new(),
         })
+    }
+
+    /// Usage from a vendor's counts: `cached` prompt tokens (already included in `prompt`) and
+    /// `reasoning` tokens (already included in `completion`) become OpenAI's detail fields.
+    pub fn counted(prompt: u64, completion: u64, cached: Option<u64>, reasoning: Option<u64>) -> Usage {
+        let mut rest = Rest::new();
+        if let Some(c) = cached {
+            rest.insert(
+                "prompt_tokens_details".to_owned(),
+                serde_json::json!({"cached_tokens": c}),
+            );
+        }
+        if let Some(r) = reasoning {
+            rest.insert(
+                "completion_tokens_details".to_owned(),
+                serde_json::json!({"reasoning_tokens": r}),
+            );
+        }
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            rest,
+        }
+    }
+}
+
+/// A unique id with a vendor-style prefix (`call_`, `resp_`, `msg_`…) for things memgate names
+/// itself: a Gemini function call, a translated Responses item. 24 random hex digits.
+pub fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 12];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: a process-wide counter is still unique within the process.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        b[..8].copy_from_slice(&NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    }
+    let mut out = String::with_capacity(prefix.len() + 24);
+    out.push_str(prefix);
+    for x in b {
+        out.push_str(&format!("{x:02x}"));
+    }
+    out
+}
+
+/// The `id`, `object` and `created` fields of an answer memgate writes itself (translated from
+/// another vendor's format), in OpenAI's order.
+pub fn envelope(id: &str, object: &str, created: u64) -> Rest {
+    let mut rest = Rest::new();
+    rest.insert("id".to_owned(), Value::String(id.to_owned()));
+    rest.insert("object".to_owned(), Value::String(object.to_owned()));
+    rest.insert("created".to_owned(), Value::from(created));
+    rest
+}
+
+impl ChatChunk {
+    /// A chunk of a translated stream: one delta of choice 0 (or none, for the usage chunk).
+    pub fn translated(id: &str, created: u64, delta: Option<Value>, finish_reason: Option<&str>) -> ChatChunk {
+        ChatChunk {
+            model: String::new(),
+            choices: delta
+                .map(|delta| ChunkChoice {
+                    index: 0,
+                    delta,
+                    finish_reason: finish_reason.map(str::to_owned),
+                    rest: Rest::new(),
+                })
+                .into_iter()
+                .collect(),
+            usage: None,
+            rest: envelope(id, "chat.completion.chunk", created),
+        }
+    }
+}
+
+impl Message {
+    /// A message with just a role and content.
+    pub fn new(role: &str, content: Value) -> Message {
+        Message {
+            role: role.to_owned(),
+            content,
+            tool_calls: None,
+            tool_call_id: None,
+            rest: Rest::new(),
+        }
+    }
+}
+
+impl ToolCall {
+    pub fn function(id: String, name: String, arguments: String) -> ToolCall {
+        ToolCall {
+            id,
+            kind: function_type(),
+            function: FunctionCall { name, arguments },
+            rest: Rest::new(),
+        }
     }
 }
 

@@ -25,16 +25,17 @@ pub struct Route {
 }
 
 impl Router {
-    pub fn new(config: &Config) -> Router {
+    /// Fails only when a provider cannot be set up (a replay provider's fixtures do not load).
+    pub fn new(config: &Config) -> Result<Router, String> {
         let providers = config
             .providers
             .iter()
-            .map(|(n, c)| (n.clone(), Arc::new(Provider::new(n, c))))
-            .collect();
-        Router {
+            .map(|(n, c)| Ok((n.clone(), Arc::new(Provider::new(n, c)?))))
+            .collect::<Result<_, String>>()?;
+        Ok(Router {
             providers,
             default: config.default_provider.clone(),
-        }
+        })
     }
 
     pub fn resolve(&self, model: &str) -> Result<Route, ApiError> {
@@ -103,7 +104,7 @@ mod tests {
         if let Some(d) = default {
             text = format!("default_provider = \"{d}\"\n{text}");
         }
-        Router::new(&Config::parse(&text).unwrap())
+        Router::new(&Config::parse(&text).unwrap()).unwrap()
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn run(config: Config) -> Result<(), String> {
         ),
         e => e.to_string(),
     })?;
-    let app = Arc::new(App::new(&config, listen, store.clone()));
+    let app = Arc::new(App::new(&config, listen, store.clone())?);
     let opts = ServerOptions {
         header_timeout: Duration::from_millis(config.timeouts.header_ms),
         keepalive_timeout: Duration::from_millis(config.timeouts.keepalive_ms),

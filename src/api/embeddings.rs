@@ -2,7 +2,8 @@
 //!
 //! The OpenAI Python SDK asks for `encoding_format: "base64"` by default. Several
 //! OpenAI-compatible servers ignore that and answer float arrays, which the SDK would then
-//! mis-decode; memgate re-encodes such answers so the client always gets what it asked for.
+//! mis-decode; memgate re-encodes such answers (and Gemini's, which are always floats) so the
+//! client always gets what it asked for.
 
 use super::{parse_body, route, send, Ctx};
 use crate::error::ApiError;
@@ -21,12 +22,9 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     }
     let wants_base64 = req.rest.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let (asked, route) = route(ctx, &mut req.model)?;
-    let upstream = route
-        .provider
-        .passthrough("/embeddings", &req, ctx.caller.byok.as_deref())?;
-    let bytes = send(ctx, &upstream).await?.bytes().await?;
-    let mut answer: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_gateway(format!("upstream sent an unreadable embeddings body: {e}")))?;
+    let upstream = route.provider.embeddings_request(&req, ctx.caller.byok.as_deref())?;
+    let bytes = send(ctx, &route.provider, &upstream).await?.bytes().await?;
+    let mut answer = route.provider.embeddings_response(&bytes, &asked)?;
     if let Some(m) = answer.get_mut("model") {
         *m = Value::String(asked);
     }

@@ -4,12 +4,15 @@
 //! shape, because async-h1 sends nothing at all for a handler error.
 
 mod chat;
+mod chunks;
 mod embeddings;
 mod items;
 mod memory;
+mod messages;
 mod models;
 mod relay;
 mod responses;
+mod responses_chat;
 
 use crate::app::App;
 use crate::auth::{self, Caller};
@@ -17,6 +20,7 @@ use crate::error::ApiError;
 use crate::http::{error_response, json_response, read_body, Peer};
 use crate::ir::Usage;
 use crate::memory::ThreadRef;
+use crate::providers::Provider;
 use crate::router::Route;
 use crate::upstream::{UpstreamRequest, UpstreamResponse};
 use futures_lite::future;
@@ -82,7 +86,7 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
             let status = res.status().into();
             (res, status)
         }
-        Err(e) => (error_response(&e), e.status),
+        Err(e) => (render_error(req.url().path(), &e), e.status),
     };
     // A streaming handler took the log and finishes it when the stream ends.
     if let Some(log) = log {
@@ -127,12 +131,12 @@ async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Resp
     let body = match route {
         Endpoint::Models => return Ok(models::list(ctx)),
         Endpoint::Model(id) => return models::get(ctx, &id),
-        Endpoint::Chat | Endpoint::Responses | Endpoint::Embeddings | Endpoint::Memory(_) => {
+        Endpoint::Chat | Endpoint::Responses | Endpoint::Messages | Endpoint::Embeddings | Endpoint::Memory(_) => {
             match read_body(req, ctx.app.max_body, ctx.app.body_timeout).await {
                 Ok(body) => body,
                 // The rest of an oversized or stalled body is still on the wire: answer and close.
                 Err(e) => {
-                    let mut res = error_response(&e);
+                    let mut res = render_error(req.url().path(), &e);
                     res.insert_header("connection", "close");
                     return Ok(res);
                 }
@@ -158,15 +162,28 @@ async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Resp
         match route {
             Endpoint::Chat => chat::handle(ctx, &body).await,
             Endpoint::Responses => responses::handle(ctx, &body).await,
+            Endpoint::Messages => messages::handle(ctx, &body).await,
             _ => embeddings::handle(ctx, &body).await,
         }
     };
     future::or(work, gone).await
 }
 
+/// An error in the shape the endpoint's clients read: Anthropic's on `/v1/messages`, OpenAI's
+/// everywhere else.
+fn render_error(path: &str, e: &ApiError) -> Response {
+    if path == "/v1/messages" {
+        json_response(e.status, &messages::error_body(e))
+    } else {
+        error_response(e)
+    }
+}
+
 enum Endpoint {
     Chat,
     Responses,
+    /// Anthropic's Messages API.
+    Messages,
     Embeddings,
     Models,
     Model(String),
@@ -179,6 +196,7 @@ impl Endpoint {
         Some(match path {
             "/v1/chat/completions" => Endpoint::Chat,
             "/v1/responses" => Endpoint::Responses,
+            "/v1/messages" => Endpoint::Messages,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/models" => Endpoint::Models,
             _ if path.starts_with("/v1/memory/") => Endpoint::Memory(path["/v1/memory/".len()..].to_owned()),
@@ -208,13 +226,8 @@ pub(crate) fn route(ctx: &mut Ctx, model: &mut String) -> Result<(String, Route)
 }
 
 /// Sends an upstream request; an upstream error status becomes the client's error.
-pub(crate) async fn send(ctx: &Ctx, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
-    let res = ctx.app.client.send(req).await?;
-    if res.is_success() {
-        return Ok(res);
-    }
-    let status = res.status;
-    Err(ApiError::from_upstream(status, &res.bytes().await?))
+pub(crate) async fn send(ctx: &Ctx, provider: &Provider, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    provider.send(&ctx.app.client, req).await
 }
 
 /// Parses a JSON request body into `T`, with a message that says what is wrong.

@@ -11,13 +11,13 @@
 //! cut short stores what arrived, marked incomplete.
 
 use super::{AccessLog, Ctx};
+use crate::error::ApiError;
 use crate::http::{frame_channel, sse, sse_response, FrameSender, Peer};
 use crate::ir::{Message, Usage};
 use crate::memory::Turn;
 use crate::upstream::{EventStream, UpstreamResponse};
 use futures_lite::future;
 use http_types::Response;
-use serde_json::json;
 
 /// Frames already queued between the pump and the socket; small, so a slow client slows the
 /// upstream read instead of growing memory.
@@ -25,17 +25,17 @@ const FRAMES_IN_FLIGHT: usize = 8;
 
 /// Turns one inbound format's upstream events into the client's frames.
 pub(crate) trait Translate: Send + 'static {
-    /// The frames to send for one upstream event (none, one or several).
-    fn event(&mut self, ev: sse::Event) -> Vec<Vec<u8>>;
+    /// The frames to send for one upstream event (none, one or several); `Err` when the
+    /// upstream reported an error mid-stream, which ends the stream.
+    fn event(&mut self, ev: sse::Event) -> Result<Vec<Vec<u8>>, ApiError>;
     /// Whether the upstream has signalled a clean end of the answer.
     fn finished(&self) -> bool;
     fn usage(&self) -> Option<Usage>;
     /// The assistant's answer as far as it has arrived, for memory.
     fn answer(&self) -> Option<Message>;
-    /// The client's frame for a stream that broke off.
-    fn error_frame(&self, message: &str) -> Vec<u8> {
-        let body = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": "stream_interrupted"}});
-        sse::frame(None, &body.to_string())
+    /// The client's frame for a stream that broke off (OpenAI's in-stream error object).
+    fn error_frame(&self, e: &ApiError) -> Vec<u8> {
+        sse::frame(None, &e.body().to_string())
     }
 }
 
@@ -55,7 +55,7 @@ pub(crate) fn relay(
 enum End {
     Clean,
     ClientGone,
-    Broken(String),
+    Broken(ApiError),
 }
 
 async fn pump(
@@ -74,10 +74,13 @@ async fn pump(
         match next.await {
             None => break End::ClientGone,
             Some(Ok(Some(ev))) => {
-                let frames = t.event(ev);
+                let frames = match t.event(ev) {
+                    Ok(frames) => frames,
+                    Err(e) => break End::Broken(e),
+                };
                 if let Some(turn) = turn.take_if(|_| t.finished()) {
                     if let Err(e) = turn.finish(t.answer(), true).await {
-                        break End::Broken(e.message);
+                        break End::Broken(e);
                     }
                 }
                 for frame in frames {
@@ -88,9 +91,11 @@ async fn pump(
             }
             Some(Ok(None)) if t.finished() => break End::Clean,
             Some(Ok(None)) => {
-                break End::Broken("the upstream ended the stream before finishing the answer".to_owned())
+                break End::Broken(ApiError::stream_interrupted(
+                    "the upstream ended the stream before finishing the answer",
+                ))
             }
-            Some(Err(m)) => break End::Broken(m),
+            Some(Err(m)) => break End::Broken(ApiError::stream_interrupted(m)),
         }
     };
     if let Some(turn) = turn {
@@ -101,9 +106,9 @@ async fn pump(
     let outcome = match &end {
         End::Clean => "complete",
         End::ClientGone => "client-disconnected",
-        End::Broken(m) => {
-            log::warn!("stream ended early: {m}");
-            let _ = tx.send(t.error_frame(m)).await;
+        End::Broken(e) => {
+            log::warn!("stream ended early: {}", e.message);
+            let _ = tx.send(t.error_frame(e)).await;
             "interrupted"
         }
     };

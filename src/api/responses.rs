@@ -1,7 +1,10 @@
-//! `POST /v1/responses`, the OpenAI Responses API.
+//! `POST /v1/responses`, the OpenAI Responses API: passed through to a provider that serves it,
+//! translated through chat ([`responses_chat`]) for one that does not.
 
+use super::chat::{exchange, Answered};
 use super::items::{self, OutputAccumulator};
 use super::relay::{relay, Translate};
+use super::responses_chat::{self, ResponsesEncoder};
 use super::{parse_body, route, send, Ctx};
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
@@ -13,6 +16,13 @@ use serde_json::Value;
 pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let mut req: PassthroughRequest = parse_body(body)?;
     let (asked, route) = route(ctx, &mut req.model)?;
+    if !route.provider.speaks_responses() {
+        let chat = responses_chat::to_chat(req)?;
+        return match exchange(ctx, chat, asked, route, ResponsesEncoder::new()).await? {
+            Answered::Streaming(res) => Ok(res),
+            Answered::Complete(answer) => Ok(json_response(200, &responses_chat::from_chat(&answer))),
+        };
+    }
     // Memory works on chat messages: the input goes through them and back into items.
     // (`instructions` stays as it is: it is the client's own system message.)
     let turn = match &ctx.thread {
@@ -28,8 +38,8 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     };
     let upstream = route
         .provider
-        .passthrough("/responses", &req, ctx.caller.byok.as_deref())?;
-    let res = send(ctx, &upstream).await?;
+        .passthrough("/responses", &req, ctx.caller.byok.as_deref());
+    let res = send(ctx, &route.provider, &upstream).await?;
     if req.stream == Some(true) && res.is_event_stream() {
         return Ok(relay(
             ctx,
@@ -72,9 +82,9 @@ struct ResponseStream {
 }
 
 impl Translate for ResponseStream {
-    fn event(&mut self, ev: sse::Event) -> Vec<Vec<u8>> {
+    fn event(&mut self, ev: sse::Event) -> Result<Vec<Vec<u8>>, ApiError> {
         let Ok(mut data) = serde_json::from_str::<Value>(&ev.data) else {
-            return vec![sse::frame(ev.event.as_deref(), &ev.data)];
+            return Ok(vec![sse::frame(ev.event.as_deref(), &ev.data)]);
         };
         let kind = ev
             .event
@@ -93,7 +103,7 @@ impl Translate for ResponseStream {
         ) {
             self.done = true;
         }
-        vec![sse::frame(ev.event.as_deref(), &data.to_string())]
+        Ok(vec![sse::frame(ev.event.as_deref(), &data.to_string())])
     }
 
     fn finished(&self) -> bool {
@@ -101,7 +111,7 @@ impl Translate for ResponseStream {
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.usage.clone()
     }
 
     fn answer(&self) -> Option<Message> {

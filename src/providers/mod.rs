@@ -1,15 +1,24 @@
 //! Provider adapters: the IR in, a provider's wire format out, and back.
 //!
-//! Each provider kind has its own module and keeps its quirks there. [`Provider`] is the one
+//! Each provider kind has its own module and keeps its quirks there: how a request is framed and
+//! authenticated, how its answers, stream events and errors read. [`Provider`] is the one
 //! interface the API layer calls; it dispatches on the kind.
 
+mod anthropic;
+mod gemini;
 mod openai;
+pub mod replay;
+mod schema;
+
+pub(crate) use anthropic::{finish_reason_to_stop, DEFAULT_MAX_TOKENS};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::ApiError;
-use crate::ir::{ChatChunk, ChatRequest, ChatResponse};
-use crate::upstream::UpstreamRequest;
+use crate::http::sse;
+use crate::ir::{ChatChunk, ChatRequest, ChatResponse, PassthroughRequest};
+use crate::upstream::{Client, UpstreamRequest, UpstreamResponse};
 use serde::Serialize;
+use serde_json::Value;
 
 /// A configured upstream, ready to build requests.
 #[derive(Debug)]
@@ -21,17 +30,30 @@ pub struct Provider {
     api_key: Option<String>,
     /// Model names listed by `/v1/models`.
     pub models: Vec<String>,
+    /// The fixtures a `replay` provider answers from.
+    replay: Option<replay::Fixtures>,
 }
 
 impl Provider {
-    pub fn new(name: &str, cfg: &ProviderConfig) -> Provider {
-        Provider {
+    pub fn new(name: &str, cfg: &ProviderConfig) -> Result<Provider, String> {
+        let replay = match (cfg.kind, &cfg.dir) {
+            (ProviderKind::Replay, Some(dir)) => {
+                Some(replay::Fixtures::load(dir).map_err(|e| format!("[providers.{name}] {e}"))?)
+            }
+            _ => None,
+        };
+        Ok(Provider {
             name: name.to_owned(),
             kind: cfg.kind,
-            base_url: cfg.base_url().unwrap_or_default(),
+            // A replay provider answers in process; its URL only carries the API paths.
+            base_url: match cfg.kind {
+                ProviderKind::Replay => "http://replay.invalid/v1".to_owned(),
+                _ => cfg.base_url().unwrap_or_default(),
+            },
             api_key: cfg.api_key(),
             models: cfg.models.clone(),
-        }
+            replay,
+        })
     }
 
     /// The credential sent upstream: the caller's own (BYOK) if given, else the configured one.
@@ -39,54 +61,159 @@ impl Provider {
         byok.or(self.api_key.as_deref())
     }
 
-    fn unsupported(&self) -> ApiError {
-        ApiError::not_implemented(format!(
-            "provider '{}' is of kind \"{}\", which this build cannot translate yet; use an OpenAI-compatible \
-             endpoint (kind = \"openai\") for it meanwhile",
-            self.name,
-            self.kind.name()
-        ))
+    /// Whether the provider serves the Responses API itself (else memgate translates it to chat).
+    pub fn speaks_responses(&self) -> bool {
+        matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay)
     }
 
     /// A chat-completions request for this provider; `req.model` is already the upstream name.
     pub fn chat_request(&self, req: &ChatRequest, byok: Option<&str>) -> Result<UpstreamRequest, ApiError> {
+        let key = self.credential(byok);
         match self.kind {
-            ProviderKind::Openai => Ok(openai::post(
-                &self.base_url,
-                "/chat/completions",
-                self.credential(byok),
-                req,
-            )),
-            _ => Err(self.unsupported()),
+            ProviderKind::Openai | ProviderKind::Replay => {
+                Ok(openai::post(&self.base_url, "/chat/completions", key, req))
+            }
+            ProviderKind::Anthropic => anthropic::chat_request(&self.base_url, key, req),
+            ProviderKind::Gemini => gemini::chat_request(&self.base_url, key, req),
         }
     }
 
     /// A complete chat answer from the provider's body.
     pub fn chat_response(&self, body: &[u8]) -> Result<ChatResponse, ApiError> {
         match self.kind {
-            ProviderKind::Openai => openai::parse(body),
-            _ => Err(self.unsupported()),
+            ProviderKind::Openai | ProviderKind::Replay => openai::parse(body),
+            ProviderKind::Anthropic => anthropic::chat_response(body),
+            ProviderKind::Gemini => gemini::chat_response(body),
         }
     }
 
-    /// One streamed chunk from a provider event's data; `None` for events that carry no chunk.
-    pub fn chat_chunk(&self, data: &str) -> Option<ChatChunk> {
+    /// A decoder for this provider's stream answering `req`.
+    pub fn chat_decoder(&self, req: &ChatRequest) -> Decoder {
+        let include_usage = req
+            .rest
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         match self.kind {
-            ProviderKind::Openai => openai::parse(data.as_bytes()).ok(),
-            _ => None,
+            ProviderKind::Openai | ProviderKind::Replay => Decoder::Openai(openai::Decoder::default()),
+            ProviderKind::Anthropic => Decoder::Anthropic(anthropic::Decoder::new(include_usage)),
+            ProviderKind::Gemini => Decoder::Gemini(gemini::Decoder::new(include_usage)),
         }
     }
 
-    /// A request forwarded in the OpenAI format itself (`/responses`, `/embeddings`).
-    pub fn passthrough(
+    /// An embeddings request (OpenAI's shape in, the provider's out).
+    pub fn embeddings_request(
         &self,
-        path: &str,
-        body: &impl Serialize,
+        req: &PassthroughRequest,
         byok: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        let key = self.credential(byok);
         match self.kind {
-            ProviderKind::Openai => Ok(openai::post(&self.base_url, path, self.credential(byok), body)),
-            _ => Err(self.unsupported()),
+            ProviderKind::Openai | ProviderKind::Replay => Ok(openai::post(&self.base_url, "/embeddings", key, req)),
+            ProviderKind::Gemini => gemini::embeddings_request(&self.base_url, key, req),
+            ProviderKind::Anthropic => Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "provider '{}' is Anthropic, which offers no embeddings API; route embeddings to an OpenAI-compatible \
+                     or Gemini provider",
+                    self.name
+                ),
+            )),
         }
     }
+
+    /// An embeddings answer in OpenAI's shape (`data[].embedding` as floats).
+    pub fn embeddings_response(&self, body: &[u8], model: &str) -> Result<Value, ApiError> {
+        match self.kind {
+            ProviderKind::Gemini => gemini::embeddings_response(body, model),
+            _ => openai::parse(body),
+        }
+    }
+
+    /// A request forwarded in the OpenAI format itself (`/responses` on a provider that
+    /// [`speaks_responses`](Self::speaks_responses)).
+    pub fn passthrough(&self, path: &str, body: &impl Serialize, byok: Option<&str>) -> UpstreamRequest {
+        openai::post(&self.base_url, path, self.credential(byok), body)
+    }
+
+    /// Sends a request this provider built; an error status becomes an [`ApiError`] read from
+    /// the provider's own error format.
+    pub async fn send(&self, client: &Client, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+        let res = match &self.replay {
+            Some(fixtures) => fixtures.answer(req)?,
+            None => client.send(req).await?,
+        };
+        if res.is_success() {
+            return Ok(res);
+        }
+        let status = res.status;
+        Err(self.error(status, &res.bytes().await?))
+    }
+
+    /// A complete (non-streamed) chat exchange.
+    pub async fn chat(&self, client: &Client, req: &ChatRequest, byok: Option<&str>) -> Result<ChatResponse, ApiError> {
+        let upstream = self.chat_request(req, byok)?;
+        let body = self.send(client, &upstream).await?.bytes().await?;
+        self.chat_response(&body)
+    }
+
+    /// The provider's error body as the OpenAI error the SDKs expect for it.
+    pub fn error(&self, status: u16, body: &[u8]) -> ApiError {
+        match self.kind {
+            ProviderKind::Openai | ProviderKind::Replay => ApiError::from_upstream(status, body),
+            ProviderKind::Anthropic => anthropic::error(status, body),
+            ProviderKind::Gemini => gemini::error(status, body),
+        }
+    }
+}
+
+/// Reads one provider's stream events into chat chunks.
+#[derive(Debug)]
+pub enum Decoder {
+    Openai(openai::Decoder),
+    Anthropic(anthropic::Decoder),
+    Gemini(gemini::Decoder),
+}
+
+impl Decoder {
+    /// The chunks one event carries; `Err` when the provider reported an error mid-stream.
+    pub fn event(&mut self, ev: &sse::Event) -> Result<Vec<ChatChunk>, ApiError> {
+        match self {
+            Decoder::Openai(d) => d.event(ev),
+            Decoder::Anthropic(d) => d.event(ev),
+            Decoder::Gemini(d) => d.event(ev),
+        }
+    }
+
+    /// Usage the provider reported, for a client that did not ask for a usage chunk.
+    pub fn usage(&self) -> Option<crate::ir::Usage> {
+        match self {
+            Decoder::Openai(_) => None,
+            Decoder::Anthropic(d) => d.usage(),
+            Decoder::Gemini(d) => d.usage(),
+        }
+    }
+
+    /// Whether the provider signalled the clean end of the answer.
+    pub fn finished(&self) -> bool {
+        match self {
+            Decoder::Openai(d) => d.finished,
+            Decoder::Anthropic(d) => d.finished(),
+            Decoder::Gemini(d) => d.finished(),
+        }
+    }
+}
+
+/// Parses a provider body, naming the provider's fault when it is not what its API promises.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let cut = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+        ApiError::bad_gateway(format!("upstream sent an unreadable body ({e}): {cut}"))
+    })
+}
+
+/// Seconds since the epoch, for the `created` field of translated answers.
+fn created() -> u64 {
+    crate::clock::now_ms() / 1000
 }

@@ -4,10 +4,13 @@
 //! does not know rides through in the IR's `rest` maps.
 
 use crate::error::ApiError;
+use crate::http::sse;
+use crate::ir::ChatChunk;
 use crate::upstream::UpstreamRequest;
 use http_types::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 
 /// A JSON POST to `base_url + path` with a bearer credential if there is one.
 pub(super) fn post(base_url: &str, path: &str, key: Option<&str>, body: &impl Serialize) -> UpstreamRequest {
@@ -23,10 +26,30 @@ pub(super) fn post(base_url: &str, path: &str, key: Option<&str>, body: &impl Se
     }
 }
 
-/// Parses an upstream body, naming the provider's fault when it is not what the API promises.
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let cut = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        ApiError::bad_gateway(format!("upstream sent an unreadable body ({e}): {cut}"))
-    })
+    super::parse_json(body)
+}
+
+/// Chat chunks as they come; `data: [DONE]` ends the answer.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    pub finished: bool,
+}
+
+impl Decoder {
+    pub fn event(&mut self, ev: &sse::Event) -> Result<Vec<ChatChunk>, ApiError> {
+        if ev.data == "[DONE]" {
+            self.finished = true;
+            return Ok(Vec::new());
+        }
+        let value: Value = match serde_json::from_str(&ev.data) {
+            Ok(v) => v,
+            // Not JSON (a keep-alive some servers send as data): nothing for the client.
+            Err(_) => return Ok(Vec::new()),
+        };
+        if value.get("error").is_some() {
+            return Err(ApiError::from_upstream(502, ev.data.as_bytes()));
+        }
+        Ok(serde_json::from_value(value).map(|c| vec![c]).unwrap_or_default())
+    }
 }

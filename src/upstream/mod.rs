@@ -8,6 +8,7 @@
 
 mod conn;
 mod pool;
+mod status;
 
 use crate::config::Timeouts;
 use crate::error::ApiError;
@@ -104,11 +105,12 @@ impl Client {
         }
         let limit = Duration::from_millis(self.timeouts.first_byte_ms);
         let sending = async { Some(send_once(conn.clone(), http).await) };
-        let mut res = match future::or(sending, sleep_none(limit)).await {
+        let res = match future::or(sending, sleep_none(limit)).await {
             None => return Err(Exchange::Timeout),
             Some(Err(e)) => return Err(Exchange::Failed(e.to_string())),
             Some(Ok(res)) => res,
         };
+        let (mut res, status) = res;
         let framed = res.len().is_some()
             || res
                 .header("transfer-encoding")
@@ -122,12 +124,14 @@ impl Client {
             .unwrap_or_default();
         let body = PooledBody {
             body: res.take_body(),
-            conn: (framed && !closing).then_some(conn),
-            key: key.clone(),
-            pool: self.pool.clone(),
+            home: (framed && !closing).then(|| Home {
+                conn,
+                key: key.clone(),
+                pool: self.pool.clone(),
+            }),
         };
         Ok(UpstreamResponse {
-            status: res.status().into(),
+            status,
             content_type,
             body,
             idle: Duration::from_millis(self.timeouts.idle_ms),
@@ -143,12 +147,20 @@ enum Exchange {
 
 /// Writes the request (head and body: always sized here) in one write, then reads the head.
 /// async-h1's own `connect` writes head and body apart: two packets where one does.
-async fn send_once(mut conn: Conn, req: Request) -> http_types::Result<http_types::Response> {
+/// Returns the response and its real status (which http-types may have no name for).
+async fn send_once(mut conn: Conn, req: Request) -> http_types::Result<(http_types::Response, u16)> {
     use futures_lite::AsyncWriteExt;
     let mut bytes = Vec::with_capacity(512 + req.len().unwrap_or(0));
     async_h1::client::Encoder::new(req).read_to_end(&mut bytes).await?;
     conn.write_all(&bytes).await?;
-    async_h1::client::decode(conn).await
+    let reader = status::StatusFix::new(conn);
+    let original = reader.original.clone();
+    let res = async_h1::client::decode(reader).await?;
+    let real = match original.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => res.status().into(),
+        code => code,
+    };
+    Ok((res, real))
 }
 
 async fn sleep_none<T>(d: Duration) -> Option<T> {
@@ -170,6 +182,20 @@ pub struct UpstreamResponse {
 const MAX_UPSTREAM_BODY: u64 = 256 << 20;
 
 impl UpstreamResponse {
+    /// A response that did not come over the network (a replayed fixture).
+    pub fn from_bytes(status: u16, content_type: &str, body: Vec<u8>, origin: &str) -> UpstreamResponse {
+        UpstreamResponse {
+            status,
+            content_type: content_type.to_owned(),
+            body: PooledBody {
+                body: Body::from_bytes(body),
+                home: None,
+            },
+            idle: Duration::from_secs(60),
+            origin: origin.to_owned(),
+        }
+    }
+
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
@@ -249,15 +275,23 @@ impl EventStream {
 /// A response body that returns its connection to the pool once read to the end.
 struct PooledBody {
     body: Body,
-    /// `None` when the connection cannot carry another request (close-framed or `Connection: close`).
-    conn: Option<Conn>,
+    /// `None` when the connection cannot carry another request (close-framed or `Connection: close`),
+    /// or when there is none (a replayed fixture).
+    home: Option<Home>,
+}
+
+/// Where a connection goes back to.
+struct Home {
+    conn: Conn,
     key: PoolKey,
     pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody").field("key", &self.key).finish()
+        f.debug_struct("PooledBody")
+            .field("key", &self.home.as_ref().map(|h| &h.key))
+            .finish()
     }
 }
 
@@ -267,11 +301,11 @@ impl AsyncRead for PooledBody {
         let r = Pin::new(&mut this.body).poll_read(cx, buf);
         match &r {
             Poll::Ready(Ok(0)) if !buf.is_empty() => {
-                if let Some(conn) = this.conn.take() {
-                    this.pool.put(this.key.clone(), conn);
+                if let Some(h) = this.home.take() {
+                    h.pool.put(h.key, h.conn);
                 }
             }
-            Poll::Ready(Err(_)) => this.conn = None,
+            Poll::Ready(Err(_)) => this.home = None,
             _ => {}
         }
         r

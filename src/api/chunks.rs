@@ -1,0 +1,166 @@
+//! Streams translated through the chat IR: a provider's [`Decoder`] turns upstream events into
+//! chat chunks, an inbound format's [`Encode`] turns the chunks into the client's frames.
+//!
+//! Every inbound format (chat completions, Responses, Messages) over every provider kind goes
+//! through here, except Responses to a provider that serves it natively.
+
+use super::relay::Translate;
+use crate::error::ApiError;
+use crate::http::sse;
+use crate::ir::{ChatChunk, Message, ToolCall, Usage};
+use crate::providers::Decoder;
+use serde_json::Value;
+
+/// An inbound format's side of a translated stream.
+pub(crate) trait Encode: Send + 'static {
+    /// The client's frames for one chat chunk (`model` already set to the client's name).
+    fn chunk(&mut self, chunk: &ChatChunk) -> Vec<Vec<u8>>;
+    /// The frames that close a complete answer.
+    fn finish(&mut self, usage: Option<&Usage>) -> Vec<Vec<u8>>;
+    /// The frame reporting a stream that broke off.
+    fn error_frame(&self, e: &ApiError) -> Vec<u8>;
+}
+
+/// Decoder, encoder, and what memory and the log need from the answer.
+pub(crate) struct Chunks<E> {
+    decoder: Decoder,
+    encoder: E,
+    model: String,
+    usage: Option<Usage>,
+    answer: Answer,
+    done: bool,
+}
+
+impl<E: Encode> Chunks<E> {
+    /// `model` is the name the client asked for, which every chunk carries back.
+    pub fn new(decoder: Decoder, encoder: E, model: String) -> Self {
+        Chunks {
+            decoder,
+            encoder,
+            model,
+            usage: None,
+            answer: Answer::default(),
+            done: false,
+        }
+    }
+}
+
+impl<E: Encode> Translate for Chunks<E> {
+    fn event(&mut self, ev: sse::Event) -> Result<Vec<Vec<u8>>, ApiError> {
+        let mut frames = Vec::new();
+        for mut chunk in self.decoder.event(&ev)? {
+            chunk.model.clone_from(&self.model);
+            if chunk.usage.is_some() {
+                self.usage.clone_from(&chunk.usage);
+            }
+            if let Some(c) = chunk.choices.iter().find(|c| c.index == 0) {
+                self.answer.add(&c.delta);
+            }
+            frames.extend(self.encoder.chunk(&chunk));
+        }
+        if !self.done && self.decoder.finished() {
+            self.done = true;
+            let usage = self.usage();
+            frames.extend(self.encoder.finish(usage.as_ref()));
+        }
+        Ok(frames)
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.clone().or_else(|| self.decoder.usage())
+    }
+
+    fn answer(&self) -> Option<Message> {
+        self.answer.message()
+    }
+
+    fn error_frame(&self, e: &ApiError) -> Vec<u8> {
+        self.encoder.error_frame(e)
+    }
+}
+
+/// The first choice's message, put back together from its deltas.
+#[derive(Default)]
+pub(crate) struct Answer {
+    started: bool,
+    text: String,
+    calls: Vec<ToolCall>,
+}
+
+impl Answer {
+    pub fn add(&mut self, delta: &Value) {
+        self.started = true;
+        if let Some(t) = delta.get("content").and_then(Value::as_str) {
+            self.text.push_str(t);
+        }
+        for d in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            let str_of = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+            let index = d
+                .get("index")
+                .and_then(Value::as_u64)
+                .map_or(self.calls.len(), |i| i as usize);
+            // An index far past the calls seen is a broken stream, not a reason to allocate.
+            if index > self.calls.len() {
+                continue;
+            }
+            if index == self.calls.len() {
+                self.calls
+                    .push(ToolCall::function(String::new(), String::new(), String::new()));
+            }
+            let call = &mut self.calls[index];
+            call.id.push_str(&str_of(d.get("id")));
+            let f = d.get("function");
+            call.function.name.push_str(&str_of(f.and_then(|f| f.get("name"))));
+            call.function
+                .arguments
+                .push_str(&str_of(f.and_then(|f| f.get("arguments"))));
+        }
+    }
+
+    pub fn message(&self) -> Option<Message> {
+        self.started.then(|| {
+            let content = if self.text.is_empty() && !self.calls.is_empty() {
+                Value::Null
+            } else {
+                Value::String(self.text.clone())
+            };
+            let mut m = Message::new("assistant", content);
+            m.tool_calls = (!self.calls.is_empty()).then(|| self.calls.clone());
+            m
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deltas_rebuild_text_and_tool_calls() {
+        let mut a = Answer::default();
+        assert!(a.message().is_none());
+        a.add(&json!({"role": "assistant", "content": ""}));
+        a.add(&json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "greet", "arguments": ""}}]}));
+        a.add(&json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"name\":"}}]}));
+        a.add(&json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Bob\"}"}}]}));
+        a.add(&json!({"tool_calls": [{"index": 7, "function": {"arguments": "junk"}}]}));
+        let m = a.message().unwrap();
+        assert_eq!(m.content, Value::Null);
+        let calls = m.tool_calls.unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].function.name.as_str()),
+            ("call_1", "greet")
+        );
+        assert_eq!(calls[0].function.arguments, "{\"name\":\"Bob\"}");
+        let mut t = Answer::default();
+        t.add(&json!({"content": "Hel"}));
+        t.add(&json!({"content": "lo"}));
+        assert_eq!(t.message().unwrap().content, "Hello");
+    }
+}
