@@ -58,8 +58,10 @@ fn request(format: &str, scenario: &str, model: &str) -> (&'static str, Value) {
         "chat" => {
             let mut messages = vec![json!({"role": "user", "content": prompt})];
             if scenario == "tool_result" {
-                messages.push(json!({"role": "assistant", "content": null, "tool_calls": [{"id": CALL, "type": "function",
-                    "function": {"name": "helloWorld", "arguments": alice.to_string()}}]}));
+                messages.push(
+                    json!({"role": "assistant", "content": null, "tool_calls": [{"id": CALL, "type": "function",
+                    "function": {"name": "helloWorld", "arguments": alice.to_string()}}]}),
+                );
                 messages.push(json!({"role": "tool", "tool_call_id": CALL, "content": "Hello, Alice!"}));
             }
             let mut b = json!({"model": model, "messages": messages});
@@ -209,7 +211,10 @@ fn every_format_over_every_provider_matches_its_golden_files() {
                 let (path, body) = request(format, scenario, &format!("{kind}/{model}"));
                 let res = gw.post(path, &[], &body);
                 assert_eq!(res.status, 200, "{case}: {}", res.text());
-                let client = if res.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")) {
+                let client = if res
+                    .header("content-type")
+                    .is_some_and(|c| c.starts_with("text/event-stream"))
+                {
                     ("client.sse", normalise_sse(&res.text()))
                 } else {
                     let mut v = res.json();
