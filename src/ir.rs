@@ -143,7 +143,7 @@ impl Usage {
         Some(Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: n("total_tokens").unwrap_or(prompt + completion),
+            total_tokens: n("total_tokens").unwrap_or(prompt.saturating_add(completion)),
             rest: Rest::new(),
         })
     }
@@ -167,7 +167,7 @@ impl Usage {
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: prompt + completion,
+            total_tokens: prompt.saturating_add(completion),
             rest,
         }
     }

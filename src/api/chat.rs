@@ -69,7 +69,7 @@ pub(super) async fn exchange(
 }
 
 /// Chat chunks out as they are, then `data: [DONE]`.
-struct ChatEncoder;
+pub(super) struct ChatEncoder;
 
 impl Encode for ChatEncoder {
     fn chunk(&mut self, chunk: &ChatChunk) -> Vec<Vec<u8>> {

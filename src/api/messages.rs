@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 /// The Messages request fields memgate reads; the rest flows on to the provider.
 #[derive(Debug, Deserialize)]
-struct MessagesRequest {
+pub(super) struct MessagesRequest {
     model: String,
     messages: Vec<Turn>,
     #[serde(default)]
@@ -71,7 +71,7 @@ fn error_type(status: u16) -> &'static str {
     }
 }
 
-fn to_chat(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
+pub(super) fn to_chat(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     match req.system {
         None | Some(Value::Null) => {}
@@ -296,7 +296,9 @@ fn usage(u: Option<&Usage>) -> Value {
             .and_then(Value::as_u64)
     });
     let written = n("cache_creation_input_tokens");
-    let input = u.prompt_tokens.saturating_sub(read.unwrap_or(0) + written.unwrap_or(0));
+    let input = u
+        .prompt_tokens
+        .saturating_sub(read.unwrap_or(0).saturating_add(written.unwrap_or(0)));
     let mut out = json!({"input_tokens": input, "output_tokens": u.completion_tokens});
     if let Some(w) = written {
         out["cache_creation_input_tokens"] = Value::from(w);
@@ -315,7 +317,7 @@ fn message_id(chat_id: Option<&str>) -> String {
     }
 }
 
-fn from_chat(answer: &ChatResponse) -> Value {
+pub(super) fn from_chat(answer: &ChatResponse) -> Value {
     let choice = answer.choices.first();
     let mut content: Vec<Value> = Vec::new();
     if let Some(m) = choice.map(|c| &c.message) {
@@ -351,7 +353,7 @@ fn tool_use(id: &str, name: &str, arguments: &str) -> Value {
 /// Chat chunks as Anthropic stream events: message_start, one content block per text run,
 /// thinking run or tool call, message_delta with the stop reason and usage, message_stop.
 #[derive(Default)]
-struct MessagesEncoder {
+pub(super) struct MessagesEncoder {
     started: bool,
     /// The open block's index and kind; blocks are numbered from 0 in order.
     open: Option<(usize, Open)>,

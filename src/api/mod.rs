@@ -6,6 +6,8 @@
 mod chat;
 mod chunks;
 mod embeddings;
+#[cfg(test)]
+mod fuzz;
 mod items;
 mod memory;
 mod messages;

@@ -359,7 +359,11 @@ pub(crate) fn finish_reason_to_stop(reason: &str) -> &'static str {
 fn usage(u: &Value) -> Usage {
     let n = |k: &str| u.get(k).and_then(Value::as_u64);
     let (written, read) = (n("cache_creation_input_tokens"), n("cache_read_input_tokens"));
-    let prompt = n("input_tokens").unwrap_or(0) + written.unwrap_or(0) + read.unwrap_or(0);
+    // Saturating: counts come from the network.
+    let prompt = n("input_tokens")
+        .unwrap_or(0)
+        .saturating_add(written.unwrap_or(0))
+        .saturating_add(read.unwrap_or(0));
     let mut usage = Usage::counted(prompt, n("output_tokens").unwrap_or(0), read, None);
     for (k, v) in [
         ("cache_creation_input_tokens", written),

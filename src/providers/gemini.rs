@@ -369,7 +369,9 @@ fn usage(m: &Value) -> Usage {
     let n = |k: &str| m.get(k).and_then(Value::as_u64);
     let thoughts = n("thoughtsTokenCount");
     let prompt = n("promptTokenCount").unwrap_or(0);
-    let completion = n("candidatesTokenCount").unwrap_or(0) + thoughts.unwrap_or(0);
+    let completion = n("candidatesTokenCount")
+        .unwrap_or(0)
+        .saturating_add(thoughts.unwrap_or(0));
     let mut u = Usage::counted(prompt, completion, n("cachedContentTokenCount"), thoughts);
     if let Some(total) = n("totalTokenCount") {
         u.total_tokens = total;
