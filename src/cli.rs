@@ -193,6 +193,8 @@ fn run(args: &[String]) -> Result<(), Fail> {
         "check-config" => {
             no_positional(&opts, "check-config")?;
             let (config, source) = opts.load()?;
+            // Providers are built as `serve` builds them, so a replay dir that does not load fails here too.
+            crate::router::Router::new(&config)?;
             let from = match source {
                 Source::File(p) => p.display().to_string(),
                 Source::Defaults => "built-in defaults".to_owned(),

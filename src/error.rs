@@ -19,7 +19,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, kind: &str, code: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, kind: &str, code: Option<&str>, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind: kind.to_owned(),
@@ -51,6 +51,12 @@ impl ApiError {
         let mut e = Self::new(400, "invalid_request_error", Some("model_not_found"), message);
         e.param = Some("model".to_owned());
         e
+    }
+
+    /// The `tools` list of a request, which must be an array.
+    pub fn tools_list(v: &Value) -> Result<&Vec<Value>, ApiError> {
+        v.as_array()
+            .ok_or_else(|| ApiError::invalid_param("tools", "tools must be an array"))
     }
 
     /// 401: no gateway key, or one that is unknown or revoked.

@@ -38,8 +38,28 @@ impl Rng {
     fn pick<'a>(&mut self, words: &[&'a str]) -> &'a str {
         words[self.below(words.len())]
     }
+
+    /// A word the converters look for.
+    fn word(&mut self) -> &'static str {
+        if self.below(8) == 0 {
+            self.pick(EVENTS)
+        } else {
+            self.pick(WORDS)
+        }
+    }
 }
 
+/// Anthropic's stream event names; also used as JSON words.
+const EVENTS: &[&str] = &[
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "error",
+    "ping",
+];
 const WORDS: &[&str] = &[
     "role",
     "user",
@@ -92,14 +112,6 @@ const WORDS: &[&str] = &[
     "candidatesTokenCount",
     "thoughtsTokenCount",
     "message",
-    "message_start",
-    "content_block_start",
-    "content_block_delta",
-    "content_block_stop",
-    "message_delta",
-    "message_stop",
-    "error",
-    "ping",
     "delta",
     "index",
     "partial_json",
@@ -176,12 +188,12 @@ fn value(rng: &mut Rng, depth: usize) -> Value {
         0 => Value::Null,
         1 => Value::Bool(rng.below(2) == 0),
         2 => number(rng),
-        3 => Value::String(rng.pick(WORDS).to_owned()),
+        3 => Value::String(rng.word().to_owned()),
         4 => Value::Array((0..rng.below(4)).map(|_| value(rng, depth - 1)).collect()),
         _ => {
             let mut m = Map::new();
             for _ in 0..rng.below(5) {
-                m.insert(rng.pick(WORDS).to_owned(), value(rng, depth - 1));
+                m.insert(rng.word().to_owned(), value(rng, depth - 1));
             }
             Value::Object(m)
         }
@@ -337,16 +349,6 @@ fn converters_never_panic_on_arbitrary_json() {
     let seeds = seeds();
     assert!(seeds.len() > 50, "fixtures should give many seeds, got {}", seeds.len());
     let providers = providers();
-    let kinds = [
-        "message_start",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-        "error",
-        "ping",
-    ];
     for round in 0..rounds {
         let v = match rng.below(3) {
             0 => value(&mut rng, 5),
@@ -363,7 +365,7 @@ fn converters_never_panic_on_arbitrary_json() {
                 } else {
                     mutate(&mut rng, s)
                 };
-                let event = (rng.below(2) == 0).then(|| rng.pick(&kinds).to_owned());
+                let event = (rng.below(2) == 0).then(|| rng.pick(EVENTS).to_owned());
                 (event, data.to_string())
             })
             .collect();

@@ -6,7 +6,7 @@
 //! conversation whichever endpoint the client used.
 
 use crate::error::ApiError;
-use crate::ir::{FunctionCall, Message, Rest, ToolCall};
+use crate::ir::{Message, ToolCall};
 use serde_json::{json, Map, Value};
 
 /// The roles a Responses message item may carry; anything else would make the IR lie about who
@@ -19,7 +19,7 @@ const ROLES: [&str; 4] = ["user", "assistant", "system", "developer"];
 /// clearly, and memory must not store a conversation it misread.
 pub(crate) fn input_to_messages(input: &Value) -> Result<Vec<Message>, ApiError> {
     let items = match input {
-        Value::String(text) => return Ok(vec![message("user", Value::String(text.clone()))]),
+        Value::String(text) => return Ok(vec![Message::new("user", Value::String(text.clone()))]),
         Value::Array(items) => items,
         _ => {
             return Err(ApiError::invalid_param(
@@ -53,9 +53,8 @@ pub(crate) fn input_to_messages(input: &Value) -> Result<Vec<Message>, ApiError>
                     function_call(item).ok_or_else(|| bad("is a function_call without string call_id and name"))?;
                 match messages.last_mut() {
                     Some(last) if calling => last.tool_calls.get_or_insert_with(Vec::new).push(call),
-                    _ => {
-                        messages.push(assistant(None, vec![call]).unwrap_or_else(|| message("assistant", Value::Null)))
-                    }
+                    _ => messages
+                        .push(assistant(None, vec![call]).unwrap_or_else(|| Message::new("assistant", Value::Null))),
                 }
                 calling = true;
             }
@@ -64,7 +63,7 @@ pub(crate) fn input_to_messages(input: &Value) -> Result<Vec<Message>, ApiError>
                     .get("call_id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad("is a function_call_output without a string call_id"))?;
-                let mut tool = message("tool", Value::String(tool_output(item.get("output"))));
+                let mut tool = Message::new("tool", Value::String(tool_output(item.get("output"))));
                 tool.tool_call_id = Some(call_id.to_owned());
                 messages.push(tool);
                 calling = false;
@@ -214,16 +213,6 @@ impl OutputAccumulator {
     }
 }
 
-fn message(role: &str, content: Value) -> Message {
-    Message {
-        role: role.to_owned(),
-        content,
-        tool_calls: None,
-        tool_call_id: None,
-        rest: Rest::new(),
-    }
-}
-
 /// An assistant turn from its text and calls. Content is `null` rather than `""` when only
 /// tools were called, as chat servers expect.
 fn assistant(text: Option<String>, calls: Vec<ToolCall>) -> Option<Message> {
@@ -231,7 +220,7 @@ fn assistant(text: Option<String>, calls: Vec<ToolCall>) -> Option<Message> {
     if text.is_none() && calls.is_empty() {
         return None;
     }
-    let mut m = message("assistant", text.map_or(Value::Null, Value::String));
+    let mut m = Message::new("assistant", text.map_or(Value::Null, Value::String));
     m.tool_calls = (!calls.is_empty()).then_some(calls);
     Some(m)
 }
@@ -240,15 +229,11 @@ fn assistant(text: Option<String>, calls: Vec<ToolCall>) -> Option<Message> {
 /// matching `function_call_output` names, so it becomes the tool call's id.
 fn function_call(item: &Value) -> Option<ToolCall> {
     let field = |k: &str| item.get(k).and_then(Value::as_str);
-    Some(ToolCall {
-        id: field("call_id")?.to_owned(),
-        kind: "function".to_owned(),
-        function: FunctionCall {
-            name: field("name")?.to_owned(),
-            arguments: field("arguments").unwrap_or_default().to_owned(),
-        },
-        rest: Rest::new(),
-    })
+    Some(ToolCall::function(
+        field("call_id")?.to_owned(),
+        field("name")?.to_owned(),
+        field("arguments").unwrap_or_default().to_owned(),
+    ))
 }
 
 fn input_message(item: &Value) -> Result<Message, String> {
@@ -266,7 +251,7 @@ fn input_message(item: &Value) -> Result<Message, String> {
         Some(Value::Array(parts)) => chat_content(parts),
         _ => return Err("is a message whose content is neither a string nor an array of parts".to_owned()),
     };
-    Ok(message(role, content))
+    Ok(Message::new(role, content))
 }
 
 /// Content parts in the chat shape; all-text content becomes one string, which is what memory
@@ -367,15 +352,7 @@ mod tests {
     }
 
     fn call(id: &str, name: &str, args: &str) -> ToolCall {
-        ToolCall {
-            id: id.to_owned(),
-            kind: "function".to_owned(),
-            function: FunctionCall {
-                name: name.to_owned(),
-                arguments: args.to_owned(),
-            },
-            rest: Rest::new(),
-        }
+        ToolCall::function(id.to_owned(), name.to_owned(), args.to_owned())
     }
 
     #[test]
@@ -383,7 +360,7 @@ mod tests {
         let m = input_to_messages(&json!("Tell me a three sentence bedtime story about a unicorn.")).unwrap();
         assert_eq!(
             m,
-            vec![message(
+            vec![Message::new(
                 "user",
                 json!("Tell me a three sentence bedtime story about a unicorn.")
             )]
@@ -457,9 +434,9 @@ mod tests {
 
     #[test]
     fn assistant_text_and_calls_become_separate_items() {
-        let mut m = message("assistant", json!([{"type": "text", "text": "Checking."}]));
+        let mut m = Message::new("assistant", json!([{"type": "text", "text": "Checking."}]));
         m.tool_calls = Some(vec![call("call_1", "f", "{}")]);
-        let mut tool = message("tool", json!("ok"));
+        let mut tool = Message::new("tool", json!("ok"));
         tool.tool_call_id = Some("call_1".to_owned());
         let items = messages_to_input(&[m, tool]);
         assert_eq!(
@@ -590,7 +567,7 @@ mod tests {
                    "object": "response", "status": "completed", "output": [done_item],
                    "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}}}),
         ]);
-        let expected = message("assistant", json!("Hi there!"));
+        let expected = Message::new("assistant", json!("Hi there!"));
         assert_eq!(feed(&events).message(), Some(expected.clone()));
         // The completed event alone is enough: its response is authoritative.
         assert_eq!(feed(&events[events.len() - 1..]).message(), Some(expected));
@@ -600,7 +577,7 @@ mod tests {
     fn accumulator_keeps_a_truncated_stream() {
         assert_eq!(
             feed(&text_events()).message(),
-            Some(message("assistant", json!("Hi there!")))
+            Some(Message::new("assistant", json!("Hi there!")))
         );
         assert_eq!(feed(&text_events()[..3]).message(), None);
         assert_eq!(OutputAccumulator::default().message(), None);

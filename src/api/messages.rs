@@ -237,9 +237,7 @@ fn image_url(source: Option<&Value>) -> Option<String> {
 }
 
 fn tools(v: &Value) -> Result<Value, ApiError> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| ApiError::invalid_param("tools", "tools must be an array"))?;
+    let list = ApiError::tools_list(v)?;
     let out = list
         .iter()
         .map(|t| match t.get("input_schema") {

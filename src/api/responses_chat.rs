@@ -82,9 +82,7 @@ pub(super) fn to_chat(req: PassthroughRequest) -> Result<ChatRequest, ApiError> 
 
 /// Responses function tools (`{type, name, parameters}`) as chat tools.
 fn tools(v: &Value) -> Result<Value, ApiError> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| ApiError::invalid_param("tools", "tools must be an array"))?;
+    let list = ApiError::tools_list(v)?;
     let mut out = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         match t.get("type").and_then(Value::as_str) {

@@ -193,7 +193,14 @@ fn reflect_key(scope: &str) -> String {
 }
 
 /// A message ready to append, with its token estimate.
-pub fn to_store(message: Message, incomplete: bool) -> NewMessage {
+///
+/// A model's reasoning (`reasoning_content`, Anthropic's `thinking_blocks`) is not kept: it is
+/// not part of the conversation the observer compresses, and sent back to another provider
+/// inside the history it would be refused as an unknown field.
+pub fn to_store(mut message: Message, incomplete: bool) -> NewMessage {
+    for k in ["reasoning_content", "thinking_blocks"] {
+        message.rest.remove(k);
+    }
     NewMessage {
         tokens: tokens::message(&message),
         message,

@@ -277,9 +277,7 @@ fn tool_result(m: &Message) -> Value {
 }
 
 fn tools(v: &Value) -> Result<Value, ApiError> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| ApiError::invalid_param("tools", "tools must be an array"))?;
+    let list = ApiError::tools_list(v)?;
     let mut out = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         // Tools already in Anthropic's shape (server tools, `input_schema`) pass through.
@@ -460,24 +458,9 @@ fn error_object(status: u16, e: &Value) -> ApiError {
         ("request_too_large", _) => (413, "invalid_request_error", Some("request_too_large")),
         ("invalid_request_error", _) => (400, "invalid_request_error", None),
         ("api_error", _) => (500, "server_error", None),
-        (_, s) if s < 400 => (502, "server_error", None),
-        (_, s) => (
-            s,
-            if s < 500 {
-                "invalid_request_error"
-            } else {
-                "server_error"
-            },
-            None,
-        ),
+        _ => return super::unnamed_error(status, message),
     };
-    ApiError {
-        status,
-        kind: kind.to_owned(),
-        code: code.map(str::to_owned),
-        param: None,
-        message,
-    }
+    ApiError::new(status, kind, code, message)
 }
 
 /// Anthropic stream events in, chat chunks out.

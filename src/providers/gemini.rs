@@ -288,9 +288,7 @@ fn mime_of(url: &str) -> &'static str {
 }
 
 fn tools(v: &Value) -> Result<Value, ApiError> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| ApiError::invalid_param("tools", "tools must be an array"))?;
+    let list = ApiError::tools_list(v)?;
     let mut declarations = Vec::new();
     let mut native = Vec::new();
     for (i, t) in list.iter().enumerate() {
@@ -387,11 +385,11 @@ struct Parts {
     calls: Vec<ToolCall>,
 }
 
-fn read_parts(candidate: &Value) -> Parts {
+/// Reads the first candidate of a `GenerateContentResponse`.
+fn read_parts(response: &Value) -> Parts {
     let mut out = Parts::default();
-    let parts = candidate
-        .get("content")
-        .and_then(|c| c.get("parts"))
+    let parts = response
+        .pointer("/candidates/0/content/parts")
         .and_then(Value::as_array);
     for p in parts.into_iter().flatten() {
         if let Some(f) = p.get("functionCall") {
@@ -431,12 +429,7 @@ fn reason_of(v: &Value) -> Option<&str> {
 
 pub(super) fn chat_response(body: &[u8]) -> Result<ChatResponse, ApiError> {
     let v: Value = parse_json(body)?;
-    let candidate = v
-        .get("candidates")
-        .and_then(|c| c.get(0))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let p = read_parts(&candidate);
+    let p = read_parts(&v);
     let finish = finish_reason(reason_of(&v).unwrap_or("STOP"), !p.calls.is_empty());
     let mut message = Message::new(
         "assistant",
@@ -498,16 +491,9 @@ fn error_object(status: u16, e: &Value) -> ApiError {
         ("INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE", _) => (400, "invalid_request_error", None),
         ("UNAVAILABLE", _) => (503, "server_error", Some("overloaded")),
         ("DEADLINE_EXCEEDED", _) => (504, "server_error", Some("timeout")),
-        (_, _) if (400..500).contains(&status) => (status, "invalid_request_error", None),
-        (_, _) => (if status < 400 { 502 } else { status }, "server_error", None),
+        _ => return super::unnamed_error(status, message),
     };
-    ApiError {
-        status,
-        kind: kind.to_owned(),
-        code: code.map(str::to_owned),
-        param: None,
-        message,
-    }
+    ApiError::new(status, kind, code, message)
 }
 
 /// Gemini stream events (each a whole `GenerateContentResponse`) in, chat chunks out.
@@ -567,12 +553,7 @@ impl Decoder {
         if let Some(m) = v.get("usageMetadata") {
             self.usage = Some(usage(m));
         }
-        let candidate = v
-            .get("candidates")
-            .and_then(|c| c.get(0))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let p = read_parts(&candidate);
+        let p = read_parts(&v);
         if !p.thought.is_empty() {
             out.push(chunk(self, json!({"reasoning_content": p.thought}), None));
         }

@@ -213,6 +213,16 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
+/// A vendor error of a type memgate does not know, classed by its status; one that came with
+/// a success status (inside a stream) is the upstream's failure, 502.
+fn unnamed_error(status: u16, message: String) -> ApiError {
+    match status {
+        400..=499 => ApiError::new(status, "invalid_request_error", None, message),
+        500.. => ApiError::new(status, "server_error", None, message),
+        _ => ApiError::new(502, "server_error", None, message),
+    }
+}
+
 /// Seconds since the epoch, for the `created` field of translated answers.
 fn created() -> u64 {
     crate::clock::now_ms() / 1000
