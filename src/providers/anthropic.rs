@@ -684,6 +684,26 @@ mod tests {
     }
 
     #[test]
+    fn cache_control_and_image_urls_pass_through() {
+        let r = req(json!({"model": "m", "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/cat.png"}}],
+                "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ], "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": {"type": "ephemeral"}}],
+           "tool_choice": {"type": "function", "function": {"name": "f"}}}));
+        let b = Value::Object(messages_body(&r).unwrap());
+        assert_eq!(
+            b["system"],
+            json!([{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}])
+        );
+        let image = &b["messages"][0]["content"][0];
+        assert_eq!(image["source"], json!({"type": "url", "url": "https://x.test/cat.png"}));
+        assert_eq!(image["cache_control"]["ttl"], "1h");
+        assert_eq!(b["tools"][0]["cache_control"], json!({"type": "ephemeral"}));
+        assert_eq!(b["tool_choice"], json!({"type": "tool", "name": "f"}));
+    }
+
+    #[test]
     fn stream_rebuilds_text_tools_thinking_and_usage() {
         let mut d = Decoder::new(true);
         let events = [
