@@ -436,3 +436,56 @@ fn memory_works_the_same_whichever_inbound_format_is_used() {
         "{stored}"
     );
 }
+
+#[test]
+fn translated_streams_reach_the_client_event_by_event() {
+    let (_mocks, gw) = setup("");
+    let prompt = "memgate-test: slow stream";
+    // The fixtures space their events 150 ms apart; each text piece must arrive on its own.
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": CLAUDE, "stream": true, "messages": user(prompt)}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": GEMINI, "stream": true, "messages": user(prompt)}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": GEMINI, "max_tokens": 64, "stream": true, "messages": user(prompt)}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": CLAUDE, "stream": true, "input": prompt}),
+        ),
+    ];
+    for (path, body) in cases {
+        let mut s = Stream::open(&gw.addr, path, &[], &body);
+        let pieces: Vec<(std::time::Duration, String)> = s
+            .events()
+            .into_iter()
+            .filter_map(|(t, _, d)| {
+                let v: Value = serde_json::from_str(&d).ok()?;
+                let text = v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .or(v["delta"]["text"].as_str())
+                    .or(v["delta"]
+                        .as_str()
+                        .filter(|_| v["type"] == "response.output_text.delta"))?;
+                (!text.is_empty()).then(|| (t, text.to_owned()))
+            })
+            .collect();
+        let text: String = pieces.iter().map(|p| p.1.as_str()).collect();
+        assert_eq!(text, "1, 2, 3, 4, 5", "{path} {body}");
+        assert!(pieces.len() >= 3, "{pieces:?}");
+        for pair in pieces.windows(2) {
+            let gap = pair[1].0 - pair[0].0;
+            assert!(
+                gap >= std::time::Duration::from_millis(100),
+                "{path} over {}: pieces bunched, gap {gap:?} in {pieces:?}",
+                body["model"]
+            );
+        }
+    }
+}
