@@ -3,8 +3,8 @@
 //! Chat requests become Messages requests: system and developer turns move to `system`, tool
 //! results become `tool_result` blocks in a user turn, consecutive turns of one role merge (the
 //! API wants them alternating), and `max_tokens`, which Anthropic requires, gets a default.
-//! Fields that only mean something to OpenAI are mapped or dropped (Anthropic rejects unknown
-//! fields); anything else passes through, so a client can send `thinking`, `top_k` or
+//! Fields that only mean something to OpenAI or another gateway are mapped or dropped
+//! ([`super::FOREIGN`]: Anthropic rejects unknown fields); anything else passes through, so a client can send `thinking`, `top_k` or
 //! `cache_control` as Anthropic defines them.
 //!
 //! Answers come back as chat completions. Thinking blocks ride in the message as
@@ -24,34 +24,6 @@ const VERSION: &str = "2023-06-01";
 /// `max_tokens` when the client gives none: Anthropic requires one, and every current model
 /// can produce this many.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
-
-/// OpenAI request fields with no Anthropic meaning. Sent on, they would be rejected as unknown.
-const OPENAI_ONLY: [&str; 24] = [
-    "stream_options",
-    "n",
-    "frequency_penalty",
-    "presence_penalty",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "seed",
-    "response_format",
-    "parallel_tool_calls",
-    "user",
-    "max_completion_tokens",
-    "max_tokens",
-    "stop",
-    "reasoning_effort",
-    "modalities",
-    "audio",
-    "prediction",
-    "store",
-    "service_tier",
-    "functions",
-    "function_call",
-    "web_search_options",
-    "verbosity",
-];
 
 pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest) -> Result<UpstreamRequest, ApiError> {
     let body = messages_body(req)?;
@@ -105,7 +77,7 @@ fn messages_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
             "tool_choice" => {
                 body.insert("tool_choice".to_owned(), tool_choice(v, parallel)?);
             }
-            _ if OPENAI_ONLY.contains(&k.as_str()) => {}
+            _ if super::FOREIGN.contains(&k.as_str()) => {}
             _ => {
                 body.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -649,6 +621,7 @@ mod tests {
         let r = req(json!({
             "model": "claude-sonnet-4", "stream": true, "stream_options": {"include_usage": true},
             "temperature": 0.2, "stop": "END", "top_k": 5, "parallel_tool_calls": false,
+            "providerOptions": {"gateway": {"order": ["x"]}}, "models": ["a/b"],
             "messages": [
                 {"role": "system", "content": "Be brief."},
                 {"role": "user", "content": [{"type": "text", "text": "greet Bob"},
@@ -667,7 +640,9 @@ mod tests {
         assert_eq!(b["stop_sequences"], json!(["END"]));
         assert_eq!(b["top_k"], 5);
         assert_eq!(b["temperature"], 0.2);
-        assert!(b.get("stream_options").is_none() && b.get("parallel_tool_calls").is_none());
+        for foreign in ["stream_options", "parallel_tool_calls", "providerOptions", "models"] {
+            assert!(b.get(foreign).is_none(), "{foreign} sent to Anthropic");
+        }
         assert_eq!(
             b["tool_choice"],
             json!({"type": "any", "disable_parallel_tool_use": true})

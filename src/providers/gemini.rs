@@ -34,25 +34,6 @@ const GENERATION: [(&str, &str); 9] = [
     ("frequency_penalty", "frequencyPenalty"),
 ];
 
-/// OpenAI fields with no Gemini meaning (mapped above or below, or dropped).
-const OPENAI_ONLY: [&str; 15] = [
-    "stream_options",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "response_format",
-    "parallel_tool_calls",
-    "user",
-    "stop",
-    "reasoning_effort",
-    "modalities",
-    "audio",
-    "prediction",
-    "store",
-    "service_tier",
-    "metadata",
-];
-
 fn request(base_url: &str, key: Option<&str>, path: String, body: &impl serde::Serialize) -> UpstreamRequest {
     let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
     if let Some(k) = key {
@@ -129,7 +110,7 @@ fn generate_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
                     config.insert(ck.clone(), cv.clone());
                 }
             }
-            _ if OPENAI_ONLY.contains(&k.as_str()) || GENERATION.iter().any(|(f, _)| f == k) => {}
+            _ if super::FOREIGN.contains(&k.as_str()) || GENERATION.iter().any(|(f, _)| f == k) => {}
             _ => {
                 body.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -560,22 +541,19 @@ impl Decoder {
         if !p.text.is_empty() {
             out.push(chunk(self, json!({"content": p.text}), None));
         }
-        if !p.calls.is_empty() {
-            let calls: Vec<Value> = p
-                .calls
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let mut d = json!({"index": self.calls + i, "id": c.id, "type": "function",
-                        "function": {"name": c.function.name, "arguments": c.function.arguments}});
-                    if let Some(x) = c.rest.get("extra_content") {
-                        d["extra_content"] = x.clone();
-                    }
-                    d
-                })
-                .collect();
-            self.calls += calls.len();
-            out.push(chunk(self, json!({"tool_calls": calls}), None));
+        // Gemini sends a call whole; it goes out as OpenAI streams one: a first delta with
+        // the id, name and empty arguments, then the arguments.
+        for c in &p.calls {
+            let index = self.calls;
+            self.calls += 1;
+            let mut start = json!({"index": index, "id": c.id, "type": "function",
+                "function": {"name": c.function.name, "arguments": ""}});
+            if let Some(x) = c.rest.get("extra_content") {
+                start["extra_content"] = x.clone();
+            }
+            out.push(chunk(self, json!({"tool_calls": [start]}), None));
+            let args = json!({"index": index, "function": {"arguments": c.function.arguments}});
+            out.push(chunk(self, json!({"tool_calls": [args]}), None));
         }
         if let Some(reason) = reason_of(&v) {
             self.finished = true;

@@ -20,6 +20,46 @@ use crate::upstream::{Client, UpstreamRequest, UpstreamResponse};
 use serde::Serialize;
 use serde_json::Value;
 
+/// Request fields of OpenAI's API and of other gateways and SDKs (OpenRouter's `models` and
+/// `provider`, the Vercel AI SDK's `providerOptions`) that a native vendor API does not know and
+/// would reject: an adapter maps the ones with an equivalent and drops the rest. Fields not listed
+/// pass through, so a vendor's new parameter works before memgate knows it.
+const FOREIGN: [&str; 33] = [
+    "stream_options",
+    "n",
+    "frequency_penalty",
+    "presence_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "seed",
+    "response_format",
+    "parallel_tool_calls",
+    "user",
+    "max_completion_tokens",
+    "max_tokens",
+    "stop",
+    "reasoning_effort",
+    "modalities",
+    "audio",
+    "prediction",
+    "store",
+    "service_tier",
+    "functions",
+    "function_call",
+    "web_search_options",
+    "verbosity",
+    "metadata",
+    "prompt_cache_key",
+    "safety_identifier",
+    "models",
+    "provider",
+    "route",
+    "transforms",
+    "providerOptions",
+    "plugins",
+];
+
 /// A configured upstream, ready to build requests.
 #[derive(Debug)]
 pub struct Provider {
