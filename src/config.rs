@@ -111,6 +111,11 @@ pub struct ProviderConfig {
     /// Listed by `/v1/models` as `NAME/model`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Model names clients use and the upstream names they stand for, e.g.
+    /// `"claude-sonnet-4" = "claude-sonnet-4-20250514"`: OpenRouter-style names work against the
+    /// vendor's own API.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, String>,
     /// Fixture directory of a `replay` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
@@ -288,6 +293,7 @@ impl Config {
                     api_key: None,
                     api_key_env: key_env.map(str::to_owned),
                     models: Vec::new(),
+                    aliases: Default::default(),
                     dir: None,
                 },
             );

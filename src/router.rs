@@ -51,7 +51,7 @@ impl Router {
                 }
                 return Ok(Route {
                     provider: p.clone(),
-                    model: rest.to_owned(),
+                    model: p.upstream_model(rest),
                 });
             }
         }
@@ -61,7 +61,7 @@ impl Router {
             if !model.contains('/') || p.models.iter().any(|m| m == model) {
                 return Ok(Route {
                     provider: p.clone(),
-                    model: model.to_owned(),
+                    model: p.upstream_model(model),
                 });
             }
         }
@@ -100,7 +100,7 @@ mod tests {
     use super::*;
 
     fn router(default: Option<&str>) -> Router {
-        let mut text = String::from("[providers.openrouter]\nkind = \"openai\"\n[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"meta-llama/Llama-3.1-8B\"]\n");
+        let mut text = String::from("[providers.openrouter]\nkind = \"openai\"\n[providers.anthropic]\nkind = \"anthropic\"\naliases = { \"claude-sonnet-4\" = \"claude-sonnet-4-20250514\" }\n[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"meta-llama/Llama-3.1-8B\"]\n");
         if let Some(d) = default {
             text = format!("default_provider = \"{d}\"\n{text}");
         }
@@ -116,6 +116,11 @@ mod tests {
                 Some(("openrouter", "anthropic/claude-sonnet-4")),
             ),
             ("local/qwen3", Some(("local", "qwen3"))),
+            (
+                "anthropic/claude-sonnet-4",
+                Some(("anthropic", "claude-sonnet-4-20250514")),
+            ),
+            ("anthropic/claude-opus-4-1", Some(("anthropic", "claude-opus-4-1"))),
             ("gpt-4o-mini", Some(("local", "gpt-4o-mini"))),
             // An unknown prefix reaches the default only when it lists the full name.
             ("meta-llama/Llama-3.1-8B", Some(("local", "meta-llama/Llama-3.1-8B"))),
@@ -133,7 +138,7 @@ mod tests {
     fn unknown_provider_is_model_not_found_listing_providers() {
         let e = router(None).resolve("nosuch/x").unwrap_err();
         assert_eq!((e.status, e.code.as_deref()), (400, Some("model_not_found")));
-        assert!(e.message.contains("local, openrouter"), "{}", e.message);
+        assert!(e.message.contains("anthropic, local, openrouter"), "{}", e.message);
         assert!(router(None).resolve("gpt-4o").is_err());
     }
 }

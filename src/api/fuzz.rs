@@ -276,6 +276,7 @@ fn providers() -> Vec<Provider> {
                 api_key: Some("k".to_owned()),
                 api_key_env: None,
                 models: Vec::new(),
+                aliases: Default::default(),
                 dir: None,
             };
             Provider::new(kind.name(), &cfg).unwrap()

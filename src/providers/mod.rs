@@ -70,6 +70,7 @@ pub struct Provider {
     api_key: Option<String>,
     /// Model names listed by `/v1/models`.
     pub models: Vec<String>,
+    aliases: std::collections::BTreeMap<String, String>,
     /// The fixtures a `replay` provider answers from.
     replay: Option<replay::Fixtures>,
 }
@@ -92,8 +93,14 @@ impl Provider {
             },
             api_key: cfg.api_key(),
             models: cfg.models.clone(),
+            aliases: cfg.aliases.clone(),
             replay,
         })
+    }
+
+    /// The upstream's name for a model the client named `model` (an alias, or the same).
+    pub fn upstream_model(&self, model: &str) -> String {
+        self.aliases.get(model).cloned().unwrap_or_else(|| model.to_owned())
     }
 
     /// The credential sent upstream: the caller's own (BYOK) if given, else the configured one.
