@@ -13,8 +13,10 @@ use serde_json::Value;
 
 /// An inbound format's side of a translated stream.
 pub(crate) trait Encode: Send + 'static {
-    /// The client's frames for one chat chunk (`model` already set to the client's name).
-    fn chunk(&mut self, chunk: &ChatChunk) -> Vec<Vec<u8>>;
+    /// The client's frames for one chat chunk (`model` already set to the client's name);
+    /// `known` is the usage the provider has reported so far (Anthropic's input tokens come
+    /// first), which no chat chunk carries.
+    fn chunk(&mut self, chunk: &ChatChunk, known: Option<&Usage>) -> Vec<Vec<u8>>;
     /// The frames that close a complete answer.
     fn finish(&mut self, usage: Option<&Usage>) -> Vec<Vec<u8>>;
     /// The frame reporting a stream that broke off.
@@ -56,7 +58,8 @@ impl<E: Encode> Translate for Chunks<E> {
             if let Some(c) = chunk.choices.iter().find(|c| c.index == 0) {
                 self.answer.add(&c.delta);
             }
-            frames.extend(self.encoder.chunk(&chunk));
+            let known = self.decoder.usage();
+            frames.extend(self.encoder.chunk(&chunk, known.as_ref()));
         }
         if !self.done && self.decoder.finished() {
             self.done = true;
@@ -111,10 +114,18 @@ impl Answer {
                 self.calls
                     .push(ToolCall::function(String::new(), String::new(), String::new()));
             }
+            // The id and name come whole (some servers repeat them on every fragment); only the
+            // arguments come in pieces.
             let call = &mut self.calls[index];
-            call.id.push_str(&str_of(d.get("id")));
             let f = d.get("function");
-            call.function.name.push_str(&str_of(f.and_then(|f| f.get("name"))));
+            for (field, value) in [
+                (&mut call.id, str_of(d.get("id"))),
+                (&mut call.function.name, str_of(f.and_then(|f| f.get("name")))),
+            ] {
+                if !value.is_empty() {
+                    *field = value;
+                }
+            }
             call.function
                 .arguments
                 .push_str(&str_of(f.and_then(|f| f.get("arguments"))));

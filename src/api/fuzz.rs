@@ -289,8 +289,10 @@ fn exercise(v: &Value, providers: &[Provider], rng: &mut Rng) {
     let bytes = v.to_string().into_bytes();
     let _ = items::input_to_messages(v);
     let mut chats: Vec<ChatRequest> = serde_json::from_value(v.clone()).into_iter().collect();
-    if let Ok(m) = serde_json::from_value::<MessagesRequest>(v.clone()) {
-        chats.extend(messages::to_chat(m).ok());
+    for kind in [ProviderKind::Openai, ProviderKind::Anthropic, ProviderKind::Gemini] {
+        if let Ok(m) = serde_json::from_value::<MessagesRequest>(v.clone()) {
+            chats.extend(messages::to_chat(m, kind).ok());
+        }
     }
     if let Ok(r) = serde_json::from_value::<PassthroughRequest>(v.clone()) {
         chats.extend(responses_chat::to_chat(r).ok());

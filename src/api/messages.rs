@@ -6,6 +6,7 @@
 use super::chat::{exchange, Answered};
 use super::chunks::Encode;
 use super::{parse_body, route, Ctx};
+use crate::config::ProviderKind;
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{random_id, ChatChunk, ChatRequest, ChatResponse, Message, Rest, ToolCall, Usage};
@@ -44,10 +45,28 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         ));
     }
     let (asked, route) = route(ctx, &mut req.model)?;
-    let chat = to_chat(req)?;
+    let chat = to_chat(req, route.provider.kind)?;
     match exchange(ctx, chat, asked, route, MessagesEncoder::default()).await? {
         Answered::Streaming(res) => Ok(res),
         Answered::Complete(answer) => Ok(json_response(200, &from_chat(&answer))),
+    }
+}
+
+/// Request fields only Anthropic's API knows; other providers would refuse them.
+const ANTHROPIC_ONLY: [&str; 5] = [
+    "context_management",
+    "container",
+    "mcp_servers",
+    "service_tier",
+    "thinking",
+];
+
+/// A thinking budget as an OpenAI reasoning effort.
+fn effort(budget_tokens: u64) -> &'static str {
+    match budget_tokens {
+        0..=2048 => "low",
+        2049..=16384 => "medium",
+        _ => "high",
     }
 }
 
@@ -71,7 +90,11 @@ fn error_type(status: u16) -> &'static str {
     }
 }
 
-pub(super) fn to_chat(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
+/// The chat request a Messages request asks for, going to a provider of `kind`. Anthropic-only
+/// fields and blocks reach only an Anthropic upstream; elsewhere `thinking` becomes
+/// `reasoning_effort` and a failed tool result says so in its text.
+pub(super) fn to_chat(req: MessagesRequest, kind: ProviderKind) -> Result<ChatRequest, ApiError> {
+    let native = kind == ProviderKind::Anthropic;
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     match req.system {
         None | Some(Value::Null) => {}
@@ -86,8 +109,8 @@ pub(super) fn to_chat(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
     }
     for (i, turn) in req.messages.into_iter().enumerate() {
         match turn.role.as_str() {
-            "user" => user_turn(turn.content, &mut messages),
-            "assistant" => messages.push(assistant_turn(turn.content)),
+            "user" => user_turn(turn.content, native, &mut messages),
+            "assistant" => messages.push(assistant_turn(turn.content, native)),
             other => {
                 return Err(ApiError::invalid_param(
                     &format!("messages.{i}.role"),
@@ -97,8 +120,10 @@ pub(super) fn to_chat(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
         }
     }
     let mut rest = Rest::new();
+    // As max_completion_tokens: OpenAI's reasoning models refuse max_tokens, and the other
+    // adapters read it first.
     rest.insert(
-        "max_tokens".to_owned(),
+        "max_completion_tokens".to_owned(),
         Value::from(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
     );
     let mut parallel = None;
@@ -119,6 +144,14 @@ pub(super) fn to_chat(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
                     rest.insert("user".to_owned(), u.clone());
                 }
             }
+            "thinking" if !native => {
+                if let Some(effort) = v.get("budget_tokens").and_then(Value::as_u64).map(effort) {
+                    rest.insert("reasoning_effort".to_owned(), json!(effort));
+                }
+            }
+            // Gemini has top_k; OpenAI's API does not.
+            "top_k" if kind == ProviderKind::Openai => {}
+            _ if !native && ANTHROPIC_ONLY.contains(&k.as_str()) => {}
             _ => {
                 rest.insert(k, v);
             }
@@ -141,7 +174,7 @@ pub(super) fn to_chat(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
 
 /// A user turn: its tool results become tool messages (first, as they answer the previous
 /// turn), the rest one user message.
-fn user_turn(content: Value, out: &mut Vec<Message>) {
+fn user_turn(content: Value, native: bool, out: &mut Vec<Message>) {
     let blocks = match content {
         Value::Array(b) => b,
         other => {
@@ -158,8 +191,16 @@ fn user_turn(content: Value, out: &mut Vec<Message>) {
             Some(Value::String(s)) => Value::String(s.clone()),
             _ => Value::String(String::new()),
         };
+        let failed = r.get("is_error").and_then(Value::as_bool) == Some(true);
+        let content = match content {
+            Value::String(s) if failed && !native => Value::String(format!("Error: {s}")),
+            other => other,
+        };
         let mut m = Message::new("tool", content);
         m.tool_call_id = r.get("tool_use_id").and_then(Value::as_str).map(str::to_owned);
+        if failed && native {
+            m.rest.insert("is_error".to_owned(), Value::Bool(true));
+        }
         if let Some(cc) = r.get("cache_control") {
             m.rest.insert("cache_control".to_owned(), cc.clone());
         }
@@ -170,7 +211,7 @@ fn user_turn(content: Value, out: &mut Vec<Message>) {
     }
 }
 
-fn assistant_turn(content: Value) -> Message {
+fn assistant_turn(content: Value, native: bool) -> Message {
     let blocks = match content {
         Value::Array(b) => b,
         other => return Message::new("assistant", other),
@@ -186,7 +227,7 @@ fn assistant_turn(content: Value) -> Message {
                 let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(ToolCall::function(s("id"), s("name"), input.to_string()));
             }
-            Some("thinking" | "redacted_thinking") => thinking.push(b),
+            Some("thinking" | "redacted_thinking") if native => thinking.push(b),
             _ => {}
         }
     }
@@ -364,7 +405,10 @@ pub(super) struct MessagesEncoder {
 enum Open {
     Text,
     Thinking,
-    Tool,
+    /// A tool call, by its `tool_calls[].index` (a server may repeat the id on every fragment).
+    Tool(Option<u64>),
+    /// A block that arrives whole (redacted thinking).
+    Whole,
 }
 
 fn event(kind: &str, data: Value) -> Vec<u8> {
@@ -375,7 +419,7 @@ impl MessagesEncoder {
     /// Makes `kind` the open block (closing another), starting it with `start`.
     fn ensure(&mut self, kind: Open, start: Value, frames: &mut Vec<Vec<u8>>) -> usize {
         if let Some((i, k)) = &self.open {
-            if *k == kind && kind != Open::Tool {
+            if *k == kind && kind != Open::Whole && kind != Open::Tool(None) {
                 return *i;
             }
         }
@@ -407,7 +451,7 @@ impl MessagesEncoder {
 }
 
 impl Encode for MessagesEncoder {
-    fn chunk(&mut self, chunk: &ChatChunk) -> Vec<Vec<u8>> {
+    fn chunk(&mut self, chunk: &ChatChunk, known: Option<&Usage>) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
         if !self.started {
             self.started = true;
@@ -416,7 +460,7 @@ impl Encode for MessagesEncoder {
                 "message_start",
                 json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
                     "model": chunk.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": usage(chunk.usage.as_ref())}}),
+                    "usage": usage(chunk.usage.as_ref().or(known))}}),
             ));
             frames.push(event("ping", json!({"type": "ping"})));
         }
@@ -442,7 +486,7 @@ impl Encode for MessagesEncoder {
                 }
                 // A redacted block arrives whole.
                 _ => {
-                    self.ensure(Open::Tool, b.clone(), &mut frames);
+                    self.ensure(Open::Whole, b.clone(), &mut frames);
                     frames.extend(self.close());
                 }
             }
@@ -457,10 +501,14 @@ impl Encode for MessagesEncoder {
             if let Some(id) = call.get("id").and_then(Value::as_str) {
                 let start =
                     json!({"type": "tool_use", "id": id, "name": s(f.and_then(|f| f.get("name"))), "input": {}});
-                self.ensure(Open::Tool, start, &mut frames);
+                self.ensure(
+                    Open::Tool(call.get("index").and_then(Value::as_u64)),
+                    start,
+                    &mut frames,
+                );
             }
             let piece = s(f.and_then(|f| f.get("arguments")));
-            if let (false, Some((i, Open::Tool))) = (piece.is_empty(), &self.open) {
+            if let (false, Some((i, Open::Tool(_)))) = (piece.is_empty(), &self.open) {
                 frames.push(Self::delta(
                     *i,
                     json!({"type": "input_json_delta", "partial_json": piece}),
@@ -487,5 +535,53 @@ impl Encode for MessagesEncoder {
 
     fn error_frame(&self, e: &ApiError) -> Vec<u8> {
         event("error", error_body(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(v: Value) -> MessagesRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn sample() -> Value {
+        json!({"model": "m", "max_tokens": 100, "top_k": 3,
+        "thinking": {"type": "enabled", "budget_tokens": 10000}, "context_management": {"edits": []},
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "timeout", "is_error": true},
+                {"type": "text", "text": "well?"}]}
+        ]})
+    }
+
+    #[test]
+    fn anthropic_only_fields_reach_only_anthropic() {
+        let native = to_chat(request(sample()), ProviderKind::Anthropic).unwrap();
+        assert_eq!(native.rest["thinking"]["budget_tokens"], 10000);
+        assert!(native.rest.contains_key("context_management") && native.rest.contains_key("top_k"));
+        assert!(native.messages[1].rest.contains_key("thinking_blocks"));
+        assert_eq!(native.messages[2].rest["is_error"], true);
+        assert_eq!(native.messages[2].content, "timeout");
+
+        let openai = to_chat(request(sample()), ProviderKind::Openai).unwrap();
+        assert_eq!(openai.rest["reasoning_effort"], "medium");
+        assert_eq!(openai.rest["max_completion_tokens"], 100);
+        for gone in ["thinking", "context_management", "top_k", "max_tokens"] {
+            assert!(!openai.rest.contains_key(gone), "{gone} sent to OpenAI");
+        }
+        assert!(openai.messages[1].rest.is_empty());
+        assert_eq!(openai.messages[2].content, "Error: timeout");
+        assert!(openai.messages[2].rest.is_empty());
+        // The tool result answers the call before the user's next words.
+        assert_eq!(
+            (openai.messages[2].role.as_str(), openai.messages[3].role.as_str()),
+            ("tool", "user")
+        );
+        let gemini = to_chat(request(sample()), ProviderKind::Gemini).unwrap();
+        assert_eq!(gemini.rest["top_k"], 3);
     }
 }

@@ -23,6 +23,9 @@ use http_types::Response;
 /// upstream read instead of growing memory.
 const FRAMES_IN_FLIGHT: usize = 8;
 
+/// How long the rest of an upstream stream is read after the answer's end, for connection reuse.
+const DRAIN_AFTER_END: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Turns one inbound format's upstream events into the client's frames.
 pub(crate) trait Translate: Send + 'static {
     /// The frames to send for one upstream event (none, one or several); `Err` when the
@@ -87,6 +90,16 @@ async fn pump(
                     if tx.send(frame).await.is_err() {
                         break 'relay End::ClientGone;
                     }
+                }
+                if t.finished() {
+                    // The answer is whole. Reading on to the end lets the connection go back to
+                    // the pool, but an upstream that then falls silent must not hold the client.
+                    let rest = async { while let Ok(Some(_)) = events.next().await {} };
+                    let limit = async {
+                        smol::Timer::after(DRAIN_AFTER_END).await;
+                    };
+                    future::or(rest, limit).await;
+                    break End::Clean;
                 }
             }
             Some(Ok(None)) if t.finished() => break End::Clean,

@@ -11,16 +11,20 @@ use crate::ir::{random_id, ChatChunk, ChatRequest, ChatResponse, Message, Passth
 use serde_json::{json, Map, Value};
 
 /// Request fields with no meaning once translated to chat; dropped.
-const RESPONSES_ONLY: [&str; 7] = [
+const RESPONSES_ONLY: [&str; 12] = [
     "include",
     "store",
     "truncation",
     "background",
     "prompt_cache_key",
+    "prompt_cache_retention",
     "safety_identifier",
     "service_tier",
+    "max_tool_calls",
+    "prompt",
+    "previous_response_id",
+    "conversation",
 ];
-
 /// The chat request a Responses request asks for.
 pub(super) fn to_chat(req: PassthroughRequest) -> Result<ChatRequest, ApiError> {
     let mut rest = Rest::new();
@@ -43,7 +47,7 @@ pub(super) fn to_chat(req: PassthroughRequest) -> Result<ChatRequest, ApiError> 
                 ))
             }
             "max_output_tokens" => {
-                rest.insert("max_tokens".to_owned(), v);
+                rest.insert("max_completion_tokens".to_owned(), v);
             }
             "tools" => {
                 rest.insert(k, tools(&v)?);
@@ -227,6 +231,8 @@ enum Item {
     },
     Call {
         id: String,
+        /// The chat delta's `tool_calls[].index`.
+        index: Option<u64>,
         call_id: String,
         name: String,
         arguments: String,
@@ -343,13 +349,14 @@ impl Item {
                 call_id,
                 name,
                 arguments,
+                ..
             } => call_item(id, "completed", call_id, name, arguments),
         }
     }
 }
 
 impl Encode for ResponsesEncoder {
-    fn chunk(&mut self, chunk: &ChatChunk) -> Vec<Vec<u8>> {
+    fn chunk(&mut self, chunk: &ChatChunk, _known: Option<&Usage>) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
         if !self.started {
             self.started = true;
@@ -390,9 +397,13 @@ impl Encode for ResponsesEncoder {
         for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
             let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
             let f = call.get("function");
-            if let Some(call_id) = call.get("id").and_then(Value::as_str) {
+            let index = call.get("index").and_then(Value::as_u64);
+            // A server may repeat the id on every fragment: a new call is a new index.
+            let same = matches!(self.items.last(), Some(Item::Call { index: i, .. }) if index.is_some() && *i == index);
+            if let (Some(call_id), false) = (call.get("id").and_then(Value::as_str), same) {
                 let item = Item::Call {
                     id: random_id("fc_"),
+                    index,
                     call_id: call_id.to_owned(),
                     name: s(f.and_then(|f| f.get("name"))),
                     arguments: String::new(),

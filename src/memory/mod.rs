@@ -194,13 +194,11 @@ fn reflect_key(scope: &str) -> String {
 
 /// A message ready to append, with its token estimate.
 ///
-/// A model's reasoning (`reasoning_content`, Anthropic's `thinking_blocks`) is not kept: it is
-/// not part of the conversation the observer compresses, and sent back to another provider
-/// inside the history it would be refused as an unknown field.
+/// A model's reasoning text (`reasoning_content`) is not kept: it is not part of the
+/// conversation, and some servers refuse it in a history. Anthropic's `thinking_blocks` are
+/// kept: a tool-using turn must carry its thinking back to Anthropic (other adapters drop them).
 pub fn to_store(mut message: Message, incomplete: bool) -> NewMessage {
-    for k in ["reasoning_content", "thinking_blocks"] {
-        message.rest.remove(k);
-    }
+    message.rest.remove("reasoning_content");
     NewMessage {
         tokens: tokens::message(&message),
         message,

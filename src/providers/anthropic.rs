@@ -77,7 +77,11 @@ fn messages_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
             "tool_choice" => {
                 body.insert("tool_choice".to_owned(), tool_choice(v, parallel)?);
             }
-            _ if super::FOREIGN.contains(&k.as_str()) => {}
+            // OpenAI's range is 0-2, Anthropic's 0-1.
+            "temperature" if v.as_f64().is_some_and(|t| t > 1.0) => {
+                body.insert(k.clone(), json!(1.0));
+            }
+            _ if v.is_null() || super::FOREIGN.contains(&k.as_str()) => {}
             _ => {
                 body.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -225,9 +229,18 @@ fn assistant_blocks(m: &Message) -> Vec<Value> {
                     json!({"arguments": call.function.arguments})
                 }
             });
-        out.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+        out.push(json!({"type": "tool_use", "id": tool_id(&call.id), "name": call.function.name, "input": input}));
     }
     out
+}
+
+/// A tool-call id as Anthropic accepts it (`^[a-zA-Z0-9_-]+$`): another provider's id in a
+/// shared history (`functions.get_weather:0`, a Gemini id carrying its signature) has every
+/// other character replaced, the same way in the call and in its result, so they still match.
+fn tool_id(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
 }
 
 fn tool_result(m: &Message) -> Value {
@@ -239,9 +252,12 @@ fn tool_result(m: &Message) -> Value {
     };
     let mut b = json!({
         "type": "tool_result",
-        "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
+        "tool_use_id": tool_id(m.tool_call_id.as_deref().unwrap_or_default()),
         "content": content,
     });
+    if m.rest.get("is_error") == Some(&Value::Bool(true)) {
+        b["is_error"] = Value::Bool(true);
+    }
     if let Some(cc) = m.rest.get("cache_control") {
         b["cache_control"] = cc.clone();
     }
@@ -455,7 +471,9 @@ pub struct Decoder {
 #[derive(Debug)]
 enum Block {
     Text,
-    Tool(usize),
+    /// A tool call: its index among calls, and its `input` from content_block_start until an
+    /// argument delta arrives (`None` after): a call without deltas still gets its arguments.
+    Tool(usize, Option<String>),
     Thinking(Value),
     Other,
 }
@@ -523,7 +541,7 @@ impl Decoder {
                             None,
                         ));
                         self.calls += 1;
-                        Block::Tool(self.calls - 1)
+                        Block::Tool(self.calls - 1, Some(call.function.arguments))
                     }
                     Some("thinking") => Block::Thinking(b.clone()),
                     Some("redacted_thinking") => {
@@ -540,8 +558,9 @@ impl Decoder {
                 let block = index.and_then(|i| self.blocks.get_mut(i));
                 match (d.get("type").and_then(Value::as_str), block) {
                     (Some("text_delta"), _) => out.push(self.chunk(json!({"content": s("text")}), None)),
-                    (Some("input_json_delta"), Some(Block::Tool(call))) if !s("partial_json").is_empty() => {
+                    (Some("input_json_delta"), Some(Block::Tool(call, pending))) if !s("partial_json").is_empty() => {
                         let call = *call;
+                        *pending = None;
                         out.push(self.chunk(
                             json!({"tool_calls": [{"index": call, "function": {"arguments": s("partial_json")}}]}),
                             None,
@@ -556,8 +575,16 @@ impl Decoder {
                 }
             }
             "content_block_stop" => {
-                if let Some(Block::Thinking(b)) = index.and_then(|i| self.blocks.get(i)) {
-                    out.push(self.chunk(json!({"thinking_blocks": [b]}), None));
+                let delta = match index.and_then(|i| self.blocks.get_mut(i)) {
+                    Some(Block::Thinking(b)) => Some(json!({"thinking_blocks": [b]})),
+                    Some(Block::Tool(call, pending @ Some(_))) => {
+                        let args = pending.take().unwrap_or_default();
+                        Some(json!({"tool_calls": [{"index": call, "function": {"arguments": args}}]}))
+                    }
+                    _ => None,
+                };
+                if let Some(delta) = delta {
+                    out.push(self.chunk(delta, None));
                 }
             }
             "message_delta" => {
@@ -717,6 +744,44 @@ mod tests {
         assert_eq!((u.prompt_tokens, u.completion_tokens), (100, 7));
         assert_eq!(u.rest["prompt_tokens_details"]["cached_tokens"], 90);
         assert!(d.finished());
+    }
+
+    #[test]
+    fn a_streamed_call_without_argument_deltas_gets_its_input() {
+        let mut d = Decoder::new(false);
+        let mut args = String::new();
+        for e in [
+            r#"{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"now","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+        ] {
+            let event = sse::Event {
+                event: None,
+                data: e.to_owned(),
+            };
+            for c in d.event(&event).unwrap() {
+                let v = serde_json::to_value(&c).unwrap();
+                if let Some(a) = v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str() {
+                    args.push_str(a);
+                }
+            }
+        }
+        assert_eq!(args, "{}");
+    }
+
+    #[test]
+    fn foreign_ids_are_made_acceptable_alike_in_call_and_result() {
+        let r = req(json!({"model": "m", "temperature": 1.6, "messages": [
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "functions.get:0", "type": "function",
+                "function": {"name": "get", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "functions.get:0", "content": "x", "is_error": true}
+        ]}));
+        let b = Value::Object(messages_body(&r).unwrap());
+        assert_eq!(b["messages"][0]["content"][0]["id"], "functions_get_0");
+        assert_eq!(b["messages"][1]["content"][0]["tool_use_id"], "functions_get_0");
+        assert_eq!(b["messages"][1]["content"][0]["is_error"], true);
+        assert_eq!(b["temperature"], 1.0);
     }
 
     #[test]

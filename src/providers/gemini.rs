@@ -5,9 +5,9 @@
 //! `functionDeclarations` with their schema reduced to what Gemini accepts ([`super::schema`]).
 //! Gemini's function calls carry no id the chat format could use, so memgate gives each a unique
 //! one, and a tool result finds its function's name through the assistant turn that holds the id.
-//! A function call's `thoughtSignature` rides in the tool call as
-//! `extra_content.google.thought_signature` (Google's own OpenAI-compatible convention) and goes
-//! back with it.
+//! A function call's `thoughtSignature` rides in the tool call twice: as
+//! `extra_content.google.thought_signature` (Google's own OpenAI-compatible convention) and at
+//! the end of its id, which every inbound format (and memory) carries back.
 
 use super::{created, parse_json, schema};
 use crate::error::ApiError;
@@ -20,6 +20,11 @@ use crate::upstream::UpstreamRequest;
 use http_types::Method;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+
+/// Joins a call id and its thought signature in the id memgate gives the client, so the
+/// signature comes back with any client that returns the id (every API does), not only those
+/// that keep `extra_content`.
+const SIGNATURE_IN_ID: &str = "__thought__";
 
 /// OpenAI sampling fields and their `generationConfig` names.
 const GENERATION: [(&str, &str); 9] = [
@@ -65,7 +70,7 @@ pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest)
 
 fn generate_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
     let mut body = Map::new();
-    let (system, contents) = contents(&req.messages)?;
+    let (system, contents) = contents(&req.messages, model_path(&req.model).starts_with("gemini-3"))?;
     body.insert("contents".to_owned(), Value::Array(contents));
     if !system.is_empty() {
         body.insert("systemInstruction".to_owned(), json!({"parts": system}));
@@ -88,13 +93,13 @@ fn generate_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
     if let Some(f) = req.rest.get("response_format") {
         response_format(f, &mut config);
     }
-    if let Some(budget) = req
+    if let Some(thinking) = req
         .rest
         .get("reasoning_effort")
         .and_then(Value::as_str)
-        .and_then(thinking_budget)
+        .and_then(|e| thinking_config(model_path(&req.model), e))
     {
-        config.insert("thinkingConfig".to_owned(), json!({"thinkingBudget": budget}));
+        config.insert("thinkingConfig".to_owned(), thinking);
     }
     for (k, v) in &req.rest {
         match k.as_str() {
@@ -110,7 +115,7 @@ fn generate_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
                     config.insert(ck.clone(), cv.clone());
                 }
             }
-            _ if super::FOREIGN.contains(&k.as_str()) || GENERATION.iter().any(|(f, _)| f == k) => {}
+            _ if v.is_null() || super::FOREIGN.contains(&k.as_str()) || GENERATION.iter().any(|(f, _)| f == k) => {}
             _ => {
                 body.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -122,14 +127,26 @@ fn generate_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
     Ok(body)
 }
 
-fn thinking_budget(effort: &str) -> Option<i64> {
-    match effort {
-        "minimal" | "none" => Some(0),
-        "low" => Some(1024),
-        "medium" => Some(8192),
-        "high" => Some(24576),
-        _ => None,
+/// OpenAI's `reasoning_effort` as the model's `thinkingConfig`: Gemini 3 takes a level, 2.5 a
+/// token budget (which only Flash models may set to 0).
+fn thinking_config(model: &str, effort: &str) -> Option<Value> {
+    if model.starts_with("gemini-3") {
+        let level = match effort {
+            "none" | "minimal" | "low" => "low",
+            "medium" | "high" => "high",
+            _ => return None,
+        };
+        return Some(json!({"thinkingLevel": level}));
     }
+    let budget = match effort {
+        "none" | "minimal" if model.contains("flash") => 0,
+        "none" | "minimal" => 128,
+        "low" => 1024,
+        "medium" => 8192,
+        "high" => 24576,
+        _ => return None,
+    };
+    Some(json!({"thinkingBudget": budget}))
 }
 
 /// `response_format` as Gemini's MIME type and schema.
@@ -149,7 +166,7 @@ fn response_format(f: &Value, config: &mut Map<String, Value>) {
 }
 
 /// Chat messages as (system parts, contents).
-fn contents(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+fn contents(messages: &[Message], gemini_3: bool) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let mut system = Vec::new();
     let mut out: Vec<(&str, Vec<Value>)> = Vec::new();
     // Tool results name their call by id; Gemini wants the function's name.
@@ -165,7 +182,7 @@ fn contents(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ApiError> 
                 let mut p = parts(&m.content);
                 for call in m.tool_calls.iter().flatten() {
                     names.insert(&call.id, &call.function.name);
-                    p.push(function_call_part(call));
+                    p.push(function_call_part(call, gemini_3));
                 }
                 ("model", p)
             }
@@ -209,18 +226,28 @@ fn contents(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ApiError> 
     Ok((system, contents))
 }
 
-fn function_call_part(call: &ToolCall) -> Value {
+fn function_call_part(call: &ToolCall, gemini_3: bool) -> Value {
     let args: Value = serde_json::from_str(&call.function.arguments)
         .ok()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
     let mut part = json!({"functionCall": {"name": call.function.name, "args": args}});
-    if let Some(sig) = call
+    let from_id = call
+        .id
+        .split_once(SIGNATURE_IN_ID)
+        .map(|(_, sig)| Value::String(sig.to_owned()));
+    let signature = call
         .rest
         .get("extra_content")
         .and_then(|x| x.pointer("/google/thought_signature"))
-    {
-        part["thoughtSignature"] = sig.clone();
+        .cloned()
+        .or(from_id);
+    match signature {
+        Some(sig) => part["thoughtSignature"] = sig,
+        // A call Gemini 3 did not make (another model's, in a shared history) carries the
+        // placeholder Google documents for it, or the request is refused.
+        None if gemini_3 => part["thoughtSignature"] = json!("skip_thought_signature_validator"),
+        None => {}
     }
     part
 }
@@ -236,7 +263,8 @@ fn parts(content: &Value) -> Vec<Value> {
 
 fn part(p: &Value) -> Option<Value> {
     Some(match p.get("type").and_then(Value::as_str)? {
-        "text" => json!({"text": p.get("text").and_then(Value::as_str)?}),
+        // Gemini refuses a part with empty text.
+        "text" => json!({"text": p.get("text").and_then(Value::as_str).filter(|t| !t.is_empty())?}),
         "image_url" => media(
             p.get("image_url")
                 .and_then(|u| u.get("url").or(Some(u)))
@@ -374,14 +402,18 @@ fn read_parts(response: &Value) -> Parts {
         .and_then(Value::as_array);
     for p in parts.into_iter().flatten() {
         if let Some(f) = p.get("functionCall") {
-            let id = f
+            let mut id = f
                 .get("id")
                 .and_then(Value::as_str)
                 .map_or_else(|| random_id("call_"), str::to_owned);
             let name = f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
             let args = f.get("args").cloned().unwrap_or_else(|| json!({}));
+            let sig = p.get("thoughtSignature").and_then(Value::as_str);
+            if let Some(sig) = sig {
+                id = format!("{id}{SIGNATURE_IN_ID}{sig}");
+            }
             let mut call = ToolCall::function(id, name, args.to_string());
-            if let Some(sig) = p.get("thoughtSignature") {
+            if let Some(sig) = sig {
                 call.rest.insert(
                     "extra_content".to_owned(),
                     json!({"google": {"thought_signature": sig}}),
@@ -676,6 +708,31 @@ mod tests {
             {"role": "tool", "tool_call_id": "nope", "content": "x"}]}))
         .unwrap();
         assert_eq!(generate_body(&orphan).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn thought_signatures_come_back_through_the_call_id() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}},"thoughtSignature":"c2ln+/="}]},"finishReason":"STOP"}]}"#;
+        let call = chat_response(body).unwrap().choices[0]
+            .message
+            .tool_calls
+            .clone()
+            .unwrap()[0]
+            .clone();
+        assert!(
+            call.id.starts_with("call_") && call.id.ends_with("__thought__c2ln+/="),
+            "{}",
+            call.id
+        );
+        // A client that keeps only the id (Anthropic's or the Responses format) still returns it.
+        let bare = ToolCall::function(call.id.clone(), "f".into(), "{}".into());
+        assert_eq!(function_call_part(&bare, false)["thoughtSignature"], "c2ln+/=");
+        let foreign = ToolCall::function("toolu_1".into(), "f".into(), "{}".into());
+        assert!(function_call_part(&foreign, false).get("thoughtSignature").is_none());
+        assert_eq!(
+            function_call_part(&foreign, true)["thoughtSignature"],
+            "skip_thought_signature_validator"
+        );
     }
 
     #[test]

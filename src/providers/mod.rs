@@ -24,7 +24,7 @@ use serde_json::Value;
 /// `provider`, the Vercel AI SDK's `providerOptions`) that a native vendor API does not know and
 /// would reject: an adapter maps the ones with an equivalent and drops the rest. Fields not listed
 /// pass through, so a vendor's new parameter works before memgate knows it.
-const FOREIGN: [&str; 33] = [
+const FOREIGN: [&str; 35] = [
     "stream_options",
     "n",
     "frequency_penalty",
@@ -52,6 +52,8 @@ const FOREIGN: [&str; 33] = [
     "metadata",
     "prompt_cache_key",
     "safety_identifier",
+    "prompt_cache_retention",
+    "max_tool_calls",
     "models",
     "provider",
     "route",
@@ -117,9 +119,7 @@ impl Provider {
     pub fn chat_request(&self, req: &ChatRequest, byok: Option<&str>) -> Result<UpstreamRequest, ApiError> {
         let key = self.credential(byok);
         match self.kind {
-            ProviderKind::Openai | ProviderKind::Replay => {
-                Ok(openai::post(&self.base_url, "/chat/completions", key, req))
-            }
+            ProviderKind::Openai | ProviderKind::Replay => Ok(openai::chat_request(&self.base_url, key, req)),
             ProviderKind::Anthropic => anthropic::chat_request(&self.base_url, key, req),
             ProviderKind::Gemini => gemini::chat_request(&self.base_url, key, req),
         }

@@ -5,7 +5,7 @@
 
 use crate::error::ApiError;
 use crate::http::sse;
-use crate::ir::ChatChunk;
+use crate::ir::{ChatChunk, ChatRequest};
 use crate::upstream::UpstreamRequest;
 use http_types::Method;
 use serde::de::DeserializeOwned;
@@ -24,6 +24,19 @@ pub(super) fn post(base_url: &str, path: &str, key: Option<&str>, body: &impl Se
         headers,
         body: serde_json::to_vec(body).unwrap_or_default(),
     }
+}
+
+/// A chat request as is, less the `thinking_blocks` memgate keeps on assistant turns for
+/// Anthropic: OpenAI refuses fields it does not know on a message.
+pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest) -> UpstreamRequest {
+    if !req.messages.iter().any(|m| m.rest.contains_key("thinking_blocks")) {
+        return post(base_url, "/chat/completions", key, req);
+    }
+    let mut req = req.clone();
+    for m in &mut req.messages {
+        m.rest.remove("thinking_blocks");
+    }
+    post(base_url, "/chat/completions", key, &req)
 }
 
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -3,116 +3,177 @@
 //! Gemini rejects a declaration carrying keywords it does not know (`additionalProperties`,
 //! `$schema`, `$ref`…), while OpenAI clients generate exactly those (Pydantic, zod). This keeps
 //! what Gemini understands and rewrites what has an equivalent: a `["T", "null"]` type becomes
-//! `nullable`, `const` a one-value `enum`, `oneOf` `anyOf`, and `$ref` is inlined from `$defs`.
+//! `nullable`, `const` a one-value string `enum`, `oneOf` `anyOf`, and `$ref` is inlined from
+//! `$defs`. Gemini takes `enum` on strings only and a handful of `format`s; others are dropped.
+//!
+//! Inlining is bounded twice over, because the schema comes from the client: a reference already
+//! being expanded on the current path becomes a plain object (recursive models end), and the
+//! whole output is capped at [`MAX_NODES`] schemas (a schema whose references fan out cannot
+//! make the gateway spin).
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// Keywords Gemini's `Schema` object has, kept as they are (after their children are reduced).
-const KEPT: [&str; 18] = [
-    "type",
-    "format",
+const KEPT: [&str; 15] = [
     "title",
     "description",
     "nullable",
-    "enum",
     "maxItems",
     "minItems",
-    "properties",
     "required",
     "minProperties",
     "maxProperties",
     "minLength",
     "maxLength",
     "pattern",
-    "anyOf",
-    "items",
     "propertyOrdering",
+    "minimum",
+    "maximum",
+    "default",
 ];
-const NUMERIC: [&str; 2] = ["minimum", "maximum"];
 
-/// `$ref` chains deeper than this are cut (a recursive model would otherwise never end).
-const MAX_DEPTH: usize = 16;
+/// The `format`s Gemini accepts, by type.
+const FORMATS: [(&str, &str); 6] = [
+    ("string", "date-time"),
+    ("string", "enum"),
+    ("integer", "int32"),
+    ("integer", "int64"),
+    ("number", "float"),
+    ("number", "double"),
+];
 
-/// The reduced form of `schema`; `root` holds the `$defs` its references point into.
+/// The most schemas one reduction writes.
+pub const MAX_NODES: usize = 2000;
+
+/// The reduced form of `schema`, which also holds the `$defs` its references point into.
 pub fn reduce(schema: &Value) -> Value {
-    reduce_in(schema, schema, 0)
+    let mut walk = Walk {
+        root: schema,
+        path: Vec::new(),
+        budget: MAX_NODES,
+    };
+    walk.reduce(schema)
 }
 
-fn reduce_in(schema: &Value, root: &Value, depth: usize) -> Value {
-    let Some(obj) = schema.as_object() else {
-        return Value::Object(Map::new());
-    };
-    if depth > MAX_DEPTH {
-        return serde_json::json!({"type": "object"});
-    }
-    if let Some(target) = obj.get("$ref").and_then(Value::as_str).and_then(|r| resolve(root, r)) {
-        let mut merged = reduce_in(target, root, depth + 1);
-        if let (Some(d), Some(m)) = (obj.get("description"), merged.as_object_mut()) {
-            m.insert("description".to_owned(), d.clone());
+struct Walk<'a> {
+    root: &'a Value,
+    /// The references being expanded above the current schema.
+    path: Vec<&'a str>,
+    budget: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn reduce(&mut self, schema: &'a Value) -> Value {
+        let Some(obj) = schema.as_object() else {
+            return Value::Object(Map::new());
+        };
+        if self.budget == 0 {
+            return json!({"type": "object"});
         }
-        return merged;
-    }
-    let mut out = Map::new();
-    for (k, v) in obj {
-        match k.as_str() {
-            "type" => set_type(&mut out, v),
-            "const" if v.is_string() => {
-                out.insert("enum".to_owned(), Value::Array(vec![v.clone()]));
+        self.budget -= 1;
+        if let Some(r) = obj.get("$ref").and_then(Value::as_str) {
+            let target = resolve(self.root, r);
+            let mut merged = match target {
+                Some(t) if !self.path.contains(&r) => {
+                    self.path.push(r);
+                    let m = self.reduce(t);
+                    self.path.pop();
+                    m
+                }
+                _ => json!({"type": "object"}),
+            };
+            if let (Some(d), Some(m)) = (obj.get("description"), merged.as_object_mut()) {
+                m.insert("description".to_owned(), d.clone());
             }
-            "enum" => {
-                let all_strings = v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
-                if all_strings {
+            return merged;
+        }
+        let mut out = Map::new();
+        for (k, v) in obj {
+            match k.as_str() {
+                "type" => set_type(&mut out, v),
+                "const" if v.is_string() => {
+                    out.insert("enum".to_owned(), Value::Array(vec![v.clone()]));
+                }
+                "enum" if v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) => {
                     out.insert("enum".to_owned(), v.clone());
                 }
-            }
-            "properties" => {
-                let props = v
-                    .as_object()
-                    .map(|p| {
-                        p.iter()
-                            .map(|(name, s)| (name.clone(), reduce_in(s, root, depth + 1)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.insert(k.clone(), Value::Object(props));
-            }
-            "items" => {
-                out.insert(k.clone(), reduce_in(v, root, depth + 1));
-            }
-            "anyOf" | "oneOf" => {
-                let options: Vec<Value> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| s.get("type").and_then(Value::as_str) != Some("null"))
-                    .map(|s| reduce_in(s, root, depth + 1))
-                    .collect();
-                if options.len() < v.as_array().map_or(0, Vec::len) {
-                    out.insert("nullable".to_owned(), Value::Bool(true));
+                "format" => {
+                    out.insert("format".to_owned(), v.clone());
                 }
-                match options.len() {
-                    0 => {}
-                    1 => merge(&mut out, options.into_iter().next()),
-                    _ => {
-                        out.insert("anyOf".to_owned(), Value::Array(options));
+                "properties" => {
+                    let mut props = Map::new();
+                    for (name, s) in v.as_object().into_iter().flatten() {
+                        props.insert(name.clone(), self.reduce(s));
+                    }
+                    out.insert(k.clone(), Value::Object(props));
+                }
+                "items" => {
+                    out.insert(k.clone(), self.reduce(v));
+                }
+                "anyOf" | "oneOf" => {
+                    let all = v.as_array().map(Vec::as_slice).unwrap_or_default();
+                    let mut options = Vec::new();
+                    for s in all {
+                        if s.get("type").and_then(Value::as_str) != Some("null") {
+                            options.push(self.reduce(s));
+                        }
+                    }
+                    if options.len() < all.len() {
+                        out.insert("nullable".to_owned(), Value::Bool(true));
+                    }
+                    match options.len() {
+                        0 => {}
+                        1 => merge(&mut out, options.pop()),
+                        _ => {
+                            out.insert("anyOf".to_owned(), Value::Array(options));
+                        }
                     }
                 }
-            }
-            "allOf" => {
-                for s in v.as_array().into_iter().flatten() {
-                    merge(&mut out, Some(reduce_in(s, root, depth + 1)));
+                "allOf" => {
+                    for s in v.as_array().into_iter().flatten() {
+                        let r = self.reduce(s);
+                        merge(&mut out, Some(r));
+                    }
                 }
+                _ if KEPT.contains(&k.as_str()) => {
+                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                _ => {}
             }
-            _ if KEPT.contains(&k.as_str()) => {
-                out.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        tidy(&mut out);
+        Value::Object(out)
+    }
+}
+
+/// What Gemini insists on once the keywords are in: enums are strings, formats fit their type,
+/// `required` names existing properties.
+fn tidy(out: &mut Map<String, Value>) {
+    let kind = out.get("type").and_then(Value::as_str).map(str::to_owned);
+    if out.contains_key("enum") {
+        match kind.as_deref() {
+            None => {
+                out.insert("type".to_owned(), json!("string"));
             }
-            _ if NUMERIC.contains(&k.as_str()) && v.is_number() => {
-                out.insert(k.clone(), v.clone());
+            Some("string") => {}
+            Some(_) => {
+                out.remove("enum");
             }
-            _ => {}
         }
     }
-    // `required` may only name properties that exist.
+    let kind = out.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let format_ok = out
+        .get("format")
+        .and_then(Value::as_str)
+        .is_some_and(|f| FORMATS.contains(&(kind.as_str(), f)));
+    if !format_ok {
+        out.remove("format");
+    }
+    for k in ["minimum", "maximum"] {
+        if out.get(k).is_some_and(|v| !v.is_number()) {
+            out.remove(k);
+        }
+    }
     if let Some(Value::Array(req)) = out.get("required") {
         let props = out.get("properties").and_then(Value::as_object);
         let kept: Vec<Value> = req
@@ -122,7 +183,6 @@ fn reduce_in(schema: &Value, root: &Value, depth: usize) -> Value {
             .collect();
         out.insert("required".to_owned(), Value::Array(kept));
     }
-    Value::Object(out)
 }
 
 /// A JSON type, or a list of them, as Gemini's single `type` plus `nullable`.
@@ -190,12 +250,43 @@ mod tests {
                     "city": {"type": "string"},
                     "unit": {"type": "string", "enum": ["c", "f"], "description": "temperature unit"},
                     "days": {"type": "integer", "nullable": true, "minimum": 1},
-                    "mode": {"enum": ["fast"]},
+                    "mode": {"enum": ["fast"], "type": "string"},
                     "tags": {"type": "array", "items": {"nullable": true, "type": "string"}}
                 },
                 "required": ["city"]
             })
         );
+    }
+
+    #[test]
+    fn formats_and_enums_fit_what_gemini_takes() {
+        let s = json!({"type": "object", "properties": {
+            "site": {"type": "string", "format": "uri"},
+            "at": {"type": "string", "format": "date-time"},
+            "n": {"type": "integer", "format": "int64", "enum": [1, 2]},
+            "level": {"enum": ["a", "b"]}
+        }});
+        let r = reduce(&s);
+        assert_eq!(r["properties"]["site"], json!({"type": "string"}));
+        assert_eq!(r["properties"]["at"]["format"], "date-time");
+        assert_eq!(r["properties"]["n"], json!({"type": "integer", "format": "int64"}));
+        assert_eq!(r["properties"]["level"], json!({"enum": ["a", "b"], "type": "string"}));
+    }
+
+    #[test]
+    fn fanned_out_refs_stay_bounded() {
+        // Each level refers to the next one 30 times: inlined naively, 30^8 schemas.
+        let mut defs = serde_json::Map::new();
+        for level in 0..8 {
+            let props: serde_json::Map<String, Value> = (0..30)
+                .map(|i| (format!("p{i}"), json!({"$ref": format!("#/$defs/L{}", level + 1)})))
+                .collect();
+            defs.insert(format!("L{level}"), json!({"type": "object", "properties": props}));
+        }
+        defs.insert("L8".to_owned(), json!({"type": "string"}));
+        let s = json!({"$defs": defs, "$ref": "#/$defs/L0"});
+        let r = reduce(&s);
+        assert!(r.to_string().matches("\"type\"").count() <= MAX_NODES);
     }
 
     #[test]

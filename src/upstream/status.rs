@@ -2,7 +2,8 @@
 //!
 //! async-h1 refuses a response whose status http-types cannot represent, and some that
 //! providers really send are among them: Anthropic's 529 (overloaded), Cloudflare's 52x. This
-//! reader rewrites such a code in the status line to the generic code of its class (400 or 500)
+//! reader rewrites such a code in the status line to the generic code of its class (200, 300,
+//! 400 or 500)
 //! before async-h1 parses it, and keeps the real one for the caller.
 
 use futures_lite::AsyncRead;
@@ -45,7 +46,12 @@ fn fix(head: &mut [u8], original: &AtomicU16) {
         return;
     }
     original.store(code, Ordering::Relaxed);
-    let generic: &[u8] = if (400..500).contains(&code) { b"400" } else { b"500" };
+    let generic: &[u8] = match code {
+        200..=299 => b"200",
+        300..=399 => b"300",
+        400..=499 => b"400",
+        _ => b"500",
+    };
     head[9..CODE_END].copy_from_slice(generic);
 }
 
