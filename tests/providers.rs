@@ -489,3 +489,32 @@ fn translated_streams_reach_the_client_event_by_event() {
         }
     }
 }
+
+#[test]
+fn messages_to_an_anthropic_provider_pass_through_untranslated() {
+    let (mocks, gw) = setup("");
+    let body = json!({
+        "model": CLAUDE, "max_tokens": 1024, "thinking": {"type": "enabled", "budget_tokens": 512},
+        "system": [{"type": "text", "text": "Cite sources.", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is blue."},
+                "citations": {"enabled": true}},
+            {"type": "text", "text": "Count from 1 to 5"}]}],
+        "some_future_field": {"x": 1}
+    });
+    let r = gw.post("/v1/messages", &[], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], CLAUDE);
+    let mut expected = body.clone();
+    expected["model"] = json!("claude-sonnet-4");
+    assert_eq!(mocks[1].last_body(), expected);
+    // With memory on, the conversation is assembled and written back as Anthropic turns: the
+    // document block and the request's own fields survive.
+    let at = [("x-thread-id", "t-native"), ("x-resource-id", "u-native")];
+    assert_eq!(gw.post("/v1/messages", &at, &body).status, 200);
+    let sent = mocks[1].last_body();
+    assert_eq!(sent["messages"][0]["content"][0], body["messages"][0]["content"][0]);
+    assert_eq!((&sent["tools"], &sent["thinking"]), (&body["tools"], &body["thinking"]));
+    assert_eq!(sent["some_future_field"], json!({"x": 1}));
+}

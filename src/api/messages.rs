@@ -1,19 +1,22 @@
 //! `POST /v1/messages`, Anthropic's Messages API, served to Anthropic SDK clients over any
-//! provider kind: the request becomes a chat request, the answer (whole or as chunks) a Message
-//! or Anthropic's stream events. Errors on this endpoint are written in Anthropic's shape
+//! provider kind: passed through to an Anthropic provider; for the others the request becomes a
+//! chat request, and the answer (whole or as chunks) a Message or Anthropic's stream events. Errors on this endpoint are written in Anthropic's shape
 //! ([`error_body`]), so the SDK raises the matching exception.
 
 use super::chat::{exchange, Answered};
-use super::chunks::Encode;
-use super::{parse_body, route, Ctx};
+use super::chunks::{Answer, Encode};
+use super::relay::{relay, Translate};
+use super::{parse_body, route, send, Ctx};
 use crate::config::ProviderKind;
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{random_id, ChatChunk, ChatRequest, ChatResponse, Message, Rest, ToolCall, Usage};
-use crate::providers::{finish_reason_to_stop, DEFAULT_MAX_TOKENS};
+use crate::memory::Memory;
+use crate::providers::{anthropic_turns, finish_reason_to_stop, Decoder, DEFAULT_MAX_TOKENS};
+use crate::router::Route;
 use http_types::Response;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// The Messages request fields memgate reads; the rest flows on to the provider.
 #[derive(Debug, Deserialize)]
@@ -37,18 +40,136 @@ struct Turn {
 }
 
 pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let mut req: MessagesRequest = parse_body(body)?;
+    let raw: Map<String, Value> = parse_body(body)?;
+    let mut req: MessagesRequest = serde_json::from_value(Value::Object(raw.clone()))
+        .map_err(|e| ApiError::invalid(format!("request body does not fit the Messages API: {e}")))?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
             "messages must hold at least one message",
         ));
     }
+    if let Some((i, t)) = req
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.role != "user" && t.role != "assistant")
+    {
+        return Err(ApiError::invalid_param(
+            &format!("messages.{i}.role"),
+            format!(
+                "role {:?} is not user or assistant; put system text in the top-level `system`",
+                t.role
+            ),
+        ));
+    }
     let (asked, route) = route(ctx, &mut req.model)?;
+    if route.provider.kind == ProviderKind::Anthropic {
+        return native(ctx, raw, req, asked, route).await;
+    }
     let chat = to_chat(req, route.provider.kind)?;
     match exchange(ctx, chat, asked, route, MessagesEncoder::default()).await? {
         Answered::Streaming(res) => Ok(res),
         Answered::Complete(answer) => Ok(json_response(200, &from_chat(&answer))),
+    }
+}
+
+/// A Messages request to an Anthropic provider goes as the client wrote it (model renamed): server
+/// tools, citations, documents and whatever Anthropic adds next survive. With memory on, the
+/// conversation is assembled in the chat IR and written back as Anthropic turns.
+async fn native(
+    ctx: &mut Ctx,
+    mut body: Map<String, Value>,
+    req: MessagesRequest,
+    asked: String,
+    route: Route,
+) -> Result<Response, ApiError> {
+    body.insert("model".to_owned(), Value::String(route.model.clone()));
+    let stream = req.stream == Some(true);
+    let turn = match &ctx.thread {
+        Some(at) => {
+            let chat = to_chat(req, ProviderKind::Anthropic)?;
+            let (messages, turn) = Memory::begin(&ctx.app, &ctx.caller, at, chat.messages, &asked).await?;
+            let (system, turns) = anthropic_turns(&messages)?;
+            body.insert("messages".to_owned(), Value::Array(turns));
+            match system {
+                Some(s) => body.insert("system".to_owned(), s),
+                None => body.remove("system"),
+            };
+            Some(turn)
+        }
+        None => None,
+    };
+    let upstream = route.provider.messages_passthrough(&body, ctx.caller.byok.as_deref());
+    let res = send(ctx, &route.provider, &upstream).await?;
+    if stream && res.is_event_stream() {
+        let t = Native {
+            decoder: Decoder::anthropic(),
+            model: asked,
+            answer: Answer::default(),
+        };
+        return Ok(relay(ctx, res, t, turn));
+    }
+    let bytes = res.bytes().await?;
+    let mut message: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_gateway(format!("Anthropic sent an unreadable Messages body: {e}")))?;
+    if let Some(m) = message.get_mut("model") {
+        *m = Value::String(asked);
+    }
+    // The same body read as chat: what memory keeps and the log counts.
+    let chat = route.provider.chat_response(&bytes)?;
+    if let Some(log) = &mut ctx.log {
+        log.usage.clone_from(&chat.usage);
+    }
+    if let Some(turn) = turn {
+        turn.finish(chat.choices.first().map(|c| c.message.clone()), true)
+            .await?;
+    }
+    Ok(json_response(200, &message))
+}
+
+/// Anthropic's events passed through as they come (`message_start` renamed to the client's
+/// model), read on the side for memory and the log.
+struct Native {
+    decoder: Decoder,
+    model: String,
+    answer: Answer,
+}
+
+impl Translate for Native {
+    fn event(&mut self, ev: sse::Event) -> Result<Vec<Vec<u8>>, ApiError> {
+        for chunk in self.decoder.event(&ev)? {
+            if let Some(c) = chunk.choices.first() {
+                self.answer.add(&c.delta);
+            }
+        }
+        let renamed = serde_json::from_str::<Value>(&ev.data)
+            .ok()
+            .filter(|v| v.get("type").and_then(Value::as_str) == Some("message_start"))
+            .map(|mut v| {
+                v["message"]["model"] = Value::String(self.model.clone());
+                v.to_string()
+            });
+        Ok(vec![sse::frame(
+            ev.event.as_deref(),
+            renamed.as_deref().unwrap_or(&ev.data),
+        )])
+    }
+
+    fn finished(&self) -> bool {
+        self.decoder.finished()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.decoder.usage()
+    }
+
+    fn answer(&self) -> Option<Message> {
+        self.answer.message()
+    }
+
+    fn error_frame(&self, e: &ApiError) -> Vec<u8> {
+        event("error", error_body(e))
     }
 }
 
@@ -107,16 +228,11 @@ pub(super) fn to_chat(req: MessagesRequest, kind: ProviderKind) -> Result<ChatRe
             ))
         }
     }
-    for (i, turn) in req.messages.into_iter().enumerate() {
+    for turn in req.messages {
         match turn.role.as_str() {
-            "user" => user_turn(turn.content, native, &mut messages),
             "assistant" => messages.push(assistant_turn(turn.content, native)),
-            other => {
-                return Err(ApiError::invalid_param(
-                    &format!("messages.{i}.role"),
-                    format!("role {other:?} is not user or assistant; put system text in the top-level `system`"),
-                ))
-            }
+            // `handle` admits only user and assistant turns.
+            _ => user_turn(turn.content, native, &mut messages),
         }
     }
     let mut rest = Rest::new();

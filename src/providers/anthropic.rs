@@ -26,7 +26,11 @@ const VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest) -> Result<UpstreamRequest, ApiError> {
-    let body = messages_body(req)?;
+    Ok(post(base_url, key, &messages_body(req)?))
+}
+
+/// A Messages API request with Anthropic's headers.
+pub(super) fn post(base_url: &str, key: Option<&str>, body: &Map<String, Value>) -> UpstreamRequest {
     let mut headers = vec![
         ("anthropic-version", VERSION.to_owned()),
         ("accept", "application/json, text/event-stream".to_owned()),
@@ -34,12 +38,12 @@ pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest)
     if let Some(k) = key {
         headers.push(("x-api-key", k.to_owned()));
     }
-    Ok(UpstreamRequest {
+    UpstreamRequest {
         method: Method::Post,
         url: format!("{base_url}/v1/messages"),
         headers,
-        body: serde_json::to_vec(&body).unwrap_or_default(),
-    })
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
 }
 
 /// The Messages request body for a chat request.
@@ -100,7 +104,7 @@ fn messages_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// Splits chat messages into Anthropic's `system` and its alternating turns.
-fn turns(messages: &[Message]) -> Result<(Option<Value>, Vec<Value>), ApiError> {
+pub(crate) fn turns(messages: &[Message]) -> Result<(Option<Value>, Vec<Value>), ApiError> {
     let mut system: Vec<Value> = Vec::new();
     let mut out: Vec<(String, Vec<Value>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {

@@ -10,7 +10,7 @@ mod openai;
 pub mod replay;
 mod schema;
 
-pub(crate) use anthropic::{finish_reason_to_stop, DEFAULT_MAX_TOKENS};
+pub(crate) use anthropic::{finish_reason_to_stop, turns as anthropic_turns, DEFAULT_MAX_TOKENS};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::ApiError;
@@ -184,6 +184,12 @@ impl Provider {
         openai::post(&self.base_url, path, self.credential(byok), body)
     }
 
+    /// A Messages API request sent to an Anthropic provider as the client wrote it
+    /// (`body.model` already the upstream name): nothing is lost in translation.
+    pub fn messages_passthrough(&self, body: &serde_json::Map<String, Value>, byok: Option<&str>) -> UpstreamRequest {
+        anthropic::post(&self.base_url, self.credential(byok), body)
+    }
+
     /// Sends a request this provider built; an error status becomes an [`ApiError`] read from
     /// the provider's own error format.
     pub async fn send(&self, client: &Client, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
@@ -224,6 +230,11 @@ pub enum Decoder {
 }
 
 impl Decoder {
+    /// A decoder of Anthropic's stream, for a Messages stream passed through.
+    pub fn anthropic() -> Decoder {
+        Decoder::Anthropic(anthropic::Decoder::new(false))
+    }
+
     /// The chunks one event carries; `Err` when the provider reported an error mid-stream.
     pub fn event(&mut self, ev: &sse::Event) -> Result<Vec<ChatChunk>, ApiError> {
         match self {
