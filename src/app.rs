@@ -1,6 +1,6 @@
 //! Everything a request needs, built once at start-up and shared by all connections.
 
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, RetryConfig};
 use crate::memory::Memory;
 use crate::router::Router;
 use crate::store::Store;
@@ -13,10 +13,13 @@ pub struct App {
     pub auth: AuthMode,
     pub store: Store,
     pub router: Router,
+    pub retry: RetryConfig,
     pub client: Client,
     pub memory: Memory,
     pub max_body: u64,
     pub body_timeout: Duration,
+    /// How often an open stream gets a keep-alive comment (`None`: never).
+    pub sse_keepalive: Option<Duration>,
 }
 
 impl App {
@@ -25,10 +28,12 @@ impl App {
             auth: config.auth_mode(listen),
             store,
             router: Router::new(config)?,
+            retry: config.retry.clone(),
             client: Client::new(config.timeouts.clone()),
             memory: Memory::new(config),
             max_body: config.max_body_bytes(),
             body_timeout: Duration::from_millis(config.timeouts.body_ms),
+            sse_keepalive: Some(Duration::from_millis(config.timeouts.sse_keepalive_ms)).filter(|d| !d.is_zero()),
         })
     }
 }

@@ -81,6 +81,9 @@ pub struct Timeouts {
     pub body_ms: u64,
     /// How long an idle keep-alive client connection is kept open.
     pub keepalive_ms: u64,
+    /// During a stream, a `: keep-alive` comment this often, so proxies and clients with read
+    /// timeouts do not give up while a model thinks (0: never).
+    pub sse_keepalive_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -92,6 +95,7 @@ impl Default for Timeouts {
             header_ms: 10_000,
             body_ms: 60_000,
             keepalive_ms: 75_000,
+            sse_keepalive_ms: 15_000,
         }
     }
 }
@@ -189,14 +193,26 @@ pub enum MemoryScope {
     Resource,
 }
 
-/// `[retry]`: upstream retries (filled in by the resilience feature).
+/// `[retry]`: upstream retries.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
+    /// Attempts per route, the first included (default 3; 1 turns retries off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// The longest one request spends retrying one route (default 60000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_total_ms: Option<u64>,
+}
+
+impl RetryConfig {
+    pub fn attempts(&self) -> u32 {
+        self.max_attempts.unwrap_or(3).max(1)
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_total_ms.unwrap_or(60_000))
+    }
 }
 
 /// `[limits]`: per-key and global limits (filled in by the resilience feature).

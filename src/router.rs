@@ -3,10 +3,19 @@
 //! REST may hold more slashes (`openrouter/anthropic/claude-sonnet-4`). A name without a known
 //! prefix goes to `default_provider` when one is set, whole (so `gpt-4o-mini` works as the
 //! OpenAI SDK examples write it).
+//!
+//! A request may name fallbacks, tried in order when a route fails with a 503 or runs out of
+//! retries ([`Router::candidates`]): `providerOptions.gateway.order` (the same model on other
+//! providers, first), the body's `models` list (Vercel's and OpenRouter's convention), then the
+//! config's `[fallbacks]` for the model. `providerOptions.gateway.only` limits the providers.
 
-use crate::config::Config;
+use crate::config::{Config, RetryConfig};
 use crate::error::ApiError;
+use crate::ir::Rest;
 use crate::providers::Provider;
+use crate::upstream::retry::Budget;
+use crate::upstream::{Client, UpstreamRequest, UpstreamResponse};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -14,6 +23,16 @@ use std::sync::Arc;
 pub struct Router {
     providers: BTreeMap<String, Arc<Provider>>,
     default: Option<String>,
+    /// `[fallbacks]`: model name as clients write it → names to try after it.
+    fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+/// One route to try, with the model name its answer carries back.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// What the client asked for (the first candidate), else `provider/model` of the fallback.
+    pub name: String,
+    pub route: Route,
 }
 
 /// Where one request goes.
@@ -35,6 +54,7 @@ impl Router {
         Ok(Router {
             providers,
             default: config.default_provider.clone(),
+            fallbacks: config.fallbacks.clone(),
         })
     }
 
@@ -82,6 +102,83 @@ impl Router {
         )))
     }
 
+    /// The routes for `asked`, fallbacks included, in the order to try them. Takes the request's
+    /// own fallback fields (`models`, `providerOptions`) out of `rest`: they are memgate's to act
+    /// on, and an upstream would refuse or re-interpret them.
+    pub fn candidates(&self, asked: &str, rest: &mut Rest) -> Result<Vec<Candidate>, ApiError> {
+        let listed = rest.remove("models");
+        let options = rest.remove("providerOptions");
+        let gateway = options.as_ref().and_then(|o| o.get("gateway"));
+        let names = |key: &str| -> Result<Option<Vec<String>>, ApiError> {
+            match gateway.and_then(|g| g.get(key)) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => strings(v).map(Some).ok_or_else(|| {
+                    ApiError::invalid_param(
+                        &format!("providerOptions.gateway.{key}"),
+                        "must be an array of provider names",
+                    )
+                }),
+            }
+        };
+        let (order, only) = (names("order")?, names("only")?);
+        let allowed = |c: &Candidate| only.as_ref().is_none_or(|o| o.contains(&c.route.provider.name));
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut push = |c: Candidate| {
+            let seen = out
+                .iter()
+                .any(|o| Arc::ptr_eq(&o.route.provider, &c.route.provider) && o.route.model == c.route.model);
+            if !seen && allowed(&c) {
+                out.push(c);
+            }
+        };
+        let base = asked
+            .split_once('/')
+            .filter(|(p, _)| self.providers.contains_key(*p))
+            .map_or(asked, |(_, m)| m);
+        // Providers this gateway does not have (a `vertex` written for another gateway) are
+        // skipped, as unavailable ones are.
+        for p in order.iter().flatten() {
+            let Some(provider) = self.providers.get(p) else {
+                log::debug!("providerOptions.gateway.order names provider '{p}', which is not configured");
+                continue;
+            };
+            push(Candidate {
+                name: format!("{p}/{base}"),
+                route: Route {
+                    provider: provider.clone(),
+                    model: provider.upstream_model(base),
+                },
+            });
+        }
+        push(Candidate {
+            name: asked.to_owned(),
+            route: self.resolve(asked)?,
+        });
+        let listed = match &listed {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => {
+                strings(v).ok_or_else(|| ApiError::invalid_param("models", "models must be an array of model names"))?
+            }
+        };
+        let configured = self.fallbacks.get(asked).into_iter().flatten();
+        for name in listed.iter().chain(configured) {
+            match self.resolve(name) {
+                Ok(route) => push(Candidate {
+                    name: name.clone(),
+                    route,
+                }),
+                Err(e) => log::debug!("fallback {name:?} skipped: {}", e.message),
+            }
+        }
+        if out.is_empty() {
+            return Err(ApiError::invalid_param(
+                "providerOptions.gateway.only",
+                format!("no route for {asked:?} uses an allowed provider"),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Every listed model as `(id, owner)`, with its provider prefix.
     pub fn models(&self) -> Vec<(String, String)> {
         self.providers
@@ -93,6 +190,58 @@ impl Router {
             })
             .collect()
     }
+}
+
+/// What [`first_answer`] got: the response, the candidate that gave it, and the attempts made
+/// over all candidates.
+#[derive(Debug)]
+pub struct Answer<'c> {
+    pub response: UpstreamResponse,
+    pub candidate: &'c Candidate,
+    pub attempts: u32,
+}
+
+/// Whether a route's failure lets the next candidate try: an overloaded or failing upstream
+/// (after its retries), not a request the next one would refuse as well.
+fn falls_back(e: &ApiError) -> bool {
+    matches!(e.status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// Sends the request `build` makes for each candidate in turn, each with its own retries, until
+/// one answers; a failure that does not [`falls_back`] ends the search at once.
+pub async fn first_answer<'c>(
+    client: &Client,
+    retry: &RetryConfig,
+    candidates: &'c [Candidate],
+    mut build: impl FnMut(&Candidate) -> Result<UpstreamRequest, ApiError>,
+) -> Result<Answer<'c>, ApiError> {
+    let mut attempts = 0;
+    let mut tried = candidates.iter().peekable();
+    while let Some(c) = tried.next() {
+        let req = build(c)?;
+        let mut budget = Budget::new(retry);
+        let sent = c.route.provider.send(client, &req, &mut budget).await;
+        attempts += budget.made();
+        match (sent, tried.peek()) {
+            (Ok(response), _) => {
+                return Ok(Answer {
+                    response,
+                    candidate: c,
+                    attempts,
+                })
+            }
+            (Err(e), Some(next)) if falls_back(&e) => {
+                log::warn!("{} failed ({}); falling back to {}", c.name, e, next.name);
+            }
+            (Err(e), _) => return Err(e),
+        }
+    }
+    Err(ApiError::internal("no route to try"))
+}
+
+/// A JSON array of strings, or `None`.
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?.iter().map(|s| s.as_str().map(str::to_owned)).collect()
 }
 
 #[cfg(test)]

@@ -2,12 +2,12 @@
 
 use super::chunks::{Chunks, Encode};
 use super::relay::relay;
-use super::{parse_body, route, send, Ctx};
+use super::{parse_body, routes, send, Ctx};
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::memory::Memory;
-use crate::router::Route;
+use crate::router::Candidate;
 use http_types::Response;
 
 pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
@@ -18,8 +18,8 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
             "messages must hold at least one message",
         ));
     }
-    let (asked, route) = route(ctx, &mut req.model)?;
-    match exchange(ctx, req, asked, route, ChatEncoder).await? {
+    let (asked, candidates) = routes(ctx, &mut req.model, &mut req.rest)?;
+    match exchange(ctx, req, asked, &candidates, ChatEncoder).await? {
         Answered::Streaming(res) => Ok(res),
         Answered::Complete(answer) => Ok(json_response(200, &answer)),
     }
@@ -31,14 +31,15 @@ pub(super) enum Answered {
     Complete(ChatResponse),
 }
 
-/// Runs a chat request (from any inbound format) through memory, the provider and back.
-/// `asked` is the model name the client used, which the answer carries; a stream's chunks are
-/// rendered by `encoder`.
+/// Runs a chat request (from any inbound format) through memory, the providers (fallbacks
+/// included) and back. `asked` is the model name the client used: memory records it, and the
+/// answer carries it, or the fallback's name if one answered. A stream's chunks are rendered
+/// by `encoder`.
 pub(super) async fn exchange(
     ctx: &mut Ctx,
     mut req: ChatRequest,
     asked: String,
-    route: Route,
+    candidates: &[Candidate],
     encoder: impl Encode,
 ) -> Result<Answered, ApiError> {
     let turn = match &ctx.thread {
@@ -50,14 +51,19 @@ pub(super) async fn exchange(
         }
         None => None,
     };
-    let upstream = route.provider.chat_request(&req, ctx.caller.byok.as_deref())?;
-    let res = send(ctx, &route.provider, &upstream).await?;
+    let byok = ctx.caller.byok.clone();
+    let (res, answered) = send(ctx, candidates, |c| {
+        req.model.clone_from(&c.route.model);
+        c.route.provider.chat_request(&req, byok.as_deref())
+    })
+    .await?;
+    let provider = &answered.route.provider;
     if req.is_stream() && res.is_event_stream() {
-        let t = Chunks::new(route.provider.chat_decoder(&req), encoder, asked);
+        let t = Chunks::new(provider.chat_decoder(&req), encoder, answered.name.clone());
         return Ok(Answered::Streaming(relay(ctx, res, t, turn)));
     }
-    let mut answer = route.provider.chat_response(&res.bytes().await?)?;
-    answer.model = asked;
+    let mut answer = provider.chat_response(&res.bytes().await?)?;
+    answer.model.clone_from(&answered.name);
     if let Some(log) = &mut ctx.log {
         log.usage.clone_from(&answer.usage);
     }

@@ -5,7 +5,7 @@
 //! mis-decode; memgate re-encodes such answers (and Gemini's, which are always floats) so the
 //! client always gets what it asked for.
 
-use super::{parse_body, route, send, Ctx};
+use super::{parse_body, routes, send, Ctx};
 use crate::error::ApiError;
 use crate::http::json_response;
 use crate::ir::{PassthroughRequest, Usage};
@@ -21,12 +21,19 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         ));
     }
     let wants_base64 = req.rest.get("encoding_format").and_then(Value::as_str) == Some("base64");
-    let (asked, route) = route(ctx, &mut req.model)?;
-    let upstream = route.provider.embeddings_request(&req, ctx.caller.byok.as_deref())?;
-    let bytes = send(ctx, &route.provider, &upstream).await?.bytes().await?;
-    let mut answer = route.provider.embeddings_response(&bytes, &asked)?;
+    let (_, candidates) = routes(ctx, &mut req.model, &mut req.rest)?;
+    let byok = ctx.caller.byok.clone();
+    let (res, answered) = send(ctx, &candidates, |c| {
+        req.model.clone_from(&c.route.model);
+        c.route.provider.embeddings_request(&req, byok.as_deref())
+    })
+    .await?;
+    let mut answer = answered
+        .route
+        .provider
+        .embeddings_response(&res.bytes().await?, &answered.name)?;
     if let Some(m) = answer.get_mut("model") {
-        *m = Value::String(asked);
+        *m = Value::String(answered.name.clone());
     }
     if wants_base64 {
         for item in answer

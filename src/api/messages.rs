@@ -6,14 +6,14 @@
 use super::chat::{exchange, Answered};
 use super::chunks::{Answer, Encode};
 use super::relay::{relay, Translate};
-use super::{parse_body, route, send, Ctx};
+use super::{parse_body, routes, send, Ctx};
 use crate::config::ProviderKind;
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{random_id, ChatChunk, ChatRequest, ChatResponse, Message, Rest, ToolCall, Usage};
 use crate::memory::Memory;
 use crate::providers::{anthropic_turns, finish_reason_to_stop, Decoder, DEFAULT_MAX_TOKENS};
-use crate::router::Route;
+use crate::router::Candidate;
 use http_types::Response;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -63,12 +63,19 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
             ),
         ));
     }
-    let (asked, route) = route(ctx, &mut req.model)?;
-    if route.provider.kind == ProviderKind::Anthropic {
-        return native(ctx, raw, req, asked, route).await;
+    let (asked, candidates) = routes(ctx, &mut req.model, &mut req.rest)?;
+    // All routes one kind: that kind's translation (Anthropic's is none at all). Mixed
+    // fallbacks: the strictest, OpenAI's, which every kind accepts.
+    let first = candidates[0].route.provider.kind;
+    let kind = match candidates.iter().all(|c| c.route.provider.kind == first) {
+        true => first,
+        false => ProviderKind::Openai,
+    };
+    if kind == ProviderKind::Anthropic {
+        return native(ctx, raw, req, asked, &candidates).await;
     }
-    let chat = to_chat(req, route.provider.kind)?;
-    match exchange(ctx, chat, asked, route, MessagesEncoder::default()).await? {
+    let chat = to_chat(req, kind)?;
+    match exchange(ctx, chat, asked, &candidates, MessagesEncoder::default()).await? {
         Answered::Streaming(res) => Ok(res),
         Answered::Complete(answer) => Ok(json_response(200, &from_chat(&answer))),
     }
@@ -82,9 +89,11 @@ async fn native(
     mut body: Map<String, Value>,
     req: MessagesRequest,
     asked: String,
-    route: Route,
+    candidates: &[Candidate],
 ) -> Result<Response, ApiError> {
-    body.insert("model".to_owned(), Value::String(route.model.clone()));
+    // memgate acts on the fallback fields; Anthropic would refuse them.
+    body.remove("models");
+    body.remove("providerOptions");
     let stream = req.stream == Some(true);
     let turn = match &ctx.thread {
         Some(at) => {
@@ -100,12 +109,16 @@ async fn native(
         }
         None => None,
     };
-    let upstream = route.provider.messages_passthrough(&body, ctx.caller.byok.as_deref());
-    let res = send(ctx, &route.provider, &upstream).await?;
+    let byok = ctx.caller.byok.clone();
+    let (res, answered) = send(ctx, candidates, |c| {
+        body.insert("model".to_owned(), Value::String(c.route.model.clone()));
+        Ok(c.route.provider.messages_passthrough(&body, byok.as_deref()))
+    })
+    .await?;
     if stream && res.is_event_stream() {
         let t = Native {
             decoder: Decoder::anthropic(),
-            model: asked,
+            model: answered.name.clone(),
             answer: Answer::default(),
         };
         return Ok(relay(ctx, res, t, turn));
@@ -114,10 +127,10 @@ async fn native(
     let mut message: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_gateway(format!("Anthropic sent an unreadable Messages body: {e}")))?;
     if let Some(m) = message.get_mut("model") {
-        *m = Value::String(asked);
+        *m = Value::String(answered.name.clone());
     }
     // The same body read as chat: what memory keeps and the log counts.
-    let chat = route.provider.chat_response(&bytes)?;
+    let chat = answered.route.provider.chat_response(&bytes)?;
     if let Some(log) = &mut ctx.log {
         log.usage.clone_from(&chat.usage);
     }

@@ -20,10 +20,10 @@ use crate::app::App;
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::http::{error_response, json_response, read_body, Peer};
-use crate::ir::Usage;
+use crate::ir::{Rest, Usage};
 use crate::memory::ThreadRef;
-use crate::providers::Provider;
-use crate::router::Route;
+
+use crate::router::{first_answer, Candidate};
 use crate::upstream::{UpstreamRequest, UpstreamResponse};
 use futures_lite::future;
 use http_types::{Method, Request, Response};
@@ -51,6 +51,10 @@ pub(crate) struct AccessLog {
     pub usage: Option<Usage>,
     /// How a streamed answer ended: complete, client-disconnected or interrupted.
     pub stream: Option<&'static str>,
+    /// Upstream attempts, retries included (0: none was needed).
+    pub attempts: u32,
+    /// The fallback that answered, when the first route did not.
+    pub via: Option<String>,
     start: Instant,
 }
 
@@ -59,7 +63,7 @@ impl AccessLog {
         let (p, c) = self.usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         log::info!(
             target: "memgate::access",
-            "{} {} model={} status={} ms={:.1} tokens={}+{}{}",
+            "{} {} model={} status={} ms={:.1} tokens={}+{}{}{}{}",
             self.method,
             self.path,
             if self.model.is_empty() { "-" } else { &self.model },
@@ -68,6 +72,8 @@ impl AccessLog {
             p,
             c,
             self.stream.map_or(String::new(), |s| format!(" stream={s}")),
+            if self.attempts > 1 { format!(" attempts={}", self.attempts) } else { String::new() },
+            self.via.as_ref().map_or(String::new(), |v| format!(" via={v}")),
         );
     }
 }
@@ -81,6 +87,8 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
         model: String::new(),
         usage: None,
         stream: None,
+        attempts: 0,
+        via: None,
         start: Instant::now(),
     });
     let (res, status) = match dispatch(&app, &mut req, peer, &mut log).await {
@@ -215,21 +223,34 @@ impl Endpoint {
     }
 }
 
-/// Routes the request's model: logs the name the client asked for, rewrites `model` to the
-/// upstream's name, and returns the asked name (answers carry it back) with the route.
-pub(crate) fn route(ctx: &mut Ctx, model: &mut String) -> Result<(String, Route), ApiError> {
+/// Routes the request's model with its fallbacks: logs the name the client asked for, takes
+/// the request's fallback fields out of `rest`, and returns the asked name with the candidates
+/// (the first one's upstream model name is already in `model`).
+pub(crate) fn routes(ctx: &mut Ctx, model: &mut String, rest: &mut Rest) -> Result<(String, Vec<Candidate>), ApiError> {
     let asked = std::mem::take(model);
     if let Some(log) = &mut ctx.log {
         log.model.clone_from(&asked);
     }
-    let route = ctx.app.router.resolve(&asked)?;
-    model.clone_from(&route.model);
-    Ok((asked, route))
+    let candidates = ctx.app.router.candidates(&asked, rest)?;
+    model.clone_from(&candidates[0].route.model);
+    Ok((asked, candidates))
 }
 
-/// Sends an upstream request; an upstream error status becomes the client's error.
-pub(crate) async fn send(ctx: &Ctx, provider: &Provider, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
-    provider.send(&ctx.app.client, req).await
+/// Sends the request `build` makes for each candidate until one answers (retries and fallbacks:
+/// [`first_answer`]); the log line notes the attempts and the fallback that answered.
+pub(crate) async fn send<'c>(
+    ctx: &mut Ctx,
+    candidates: &'c [Candidate],
+    build: impl FnMut(&Candidate) -> Result<UpstreamRequest, ApiError>,
+) -> Result<(UpstreamResponse, &'c Candidate), ApiError> {
+    let sent = first_answer(&ctx.app.client, &ctx.app.retry, candidates, build).await;
+    if let (Some(log), Ok(a)) = (&mut ctx.log, &sent) {
+        log.attempts = a.attempts;
+        if !std::ptr::eq(a.candidate, &candidates[0]) {
+            log.via = Some(a.candidate.name.clone());
+        }
+    }
+    sent.map(|a| (a.response, a.candidate))
 }
 
 /// Parses a JSON request body into `T`, with a message that says what is wrong.

@@ -18,13 +18,14 @@ use crate::memory::Turn;
 use crate::upstream::{EventStream, UpstreamResponse};
 use futures_lite::future;
 use http_types::Response;
+use std::time::Duration;
 
 /// Frames already queued between the pump and the socket; small, so a slow client slows the
 /// upstream read instead of growing memory.
 const FRAMES_IN_FLIGHT: usize = 8;
 
 /// How long the rest of an upstream stream is read after the answer's end, for connection reuse.
-const DRAIN_AFTER_END: std::time::Duration = std::time::Duration::from_secs(2);
+const DRAIN_AFTER_END: Duration = Duration::from_secs(2);
 
 /// Turns one inbound format's upstream events into the client's frames.
 pub(crate) trait Translate: Send + 'static {
@@ -50,9 +51,37 @@ pub(crate) fn relay(
     turn: Option<Turn>,
 ) -> Response {
     let (tx, body) = frame_channel(FRAMES_IN_FLIGHT);
+    // The pump holds `alive`; when it ends, the heartbeat stops and drops its sender, so the
+    // body ends too.
+    let (alive, pumping) = async_channel::bounded::<()>(1);
+    if let Some(every) = ctx.app.sse_keepalive {
+        crate::runtime::spawn(heartbeat(tx.clone(), pumping, every)).detach();
+    }
     let task = pump(upstream.events(), tx, ctx.peer.clone(), translate, ctx.log.take(), turn);
-    crate::runtime::spawn(task).detach();
+    crate::runtime::spawn(async move {
+        task.await;
+        drop(alive);
+    })
+    .detach();
     sse_response(body)
+}
+
+/// Sends an SSE comment every `every` until the pump ends: a long silence upstream (a model
+/// thinking) must not look like a dead connection to a proxy or a client's read timeout.
+async fn heartbeat(tx: FrameSender, pumping: async_channel::Receiver<()>, every: Duration) {
+    loop {
+        let tick = async {
+            smol::Timer::after(every).await;
+            true
+        };
+        let ended = async {
+            let _ = pumping.recv().await;
+            false
+        };
+        if !future::or(ended, tick).await || tx.send(b": keep-alive\n\n".to_vec()).await.is_err() {
+            return;
+        }
+    }
 }
 
 enum End {

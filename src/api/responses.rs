@@ -5,7 +5,7 @@ use super::chat::{exchange, Answered};
 use super::items::{self, OutputAccumulator};
 use super::relay::{relay, Translate};
 use super::responses_chat::{self, ResponsesEncoder};
-use super::{parse_body, route, send, Ctx};
+use super::{parse_body, routes, send, Ctx};
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{Message, PassthroughRequest, Usage};
@@ -15,10 +15,12 @@ use serde_json::Value;
 
 pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let mut req: PassthroughRequest = parse_body(body)?;
-    let (asked, route) = route(ctx, &mut req.model)?;
-    if !route.provider.speaks_responses() {
+    let (asked, candidates) = routes(ctx, &mut req.model, &mut req.rest)?;
+    // Passed through only when every route can take it as it is; otherwise all go through chat
+    // (an OpenAI-compatible route speaks chat too), so a fallback of another kind still works.
+    if !candidates.iter().all(|c| c.route.provider.speaks_responses()) {
         let chat = responses_chat::to_chat(req)?;
-        return match exchange(ctx, chat, asked, route, ResponsesEncoder::new()).await? {
+        return match exchange(ctx, chat, asked, &candidates, ResponsesEncoder::new()).await? {
             Answered::Streaming(res) => Ok(res),
             Answered::Complete(answer) => Ok(json_response(200, &responses_chat::from_chat(&answer))),
         };
@@ -36,16 +38,18 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         }
         None => None,
     };
-    let upstream = route
-        .provider
-        .passthrough("/responses", &req, ctx.caller.byok.as_deref());
-    let res = send(ctx, &route.provider, &upstream).await?;
+    let byok = ctx.caller.byok.clone();
+    let (res, answered) = send(ctx, &candidates, |c| {
+        req.model.clone_from(&c.route.model);
+        Ok(c.route.provider.passthrough("/responses", &req, byok.as_deref()))
+    })
+    .await?;
     if req.stream == Some(true) && res.is_event_stream() {
         return Ok(relay(
             ctx,
             res,
             ResponseStream {
-                model: asked,
+                model: answered.name.clone(),
                 done: false,
                 usage: None,
                 output: OutputAccumulator::default(),
@@ -56,7 +60,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     let bytes = res.bytes().await?;
     let mut answer: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_gateway(format!("upstream sent an unreadable Responses body: {e}")))?;
-    set_model(&mut answer, &asked);
+    set_model(&mut answer, &answered.name);
     if let Some(log) = &mut ctx.log {
         log.usage = answer.get("usage").and_then(Usage::from_value);
     }

@@ -22,6 +22,7 @@ use crate::clock;
 use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
+use crate::router::first_answer;
 use crate::store::{observations, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -383,23 +384,28 @@ async fn call_model(
     messages: Vec<Message>,
     byok: Option<&str>,
 ) -> Result<(String, Usage), String> {
-    let route = app.router.resolve(model).map_err(|e| e.message)?;
     let mut rest = crate::ir::Rest::new();
+    let candidates = app.router.candidates(model, &mut rest).map_err(|e| e.message)?;
     rest.insert("temperature".to_owned(), serde_json::json!(0.3));
-    let req = ChatRequest {
-        model: route.model.clone(),
+    let mut req = ChatRequest {
+        model: String::new(),
         messages,
         stream: None,
         rest,
     };
-    let upstream = route.provider.chat_request(&req, byok).map_err(|e| e.message)?;
-    let res = app.client.send(&upstream).await.map_err(|e| e.message)?;
-    let status = res.status;
-    let body = res.bytes().await.map_err(|e| e.message)?;
-    if !(200..300).contains(&status) {
-        return Err(ApiError::from_upstream(status, &body).message);
-    }
-    let answer = route.provider.chat_response(&body).map_err(|e| e.message)?;
+    let sent = first_answer(&app.client, &app.retry, &candidates, |c| {
+        req.model.clone_from(&c.route.model);
+        c.route.provider.chat_request(&req, byok)
+    })
+    .await
+    .map_err(|e| e.message)?;
+    let body = sent.response.bytes().await.map_err(|e| e.message)?;
+    let answer = sent
+        .candidate
+        .route
+        .provider
+        .chat_response(&body)
+        .map_err(|e| e.message)?;
     let text = answer
         .choices
         .first()

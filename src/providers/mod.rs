@@ -16,6 +16,7 @@ use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::ApiError;
 use crate::http::sse;
 use crate::ir::{ChatChunk, ChatRequest, ChatResponse, PassthroughRequest};
+use crate::upstream::retry::{self, Budget};
 use crate::upstream::{Client, UpstreamRequest, UpstreamResponse};
 use serde::Serialize;
 use serde_json::Value;
@@ -190,24 +191,57 @@ impl Provider {
         anthropic::post(&self.base_url, self.credential(byok), body)
     }
 
-    /// Sends a request this provider built; an error status becomes an [`ApiError`] read from
-    /// the provider's own error format.
-    pub async fn send(&self, client: &Client, req: &UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
-        let res = match &self.replay {
-            Some(fixtures) => fixtures.answer(req)?,
-            None => client.send(req).await?,
-        };
-        if res.is_success() {
-            return Ok(res);
+    /// Sends a request this provider built, retrying within `budget` ([`retry`] says when). An
+    /// error status becomes an [`ApiError`] read from the provider's own error format.
+    pub async fn send(
+        &self,
+        client: &Client,
+        req: &UpstreamRequest,
+        budget: &mut Budget,
+    ) -> Result<UpstreamResponse, ApiError> {
+        loop {
+            budget.start();
+            let outcome = match &self.replay {
+                Some(fixtures) => fixtures.answer(req),
+                None => client.send(req).await,
+            };
+            let (wait, err) = match outcome {
+                Ok(res) if res.is_success() => return Ok(res),
+                Ok(res) => {
+                    let (status, after) = (res.status, res.retry_after);
+                    let err = self.error(status, &res.bytes().await?);
+                    if !retry::retryable(status) {
+                        return Err(err);
+                    }
+                    (budget.next_wait(after), err)
+                }
+                // The connection failed before an answer began: nothing was processed.
+                Err(e) if e.code.as_deref() == Some("bad_gateway") => (budget.next_wait(None), e),
+                Err(e) => return Err(e),
+            };
+            let Some(wait) = wait else { return Err(err) };
+            log::info!(
+                "provider '{}': {} ({}); attempt {} in {} ms",
+                self.name,
+                err.status,
+                err.message,
+                budget.made() + 1,
+                wait.as_millis()
+            );
+            smol::Timer::after(wait).await;
         }
-        let status = res.status;
-        Err(self.error(status, &res.bytes().await?))
     }
 
     /// A complete (non-streamed) chat exchange.
-    pub async fn chat(&self, client: &Client, req: &ChatRequest, byok: Option<&str>) -> Result<ChatResponse, ApiError> {
+    pub async fn chat(
+        &self,
+        client: &Client,
+        req: &ChatRequest,
+        byok: Option<&str>,
+        budget: &mut Budget,
+    ) -> Result<ChatResponse, ApiError> {
         let upstream = self.chat_request(req, byok)?;
-        let body = self.send(client, &upstream).await?.bytes().await?;
+        let body = self.send(client, &upstream, budget).await?.bytes().await?;
         self.chat_response(&body)
     }
 

@@ -23,6 +23,9 @@
 //! NAME, JSON-escaped, as the placeholder is meant to sit inside a JSON string. Bodies of
 //! fixtures without captures are sent byte for byte.
 //!
+//! `"times": N` makes a fixture answer only its first N matching requests; later ones fall
+//! through to the fixtures after it (a flaky upstream that recovers).
+//!
 //! A `replay` provider speaks the OpenAI wire format: point its `dir` at fixtures recorded from an
 //! OpenAI-compatible server (`fixtures/openai`, `fixtures/memory`), and every chat, Responses and
 //! embeddings request is answered from them, in process, with no network.
@@ -34,6 +37,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +61,10 @@ pub struct Meta {
     pub headers: serde_json::Map<String, Value>,
     #[serde(default)]
     capture: BTreeMap<String, Capture>,
+    /// Answers only this many matching requests, then lets later fixtures answer (a flaky
+    /// upstream that recovers: a 503 `times: 2`, then a success).
+    #[serde(default)]
+    times: Option<u64>,
 }
 
 fn post() -> String {
@@ -85,6 +93,8 @@ pub struct Fixture {
     pub meta: Meta,
     body: Vec<u8>,
     pub sse: bool,
+    /// Requests answered so far, for `times`.
+    answered: AtomicU64,
 }
 
 impl Fixture {
@@ -140,6 +150,12 @@ impl Fixtures {
             if !fits {
                 return None;
             }
+            // Claimed before the captures are checked: a fixture that matches is used up.
+            if let Some(limit) = f.meta.times {
+                if f.answered.fetch_add(1, Ordering::Relaxed) >= limit {
+                    return None;
+                }
+            }
             let values = f
                 .meta
                 .capture
@@ -156,11 +172,16 @@ impl Fixtures {
         let body = String::from_utf8_lossy(&req.body);
         let origin = format!("replay {}", self.dir.display());
         let Some((f, values)) = self.find(req.method.as_ref(), &path, &body) else {
-            return Err(ApiError::bad_gateway(format!(
+            return Err(ApiError::new(
+                502,
+                "upstream_error",
+                Some("no_fixture"),
+                format!(
                 "{origin}: no fixture matches {} {path}; record one (see fixtures/openai/README.md) or send a prompt \
                  an existing fixture matches",
                 req.method
-            )));
+            ),
+            ));
         };
         log::debug!("{origin}: answered from {}", f.name);
         Ok(UpstreamResponse::from_bytes(
@@ -190,7 +211,13 @@ fn load_one(d: &Path) -> Result<Fixture, String> {
     if !meta.capture.is_empty() && std::str::from_utf8(&body).is_err() {
         return Err(format!("{name}: a fixture with captures needs a UTF-8 body"));
     }
-    Ok(Fixture { name, meta, body, sse })
+    Ok(Fixture {
+        name,
+        meta,
+        body,
+        sse,
+        answered: AtomicU64::new(0),
+    })
 }
 
 /// The text after the last (ASCII case-insensitive) `after` up to the first `until` character;

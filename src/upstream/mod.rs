@@ -8,6 +8,7 @@
 
 mod conn;
 mod pool;
+pub mod retry;
 mod status;
 
 use crate::config::Timeouts;
@@ -122,6 +123,10 @@ impl Client {
             .header("content-type")
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
+        let retry_after = retry::after(
+            res.header("retry-after-ms").map(|v| v.as_str()),
+            res.header("retry-after").map(|v| v.as_str()),
+        );
         let body = PooledBody {
             body: res.take_body(),
             home: (framed && !closing).then(|| Home {
@@ -133,6 +138,7 @@ impl Client {
         Ok(UpstreamResponse {
             status,
             content_type,
+            retry_after,
             body,
             idle: Duration::from_millis(self.timeouts.idle_ms),
             origin: key.origin(),
@@ -173,6 +179,8 @@ async fn sleep_none<T>(d: Duration) -> Option<T> {
 pub struct UpstreamResponse {
     pub status: u16,
     pub content_type: String,
+    /// How long the upstream asked us to wait before trying again (`Retry-After`).
+    pub retry_after: Option<Duration>,
     body: PooledBody,
     idle: Duration,
     origin: String,
@@ -187,6 +195,7 @@ impl UpstreamResponse {
         UpstreamResponse {
             status,
             content_type: content_type.to_owned(),
+            retry_after: None,
             body: PooledBody {
                 body: Body::from_bytes(body),
                 home: None,
