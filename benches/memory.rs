@@ -177,6 +177,7 @@ fn main() {
     let caller = Caller {
         tenant: "default".into(),
         byok: None,
+        limits: Default::default(),
     };
     let at = ThreadRef {
         thread: "big".into(),

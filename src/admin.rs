@@ -29,7 +29,7 @@ const STARTUP_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct AdminRequest {
     /// `keys.create`, `keys.list`, `keys.revoke`, `threads.list`, `threads.show`,
-    /// `threads.delete` or `forget`.
+    /// `threads.delete`, `forget` or `usage`.
     pub op: String,
     /// The key name (`keys.create`, `keys.revoke`).
     pub name: Option<String>,
@@ -39,6 +39,13 @@ pub struct AdminRequest {
     pub tenant: Option<String>,
     /// Only this resource (`threads.list`); the resource to erase (`forget`).
     pub resource: Option<String>,
+    /// `usage`: the range and grouping, as `GET /v1/usage` takes them.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub group_by: Option<String>,
+    /// `keys.create`: the key's own limits.
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -58,10 +65,12 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
             .ok_or_else(|| StoreError::Conflict(format!("{} needs a name", req.op)))
     };
     let result = match req.op.as_str() {
-        "keys.create" => name().and_then(|n| store.create_key(n)).map(|k| AdminReply {
-            key: Some(k),
-            ..<AdminReply as Default>::default()
-        }),
+        "keys.create" => name()
+            .and_then(|n| store.create_key(n, req.rpm, req.tpm))
+            .map(|k| AdminReply {
+                key: Some(k),
+                ..<AdminReply as Default>::default()
+            }),
         "keys.list" => store.list_keys().map(|k| AdminReply {
             keys: Some(k),
             ..<AdminReply as Default>::default()
@@ -70,6 +79,7 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
             .and_then(|n| store.revoke_key(n))
             .map(|()| <AdminReply as Default>::default()),
         "threads.list" => list_threads(store, req.tenant.as_deref(), req.resource.as_deref()).map(text),
+        "usage" => usage(store, req).map(text),
         "threads.show" => id(req).and_then(|id| show_thread(store, id)).map(text),
         "threads.delete" => id(req).and_then(|id| delete_thread(store, id)).map(text),
         "forget" => req
@@ -84,6 +94,27 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
         error: Some(e.to_string()),
         ..<AdminReply as Default>::default()
     })
+}
+
+/// The usage table, all keys or `req.tenant`'s. A running server's last couple of seconds of
+/// counts may not be written yet (see `usage`).
+fn usage(store: &Store, req: &AdminRequest) -> Result<String, StoreError> {
+    let q = crate::usage::Query::parse(
+        req.from.as_deref(),
+        req.to.as_deref(),
+        req.group_by.as_deref(),
+        req.tenant.clone(),
+    )
+    .map_err(StoreError::Conflict)?;
+    let rows = q.run(&store.read()?)?;
+    let dims: Vec<&str> = rows.first().map_or_else(
+        || {
+            let g = req.group_by.as_deref().filter(|g| !g.is_empty()).unwrap_or("key,model");
+            g.split(',').map(str::trim).collect()
+        },
+        |(d, _)| d.iter().map(|(k, _)| *k).collect(),
+    );
+    Ok(crate::usage::to_text(&rows, &dims))
 }
 
 fn text(t: String) -> AdminReply {
@@ -457,7 +488,7 @@ mod tests {
     #[test]
     fn show_renders_messages_tools_and_both_observation_scopes() {
         let store = store("show");
-        store.create_key("acme").unwrap();
+        store.create_key("acme", None, None).unwrap();
         store
             .write_blocking(|tx| {
                 let mut t = threads::bind(tx, "t9", "acme", "u1", AT)?;

@@ -16,6 +16,16 @@ pub struct App {
     pub retry: RetryConfig,
     pub client: Client,
     pub memory: Memory,
+    pub metrics: crate::metrics::Metrics,
+    pub limiter: crate::limits::Limiter,
+    /// `[limits] rpm / tpm`: for keys without their own.
+    pub default_limits: crate::limits::Limits,
+    /// `[limits] max_in_flight`: beyond it, a fast 503.
+    pub max_in_flight: Option<u64>,
+    /// `[metrics] require_key`.
+    pub metrics_need_key: bool,
+    /// Usage counts on their way to the database.
+    pub usage: crate::usage::Ledger,
     pub max_body: u64,
     pub body_timeout: Duration,
     /// How often an open stream gets a keep-alive comment (`None`: never).
@@ -31,6 +41,15 @@ impl App {
             retry: config.retry.clone(),
             client: Client::new(config.timeouts.clone()),
             memory: Memory::new(config),
+            usage: Default::default(),
+            metrics: Default::default(),
+            metrics_need_key: config.metrics.require_key,
+            limiter: Default::default(),
+            default_limits: crate::limits::Limits {
+                rpm: config.limits.rpm,
+                tpm: config.limits.tpm,
+            },
+            max_in_flight: config.limits.max_in_flight,
             max_body: config.max_body_bytes(),
             body_timeout: Duration::from_millis(config.timeouts.body_ms),
             sse_keepalive: Some(Duration::from_millis(config.timeouts.sse_keepalive_ms)).filter(|d| !d.is_zero()),

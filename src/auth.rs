@@ -12,6 +12,7 @@
 
 use crate::config::AuthMode;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::store::Store;
 use http_types::Request;
 
@@ -25,6 +26,8 @@ pub struct Caller {
     pub tenant: String,
     /// A provider key supplied by the caller, used upstream instead of the configured one.
     pub byok: Option<String>,
+    /// The key's own rate limits (unset: the config's `[limits]`).
+    pub limits: Limits,
 }
 
 fn bearer(req: &Request, name: &str) -> Option<String> {
@@ -55,6 +58,7 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
             AuthMode::None => Ok(Caller {
                 tenant: OPEN_TENANT.to_owned(),
                 byok,
+                limits: Limits::default(),
             }),
             AuthMode::Keys => Err(ApiError::unauthorized(
                 "missing gateway key: send `Authorization: Bearer msk_…` (create one with `memgate keys create NAME`)",
@@ -63,6 +67,10 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
     };
     match store.verify_key(&key) {
         Ok(Some(record)) => Ok(Caller {
+            limits: Limits {
+                rpm: record.rpm,
+                tpm: record.tpm,
+            },
             tenant: record.name,
             byok,
         }),

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `keys`, `threads`, `forget`.
+//! The command line: `serve`, `check-config`, `keys`, `threads`, `forget`, `usage`.
 //!
 //! Exit codes: 0 done, 1 the command failed (the reason on one stderr line), 2 bad usage.
 
@@ -12,17 +12,18 @@ const HELP: &str = "memgate: a self-hosted LLM gateway with observational memory
 Usage:
   memgate serve [--config FILE] [--listen ADDR] [--data-dir DIR]
   memgate check-config [--config FILE]
-  memgate keys create NAME [--config FILE] [--data-dir DIR]
+  memgate keys create NAME [--rpm N] [--tpm N] [--config FILE] [--data-dir DIR]
   memgate keys list [--config FILE] [--data-dir DIR]
   memgate keys revoke NAME [--config FILE] [--data-dir DIR]
   memgate threads list [--resource R] [--tenant T] [--config FILE] [--data-dir DIR]
   memgate threads show ID [--config FILE] [--data-dir DIR]
   memgate threads delete ID [--config FILE] [--data-dir DIR]
   memgate forget --resource R [--tenant T] [--config FILE] [--data-dir DIR]
+  memgate usage [--from T] [--to T] [--group-by D,…] [--tenant K] [--config FILE] [--data-dir DIR]
   memgate --version
 
-`memgate COMMAND --help` says more about a command. keys, threads and forget work whether or
-not the server is running (through its admin socket when it is).
+`memgate COMMAND --help` says more about a command. keys, threads, forget and usage work
+whether or not the server is running (through its admin socket when it is).
 
 Config: --config FILE, else $MEMGATE_CONFIG, else /etc/memgate/memgate.toml if it exists,
 else built-in defaults (providers from OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY and a
@@ -47,7 +48,9 @@ Exits 1 with the reason when the config is invalid.
 const KEYS_HELP: &str = "memgate keys: manage gateway keys (msk_…)
 
 Usage:
-  memgate keys create NAME   print a new key on stdout (shown only this once)
+  memgate keys create NAME [--rpm N] [--tpm N]
+                             print a new key on stdout (shown only this once); --rpm and --tpm
+                             limit its requests and tokens per minute (else [limits] applies)
   memgate keys list          list keys (names, hints, dates; never the keys)
   memgate keys revoke NAME   stop a key from working
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
@@ -74,6 +77,17 @@ observations, for every tenant, or only tenant T (a gateway key's name; `default
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
 ";
 
+const USAGE_HELP: &str = "memgate usage: requests and tokens counted, per key, provider, model…
+
+Usage: memgate usage [--from T] [--to T] [--group-by D,…] [--tenant K]
+
+T is epoch seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (default: all time). D is key,
+provider, model, user or tags (default: key,model). --tenant K shows key K only.
+memory_tokens are what memory's observer and reflector spent. Counts reach the database every
+2 s, so a running server's last seconds may show on the next call.
+Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
+";
+
 /// Options shared by the subcommands.
 #[derive(Debug, Default)]
 struct Opts {
@@ -82,6 +96,11 @@ struct Opts {
     data_dir: Option<PathBuf>,
     resource: Option<String>,
     tenant: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+    rpm: Option<String>,
+    tpm: Option<String>,
     help: bool,
     positional: Vec<String>,
 }
@@ -111,6 +130,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--data-dir" => o.data_dir = Some(value()?.into()),
             "--resource" => o.resource = Some(value()?),
             "--tenant" => o.tenant = Some(value()?),
+            "--from" => o.from = Some(value()?),
+            "--to" => o.to = Some(value()?),
+            "--group-by" => o.group_by = Some(value()?),
+            "--rpm" => o.rpm = Some(value()?),
+            "--tpm" => o.tpm = Some(value()?),
             "--help" | "-h" if inline.is_none() => o.help = true,
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}; see `memgate --help`")),
             _ => o.positional.push(a.clone()),
@@ -210,6 +234,21 @@ fn run(args: &[String]) -> Result<(), Fail> {
         "threads" => threads(&opts)?,
         "forget" if opts.help => out(FORGET_HELP),
         "forget" => forget(&opts)?,
+        "usage" if opts.help => out(USAGE_HELP),
+        "usage" => {
+            no_positional(&opts, "usage")?;
+            call_text(
+                &opts,
+                AdminRequest {
+                    op: "usage".to_owned(),
+                    tenant: opts.tenant.clone(),
+                    from: opts.from.clone(),
+                    to: opts.to.clone(),
+                    group_by: opts.group_by.clone(),
+                    ..AdminRequest::default()
+                },
+            )?
+        }
         other => return usage(format!("unknown command {other:?}; see `memgate --help`")),
     }
     Ok(())
@@ -327,9 +366,22 @@ fn keys(opts: &Opts) -> Result<(), Fail> {
     };
     let (config, _) = opts.load()?;
     let admin = Admin::open(&config.data_dir())?;
+    let limit = |flag: &str, v: &Option<String>| -> Result<Option<u64>, Fail> {
+        match v {
+            None => Ok(None),
+            Some(_) if op != "keys.create" => usage(format!("{flag} goes with `memgate keys create`")),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => usage(format!("{flag} needs a positive whole number, not {v:?}")),
+            },
+        }
+    };
+    let (rpm, tpm) = (limit("--rpm", &opts.rpm)?, limit("--tpm", &opts.tpm)?);
     let reply = admin.call(&AdminRequest {
         op: op.to_owned(),
         name: name.clone(),
+        rpm,
+        tpm,
         ..AdminRequest::default()
     })?;
     match op {
@@ -338,10 +390,19 @@ fn keys(opts: &Opts) -> Result<(), Fail> {
             let _ = writeln!(std::io::stderr(), "revoked key {:?}", name.unwrap_or_default());
         }
         _ => {
-            let mut text = String::from("NAME\tHINT\tCREATED\tSTATUS\n");
+            let mut text = String::from("NAME\tHINT\tCREATED\tSTATUS\tRPM\tTPM\n");
+            let limit = |l: Option<u64>| l.map_or("-".to_owned(), |n| n.to_string());
             for k in reply.keys.unwrap_or_default() {
                 let status = k.revoked_at.map_or("active".to_owned(), |t| format!("revoked@{t}"));
-                text.push_str(&format!("{}\t{}…\t{}\t{}\n", k.name, k.hint, k.created_at, status));
+                text.push_str(&format!(
+                    "{}\t{}…\t{}\t{}\t{}\t{}\n",
+                    k.name,
+                    k.hint,
+                    k.created_at,
+                    status,
+                    limit(k.rpm),
+                    limit(k.tpm)
+                ));
             }
             out(&text);
         }

@@ -22,6 +22,41 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of `civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An instant written as epoch seconds, `YYYY-MM-DD` (midnight UTC) or
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`, in milliseconds; `None` if it is none of these.
+pub fn parse(s: &str) -> Option<u64> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return secs.checked_mul(1000);
+    }
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let mut d = date.splitn(3, '-').map(str::parse::<u32>);
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    // Fractions of a second are allowed and dropped.
+    let time = time.strip_suffix('Z')?;
+    let time = time.split_once('.').map_or(time, |(whole, _)| whole);
+    let mut t = time.splitn(3, ':').map(str::parse::<u64>);
+    let (h, min, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    if h > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let days = u64::try_from(days_from_civil(i64::from(y), m, day)).ok()?;
+    Some(((days * 24 + h) * 60 + min) * 60_000 + sec * 1000)
+}
+
 struct Parts {
     year: i64,
     month: u32,
@@ -75,6 +110,19 @@ pub fn time_label(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ms in [0, 1_795_974_807_000, 951_782_400_000] {
+            let secs = ms / 1000 * 1000;
+            assert_eq!(parse(&iso8601(secs)), Some(secs), "{}", iso8601(secs));
+        }
+        assert_eq!(parse("2026-11-29"), parse("2026-11-29T00:00:00Z"));
+        assert_eq!(parse("1795974807"), Some(1_795_974_807_000));
+        for bad in ["2026-13-01", "yesterday", "2026-11-29T25:00:00Z", "2026-11-29T10:00:00"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_known_instants() {

@@ -39,6 +39,8 @@ pub struct Config {
     pub retry: RetryConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// `"provider/model" = ["fallback/model", …]`, tried in order.
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
@@ -213,6 +215,15 @@ impl RetryConfig {
     pub fn total(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.max_total_ms.unwrap_or(60_000))
     }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `GET /metrics` needs a gateway key like the API (default: open, for a scraper on the LAN).
+    #[serde(default)]
+    pub require_key: bool,
 }
 
 /// `[limits]`: per-key and global limits (filled in by the resilience feature).

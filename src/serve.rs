@@ -51,13 +51,18 @@ pub fn run(config: Config) -> Result<(), String> {
             data_dir.display(),
             config.provider_names()
         );
+        crate::runtime::spawn(crate::usage::flusher(Arc::downgrade(&app))).detach();
+        let handler_app = app.clone();
         serve(
             listener,
             opts,
-            move |req, peer| crate::api::handle(app.clone(), req, peer),
+            move |req, peer| crate::api::handle(handler_app.clone(), req, peer),
             stop_rx,
         )
         .await;
+        if let Err(e) = app.usage.flush(&app.store).await {
+            log::error!("the last usage counts could not be written: {e}");
+        }
         Ok(())
     })
 }

@@ -15,13 +15,18 @@ mod models;
 mod relay;
 mod responses;
 mod responses_chat;
+mod usage_report;
 
 use crate::app::App;
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
-use crate::http::{error_response, json_response, read_body, Peer};
+use crate::http::{error_response, json_response, read_body, text_response, Peer};
 use crate::ir::{Rest, Usage};
+use crate::limits::{self, Limits};
 use crate::memory::ThreadRef;
+use crate::metrics::RequestEnd;
+use crate::store::usage::Counts;
+use crate::usage;
 
 use crate::router::{first_answer, Candidate};
 use crate::upstream::{UpstreamRequest, UpstreamResponse};
@@ -42,12 +47,23 @@ pub(crate) struct Ctx {
     pub log: Option<AccessLog>,
 }
 
-/// The one line logged per request. Never holds a key or a message body.
+/// The one line logged per request, which also feeds usage accounting and metrics. Never holds
+/// a key or a message body.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
+    app: Arc<App>,
     method: Method,
     path: String,
+    /// The gateway key's name, once authenticated.
+    pub tenant: String,
     pub model: String,
+    /// The provider that answered.
+    pub provider: String,
+    /// The request's `user` and `tags`, for usage.
+    pub user: String,
+    pub tags: String,
+    /// The caller's rate limits, charged with the answer's tokens.
+    pub limits: Limits,
     pub usage: Option<Usage>,
     /// How a streamed answer ended: complete, client-disconnected or interrupted.
     pub stream: Option<&'static str>,
@@ -60,7 +76,45 @@ pub(crate) struct AccessLog {
 
 impl AccessLog {
     pub fn finish(self, status: u16) {
-        let (p, c) = self.usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let (p, c) = self
+            .usage
+            .as_ref()
+            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let routed = !self.provider.is_empty();
+        let model = if routed {
+            self.via.as_deref().unwrap_or(&self.model)
+        } else {
+            ""
+        };
+        self.app.metrics.ended(&RequestEnd {
+            route: &self.path,
+            model,
+            status,
+            latency: self.start.elapsed(),
+            prompt_tokens: p,
+            completion_tokens: c,
+            retries: self.attempts.saturating_sub(1),
+            fell_back: self.via.is_some(),
+        });
+        if let Some(u) = &self.usage {
+            self.app.limiter.charge(&self.tenant, self.limits, u.total_tokens);
+        }
+        if routed {
+            self.app.usage.record(usage::Entry {
+                key: self.tenant.clone(),
+                provider: self.provider.clone(),
+                model: self.via.clone().unwrap_or_else(|| self.model.clone()),
+                user: self.user.clone(),
+                tags: self.tags.clone(),
+                counts: Counts {
+                    requests: 1,
+                    prompt_tokens: p,
+                    completion_tokens: c,
+                    total_tokens: self.usage.as_ref().map_or(0, |u| u.total_tokens),
+                    memory_tokens: 0,
+                },
+            });
+        }
         log::info!(
             target: "memgate::access",
             "{} {} model={} status={} ms={:.1} tokens={}+{}{}{}{}",
@@ -81,23 +135,45 @@ impl AccessLog {
 /// Serves one request; never fails (errors become OpenAI-shaped bodies).
 pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
     // Health checks come every few seconds from a supervisor: not worth a log line each.
-    let mut log = (req.url().path() != "/healthz").then(|| AccessLog {
-        method: req.method(),
-        path: req.url().path().to_owned(),
-        model: String::new(),
-        usage: None,
-        stream: None,
-        attempts: 0,
-        via: None,
-        start: Instant::now(),
+    let mut log = (req.url().path() != "/healthz").then(|| {
+        app.metrics.started();
+        AccessLog {
+            app: app.clone(),
+            method: req.method(),
+            path: req.url().path().to_owned(),
+            tenant: String::new(),
+            model: String::new(),
+            provider: String::new(),
+            user: String::new(),
+            tags: String::new(),
+            limits: Limits::default(),
+            usage: None,
+            stream: None,
+            attempts: 0,
+            via: None,
+            start: Instant::now(),
+        }
     });
-    let (res, status) = match dispatch(&app, &mut req, peer, &mut log).await {
+    let mut headers = limits::Headers::new();
+    // Probes and scrapes are answered even at the limit: they are how an operator sees it.
+    let probe = matches!(req.url().path(), "/healthz" | "/metrics");
+    let served = match (!probe).then(|| overloaded(&app)).flatten() {
+        Some(e) => {
+            headers.push(("retry-after", "1".to_owned()));
+            Err(e)
+        }
+        None => dispatch(&app, &mut req, peer, &mut log, &mut headers).await,
+    };
+    let (mut res, status) = match served {
         Ok(res) => {
             let status = res.status().into();
             (res, status)
         }
         Err(e) => (render_error(req.url().path(), &e), e.status),
     };
+    for (k, v) in headers {
+        res.insert_header(k, v);
+    }
     // A streaming handler took the log and finishes it when the stream ends.
     if let Some(log) = log {
         log.finish(status);
@@ -105,16 +181,44 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
     res
 }
 
+/// A fast 503 when `[limits] max_in_flight` requests are already being served: a queue that
+/// grows without bound helps no one.
+fn overloaded(app: &App) -> Option<ApiError> {
+    let max = app.max_in_flight?;
+    // This request is already counted.
+    if app.metrics.in_flight() <= i64::try_from(max).unwrap_or(i64::MAX) {
+        return None;
+    }
+    app.metrics.rejected("overloaded");
+    Some(ApiError::new(
+        503,
+        "server_error",
+        Some("overloaded"),
+        format!("memgate is serving its limit of {max} requests ([limits] max_in_flight); retry shortly"),
+    ))
+}
+
 async fn dispatch(
     app: &Arc<App>,
     req: &mut Request,
     peer: Peer,
     log: &mut Option<AccessLog>,
+    headers: &mut limits::Headers,
 ) -> Result<Response, ApiError> {
     let method = req.method();
     let path = req.url().path().to_owned();
     if path == "/healthz" {
         return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
+    }
+    if path == "/metrics" {
+        if method != Method::Get {
+            return Err(ApiError::method_not_allowed(method.as_ref(), &path));
+        }
+        if app.metrics_need_key {
+            auth::authenticate(app.auth, &app.store, req)?;
+        }
+        let text = app.metrics.render(app.store.file_size());
+        return Ok(text_response(200, "text/plain; version=0.0.4; charset=utf-8", text));
     }
     let route = Endpoint::find(&path)
         .ok_or_else(|| ApiError::not_found(format!("no route for {path}; the API lives under /v1")))?;
@@ -122,6 +226,20 @@ async fn dispatch(
         return Err(ApiError::method_not_allowed(method.as_ref(), &path));
     }
     let caller = auth::authenticate(app.auth, &app.store, req)?;
+    let limits = Limits {
+        rpm: caller.limits.rpm.or(app.default_limits.rpm),
+        tpm: caller.limits.tpm.or(app.default_limits.tpm),
+    };
+    if let Some(log) = log.as_mut() {
+        log.tenant.clone_from(&caller.tenant);
+        log.limits = limits;
+    }
+    let (h, refused) = app.limiter.admit(&caller.tenant, limits);
+    headers.extend(h);
+    if let Some(e) = refused {
+        app.metrics.rejected("rate_limited");
+        return Err(e);
+    }
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
     let thread = ThreadRef::from_headers(header("x-thread-id").as_deref(), header("x-resource-id").as_deref())?;
     let mut ctx = Ctx {
@@ -140,6 +258,7 @@ async fn dispatch(
 async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Response, ApiError> {
     let body = match route {
         Endpoint::Models => return Ok(models::list(ctx)),
+        Endpoint::Usage => return usage_report::get(ctx, &query(req)).await,
         Endpoint::Model(id) => return models::get(ctx, &id),
         Endpoint::Chat | Endpoint::Responses | Endpoint::Messages | Endpoint::Embeddings | Endpoint::Memory(_) => {
             match read_body(req, ctx.app.max_body, ctx.app.body_timeout).await {
@@ -154,12 +273,7 @@ async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Resp
         }
     };
     if let Endpoint::Memory(rest) = &route {
-        let query = req
-            .url()
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        return memory::handle(ctx, req.method(), rest, &query, &body).await;
+        return memory::handle(ctx, req.method(), rest, &query(req), &body).await;
     }
     // A client that hangs up while the upstream works (a slow model, a big batch) drops the
     // handler, and with it the upstream request. Streams watch for this themselves.
@@ -177,6 +291,14 @@ async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Resp
         }
     };
     future::or(work, gone).await
+}
+
+/// The request's query parameters (the last of a repeated one wins).
+fn query(req: &Request) -> std::collections::HashMap<String, String> {
+    req.url()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// An error in the shape the endpoint's clients read: Anthropic's on `/v1/messages`, OpenAI's
@@ -197,6 +319,7 @@ enum Endpoint {
     Embeddings,
     Models,
     Model(String),
+    Usage,
     /// Everything under `/v1/memory/` (the rest of the path); it checks its own methods.
     Memory(String),
 }
@@ -209,6 +332,7 @@ impl Endpoint {
             "/v1/messages" => Endpoint::Messages,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/models" => Endpoint::Models,
+            "/v1/usage" => Endpoint::Usage,
             _ if path.starts_with("/v1/memory/") => Endpoint::Memory(path["/v1/memory/".len()..].to_owned()),
             _ => Endpoint::Model(path.strip_prefix("/v1/models/").filter(|m| !m.is_empty())?.to_owned()),
         })
@@ -216,7 +340,7 @@ impl Endpoint {
 
     fn method(&self) -> Option<Method> {
         match self {
-            Endpoint::Models | Endpoint::Model(_) => Some(Method::Get),
+            Endpoint::Models | Endpoint::Model(_) | Endpoint::Usage => Some(Method::Get),
             Endpoint::Memory(_) => None,
             _ => Some(Method::Post),
         }
@@ -233,6 +357,15 @@ pub(crate) fn routes(ctx: &mut Ctx, model: &mut String, rest: &mut Rest) -> Resu
     }
     let candidates = ctx.app.router.candidates(&asked, rest)?;
     model.clone_from(&candidates[0].route.model);
+    // `tags` is memgate's (usage); `user` is OpenAI's and goes on as well.
+    let tags = usage::tags(rest.remove("tags").as_ref());
+    if let Some(log) = &mut ctx.log {
+        log.tags = tags;
+        let user = rest
+            .get("user")
+            .or_else(|| rest.get("metadata").and_then(|m| m.get("user_id")));
+        log.user = user.and_then(|u| u.as_str()).unwrap_or_default().to_owned();
+    }
     Ok((asked, candidates))
 }
 
@@ -243,9 +376,16 @@ pub(crate) async fn send<'c>(
     candidates: &'c [Candidate],
     build: impl FnMut(&Candidate) -> Result<UpstreamRequest, ApiError>,
 ) -> Result<(UpstreamResponse, &'c Candidate), ApiError> {
+    let started = Instant::now();
     let sent = first_answer(&ctx.app.client, &ctx.app.retry, candidates, build).await;
+    if let Ok(a) = &sent {
+        ctx.app
+            .metrics
+            .upstream(&a.candidate.route.provider.name, started.elapsed());
+    }
     if let (Some(log), Ok(a)) = (&mut ctx.log, &sent) {
         log.attempts = a.attempts;
+        log.provider.clone_from(&a.candidate.route.provider.name);
         if !std::ptr::eq(a.candidate, &candidates[0]) {
             log.via = Some(a.candidate.name.clone());
         }

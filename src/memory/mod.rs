@@ -218,6 +218,8 @@ pub fn pending_tokens(unobserved: &[StoredMessage]) -> u64 {
 struct RunAs {
     model: String,
     byok: Option<String>,
+    /// The key the usage is counted against.
+    tenant: String,
 }
 
 /// One request's memory: what it brought that is new, to be stored with the answer.
@@ -297,6 +299,7 @@ impl Memory {
         let by = RunAs {
             model: model.to_owned(),
             byok: caller.byok.clone(),
+            tenant: caller.tenant.clone(),
         };
         let (limit, _) = app.memory.thresholds(&thread);
         let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
@@ -378,12 +381,8 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
 
 /// Calls a model through the normal router, as memory's own client: a plain chat request,
 /// the answer's text and usage back. Errors are for the log.
-async fn call_model(
-    app: &App,
-    model: &str,
-    messages: Vec<Message>,
-    byok: Option<&str>,
-) -> Result<(String, Usage), String> {
+async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) -> Result<(String, Usage), String> {
+    let byok = by.byok.as_deref();
     let mut rest = crate::ir::Rest::new();
     let candidates = app.router.candidates(model, &mut rest).map_err(|e| e.message)?;
     rest.insert("temperature".to_owned(), serde_json::json!(0.3));
@@ -406,6 +405,16 @@ async fn call_model(
         .provider
         .chat_response(&body)
         .map_err(|e| e.message)?;
+    app.usage.record(crate::usage::Entry {
+        key: by.tenant.clone(),
+        provider: sent.candidate.route.provider.name.clone(),
+        model: sent.candidate.name.clone(),
+        counts: crate::store::usage::Counts {
+            memory_tokens: answer.usage.as_ref().map_or(0, |u| u.total_tokens),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
     let text = answer
         .choices
         .first()

@@ -7,6 +7,7 @@
 use super::{call_model, clock, lines, observe_key, reflector, tokens, RunAs, TAIL_SHARE};
 use crate::app::App;
 use crate::ir::Message;
+use crate::metrics::MemoryJob;
 use crate::store::{observations, threads, StoreError, StoredMessage, ThreadRecord};
 use std::sync::Arc;
 
@@ -142,6 +143,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
     match observe(app, thread_id, by).await {
         Ok(Some(scope_tokens)) => {
             app.memory.ran(&key, true);
+            app.metrics.memory_run(MemoryJob::Observer, true);
             let reflect_over = scope_tokens.1;
             if scope_tokens.0 > reflect_over {
                 reflector::run(app, thread_id, by).await;
@@ -150,6 +152,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
         Ok(None) => {}
         Err(e) => {
             app.memory.ran(&key, false);
+            app.metrics.memory_run(MemoryJob::Observer, false);
             log::warn!(target: "memgate::memory", "observer for thread {thread_id:?} failed (will retry later): {e}");
             let scope = app
                 .store
@@ -199,13 +202,7 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
         .observer_model
         .clone()
         .unwrap_or_else(|| by.model.clone());
-    let (answer, usage) = call_model(
-        app,
-        &model,
-        prompt(&previous.text, &transcript(batch)),
-        by.byok.as_deref(),
-    )
-    .await?;
+    let (answer, usage) = call_model(app, &model, prompt(&previous.text, &transcript(batch)), by).await?;
     if answer.trim().is_empty() {
         return Err(format!("{model} answered with no text"));
     }

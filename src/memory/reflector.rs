@@ -5,6 +5,7 @@
 use super::{call_model, clock, lines, reflect_key, tokens, RunAs};
 use crate::app::App;
 use crate::ir::Message;
+use crate::metrics::MemoryJob;
 use crate::store::{observations, Generation, StoreError};
 use std::sync::Arc;
 
@@ -61,9 +62,13 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
     let Some(_held) = lock.try_lock_arc() else { return };
     let (_, limit) = app.memory.thresholds(&thread);
     match reflect(app, &scope, limit, by).await {
-        Ok(()) => app.memory.ran(&key, true),
+        Ok(()) => {
+            app.memory.ran(&key, true);
+            app.metrics.memory_run(MemoryJob::Reflector, true);
+        }
         Err(e) => {
             app.memory.ran(&key, false);
+            app.metrics.memory_run(MemoryJob::Reflector, false);
             log::warn!(target: "memgate::memory", "reflector for thread {thread_id:?} failed (will retry later): {e}");
             let _ = app
                 .store
@@ -98,7 +103,7 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
     let today = clock::date_label(clock::now_ms());
     let (mut best, mut spent) = (None::<lines::Parsed>, (0, 0));
     for level in 0..LADDER.len() {
-        let (answer, usage) = call_model(app, &model, prompt(&read.text, level), by.byok.as_deref()).await?;
+        let (answer, usage) = call_model(app, &model, prompt(&read.text, level), by).await?;
         spent = (spent.0 + usage.prompt_tokens, spent.1 + usage.completion_tokens);
         let parsed = lines::parse(&answer, &today);
         if parsed.observations.is_empty() {

@@ -25,6 +25,9 @@ pub struct KeyRecord {
     pub hint: String,
     pub created_at: u64,
     pub revoked_at: Option<u64>,
+    /// The key's own rate limits (absent: `[limits]` applies).
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 pub(super) fn init(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -58,7 +61,8 @@ fn new_key() -> Result<String, StoreError> {
 
 impl Store {
     /// Creates a key named `name` and returns it; the only time the key exists in clear.
-    pub fn create_key(&self, name: &str) -> Result<String, StoreError> {
+    /// Creates a key with its own limits (`None`: the config's `[limits]` apply); returns the key.
+    pub fn create_key(&self, name: &str, rpm: Option<u64>, tpm: Option<u64>) -> Result<String, StoreError> {
         if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
         {
             return Err(StoreError::Conflict(format!(
@@ -72,6 +76,8 @@ impl Store {
             hint: key[..KEY_PREFIX.len() + 6].to_owned(),
             created_at: now_secs(),
             revoked_at: None,
+            rpm,
+            tpm,
         };
         let tx = self.db().begin_write().map_err(|e| failed("begin")(e.into()))?;
         {
@@ -168,9 +174,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let key = {
             let store = Store::open(&dir).unwrap();
-            let key = store.create_key("alice").unwrap();
+            let key = store.create_key("alice", None, None).unwrap();
             assert!(key.starts_with("msk_") && key.len() >= 4 + 32);
-            assert!(store.create_key("alice").is_err(), "duplicate live name");
+            assert!(store.create_key("alice", None, None).is_err(), "duplicate live name");
             key
         };
         let raw = std::fs::read(dir.join(super::super::DB_FILE)).unwrap();
@@ -183,7 +189,7 @@ mod tests {
         assert!(store.verify_key("msk_nope").unwrap().is_none());
         store.revoke_key("alice").unwrap();
         assert!(store.verify_key(&key).unwrap().is_none());
-        let again = store.create_key("alice").unwrap();
+        let again = store.create_key("alice", None, None).unwrap();
         assert!(
             store.verify_key(&key).unwrap().is_none(),
             "old key stays dead after name reuse"

@@ -10,6 +10,7 @@
 mod keys;
 pub mod observations;
 pub mod threads;
+pub mod usage;
 mod writer;
 
 pub use keys::{KeyRecord, KEY_PREFIX};
@@ -27,6 +28,8 @@ pub const DB_FILE: &str = "memgate.redb";
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The database file, for its size.
+    file: Arc<PathBuf>,
     // Declared after `db`: dropped last, it joins the writer thread, closing the file.
     writer: Arc<writer::Writer>,
 }
@@ -99,14 +102,21 @@ impl Store {
         let store = Store {
             writer: Arc::new(writer::Writer::start(db.clone())?),
             db,
+            file: Arc::new(path),
         };
         store.write_blocking(|tx| {
             // Every table exists from the start, so readers never meet a missing one.
             keys::init(tx)?;
             threads::init(tx)?;
+            usage::init(tx)?;
             observations::init(tx)
         })?;
         Ok(store)
+    }
+
+    /// The database file's size in bytes (0 if it cannot be read).
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(self.file.as_path()).map_or(0, |m| m.len())
     }
 
     /// A snapshot to read from.
