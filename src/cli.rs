@@ -4,6 +4,7 @@
 
 use crate::admin::{Admin, AdminRequest};
 use crate::config::{Config, Source};
+use crate::reload::ConfigFile;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -122,6 +123,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 impl Opts {
     fn load(&self) -> Result<(Config, Source), String> {
         let (mut config, source) = Config::locate(self.config.as_deref())?;
+        self.apply(&mut config)?;
+        Ok((config, source))
+    }
+
+    /// Puts `--listen` and `--data-dir` over the file's settings.
+    fn apply(&self, config: &mut Config) -> Result<(), String> {
         if let Some(l) = &self.listen {
             config.listen = Some(l.clone());
             config.listen_addr()?;
@@ -129,7 +136,7 @@ impl Opts {
         if let Some(d) = &self.data_dir {
             config.data_dir = Some(d.clone());
         }
-        Ok((config, source))
+        Ok(())
     }
 }
 
@@ -184,10 +191,18 @@ fn run(args: &[String]) -> Result<(), Fail> {
         "serve" => {
             no_positional(&opts, "serve")?;
             let (config, source) = opts.load()?;
-            if let Source::File(p) = &source {
-                log::info!("config: {}", p.display());
-            }
-            crate::serve::run(config)?;
+            // SIGHUP reads the same file again, with the same command-line overrides.
+            let file = match source {
+                Source::File(path) => {
+                    log::info!("config: {}", path.display());
+                    Some(ConfigFile {
+                        path,
+                        overrides: Box::new(move |c| opts.apply(c)),
+                    })
+                }
+                Source::Defaults => None,
+            };
+            crate::serve::run(config, file)?;
         }
         "check-config" if opts.help => out(CHECK_HELP),
         "check-config" => {

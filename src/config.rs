@@ -81,6 +81,10 @@ pub struct Timeouts {
     pub body_ms: u64,
     /// How long an idle keep-alive client connection is kept open.
     pub keepalive_ms: u64,
+    /// On SIGTERM/SIGINT, how long requests in flight (open streams included) and background
+    /// memory runs get to finish before they are cut off. Keep it under systemd's
+    /// TimeoutStopSec (30 s in the shipped unit).
+    pub shutdown_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -92,6 +96,7 @@ impl Default for Timeouts {
             header_ms: 10_000,
             body_ms: 60_000,
             keepalive_ms: 75_000,
+            shutdown_ms: 20_000,
         }
     }
 }

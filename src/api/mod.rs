@@ -222,7 +222,7 @@ pub(crate) fn route(ctx: &mut Ctx, model: &mut String) -> Result<(String, Route)
     if let Some(log) = &mut ctx.log {
         log.model.clone_from(&asked);
     }
-    let route = ctx.app.router.resolve(&asked)?;
+    let route = ctx.app.router().resolve(&asked)?;
     model.clone_from(&route.model);
     Ok((asked, route))
 }
