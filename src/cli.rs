@@ -37,6 +37,10 @@ Usage: memgate serve [--config FILE] [--listen ADDR] [--data-dir DIR]
   --config FILE    memgate.toml to use
   --listen ADDR    address to bind, overriding `listen` (default 127.0.0.1:4000)
   --data-dir DIR   where memgate.redb lives, overriding `data_dir`
+
+Signals: SIGHUP reloads the config file (providers and connection timeouts change at once; the
+log names any setting that needs a restart). SIGTERM or SIGINT stops accepting and lets requests
+in flight finish for up to [timeouts] shutdown_ms (20 s); a second one stops at once.
 ";
 
 const CHECK_HELP: &str = "memgate check-config: validate the config and print it, secrets masked

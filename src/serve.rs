@@ -17,7 +17,7 @@ use crate::reload::{ConfigFile, Live};
 use crate::store::{Store, StoreError};
 use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
-use smol::Timer;
+use smol::{Task, Timer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,9 +70,7 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
         };
         let ((), why) = future::zip(server.serve(listener, handler), watch).await;
         let bound = Duration::from_millis(live.config().timeouts.shutdown_ms);
-        // The admin socket goes with the server; the CLI opens the database itself afterwards.
-        drop(admin);
-        shutdown(why, bound, &mut signals, app, store, &server).await;
+        shutdown(why, bound, &mut signals, app, store, admin, &server).await;
         Ok(())
     })
 }
@@ -107,7 +105,15 @@ async fn next_stop(signals: &mut Signals) {
 }
 
 /// Drains within `bound`, cancels the rest, and closes the store.
-async fn shutdown(why: &str, bound: Duration, signals: &mut Signals, app: Arc<App>, store: Store, server: &Server) {
+async fn shutdown(
+    why: &str,
+    bound: Duration,
+    signals: &mut Signals,
+    app: Arc<App>,
+    store: Store,
+    admin: Option<Task<()>>,
+    server: &Server,
+) {
     let start = Instant::now();
     let background = app.memory.background();
     // A run started now could only be cut off; the next request past the threshold starts it.
@@ -145,6 +151,8 @@ async fn shutdown(why: &str, bound: Duration, signals: &mut Signals, app: Arc<Ap
         (server.abandon().await, background.cancel().await)
     };
     let drained = server.completed() - done_before;
+    // The admin socket served the CLI while we drained; from here the CLI opens the file itself.
+    drop(admin);
     let closed = released(&app).await;
     // The last handles: dropping them joins the writer thread once its queue is committed, and
     // closes the file.

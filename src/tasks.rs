@@ -93,3 +93,30 @@ impl Tasks {
         running
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_finished_tasks_and_cancels_the_rest() {
+        crate::runtime::start_workers();
+        let tasks = Tasks::default();
+        assert!(tasks.spawn(async {}));
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        // Never finishes on its own; holds `tx` until it is dropped.
+        assert!(tasks.spawn(async move {
+            let _tx = tx;
+            future::pending::<()>().await;
+        }));
+        smol::block_on(async {
+            while tasks.len() > 1 {
+                smol::Timer::after(Duration::from_millis(5)).await;
+            }
+            assert_eq!(tasks.cancel().await, 1);
+        });
+        assert!(tasks.is_empty());
+        assert!(rx.is_closed(), "the cancelled task's future was not dropped");
+        assert!(!tasks.spawn(async {}), "a closed set took a new task");
+    }
+}
