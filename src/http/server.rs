@@ -102,7 +102,7 @@ impl Server {
                 None => return,
                 Some(Ok((stream, addr))) => {
                     let (server, handler) = (self.clone(), handler.clone());
-                    self.connections.spawn(server.connection(stream, addr, handler));
+                    self.connections.spawn(connection(server, stream, addr, handler));
                 }
                 Some(Err(e)) => {
                     // EMFILE and friends: back off instead of spinning on the error.
@@ -144,91 +144,93 @@ impl Server {
         self.connections.cancel().await;
         requests
     }
+}
 
-    async fn connection<H, F>(self: Arc<Self>, stream: TcpStream, addr: SocketAddr, handler: Arc<H>)
-    where
-        H: Fn(Request, Peer) -> F + Send + Sync + 'static,
-        F: Future<Output = Response> + Send + 'static,
-    {
-        let _ = stream.set_nodelay(true);
-        // Dropped last, also when shutdown cancels this connection: the socket must end for every
-        // clone of it (a relay task watching `Peer::closed` then lets go at once).
-        let _close = CloseOnDrop(stream.clone());
-        let peer = Peer {
-            addr,
-            stream: stream.clone(),
-        };
-        let opts = self.options();
-        loop {
-            // Idle keep-alive: wait for the first byte of the next request, or give up. Shutdown
-            // closes idle connections at once: nobody is waiting on them.
-            let mut b = [0u8; 1];
-            let first = future::or(async { stream.peek(&mut b).await.ok() }, async {
-                let idle = async {
-                    Timer::after(opts.keepalive_timeout).await;
-                };
-                future::or(idle, async {
-                    let _ = self.stopped.recv().await;
-                })
-                .await;
-                None
-            });
-            if !matches!(first.await, Some(n) if n > 0) {
-                return;
-            }
-            let head = future::or(async { Some(async_h1::server::decode(stream.clone()).await) }, async {
-                Timer::after(opts.header_timeout).await;
-                None
-            });
-            let (req, mut body) = match head.await {
-                None => {
-                    let err = ApiError::new_status(408, "request head not received in time");
-                    return reply_and_close(&stream, err, Method::Get).await;
-                }
-                Some(Err(e)) => {
-                    // async-h1 tags most parse failures 500; to the client they are its own 4xx.
-                    let status = match u16::from(e.status()) {
-                        s @ 400..=499 => s,
-                        _ if e.to_string().contains("Head byte length") => 431,
-                        _ => 400,
-                    };
-                    let err = ApiError::new_status(status, &format!("malformed HTTP request: {e}"));
-                    return reply_and_close(&stream, err, Method::Get).await;
-                }
-                Some(Ok(None)) => return,
-                Some(Ok(Some(pair))) => pair,
+async fn connection<H, F>(server: Arc<Server>, stream: TcpStream, addr: SocketAddr, handler: Arc<H>)
+where
+    H: Fn(Request, Peer) -> F + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    // Dropped last, also when shutdown cancels this connection: the socket must end for every
+    // clone of it (a relay task watching `Peer::closed` then lets go at once).
+    let _close = CloseOnDrop(stream.clone());
+    let peer = Peer {
+        addr,
+        stream: stream.clone(),
+    };
+    let opts = server.options();
+    loop {
+        // Idle keep-alive: wait for the first byte of the next request, or give up. Shutdown
+        // closes idle connections at once: nobody is waiting on them.
+        let mut b = [0u8; 1];
+        let first = future::or(async { stream.peek(&mut b).await.ok() }, async {
+            let idle = async {
+                Timer::after(opts.keepalive_timeout).await;
             };
-            let method = req.method();
-            let mut close = connection_close(req.header("connection"));
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
-            let mut res = handler(req, peer.clone()).await;
-            // Shutdown began meanwhile: this is the connection's last response, and the client
-            // should know not to send another on it.
-            if self.stopping() {
-                res.insert_header("connection", "close");
+            future::or(idle, async {
+                let _ = server.stopped.recv().await;
+            })
+            .await;
+            None
+        });
+        if !matches!(first.await, Some(n) if n > 0) {
+            return;
+        }
+        let head = future::or(async { Some(async_h1::server::decode(stream.clone()).await) }, async {
+            Timer::after(opts.header_timeout).await;
+            None
+        });
+        let (req, mut body) = match head.await {
+            None => {
+                let err = ApiError::new_status(408, "request head not received in time");
+                return reply_and_close(&stream, err, Method::Get).await;
             }
-            close |= connection_close(res.header("connection"));
-            let written = write_response(&stream, res, method).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            self.completed.fetch_add(1, Ordering::SeqCst);
-            if written.is_err() {
-                return;
+            Some(Err(e)) => {
+                // async-h1 tags most parse failures 500; to the client they are its own 4xx.
+                let status = match u16::from(e.status()) {
+                    s @ 400..=499 => s,
+                    _ if e.to_string().contains("Head byte length") => 431,
+                    _ => 400,
+                };
+                let err = ApiError::new_status(status, &format!("malformed HTTP request: {e}"));
+                return reply_and_close(&stream, err, Method::Get).await;
             }
-            // Whatever body the handler left unread must go before the next request can be parsed.
-            let drained = future::or(
-                async { io::copy((&mut body).take(DRAIN_LIMIT + 1), &mut io::sink()).await.ok() },
-                async {
-                    Timer::after(Duration::from_secs(1)).await;
-                    None
-                },
-            );
-            if close || !matches!(drained.await, Some(n) if n <= DRAIN_LIMIT) {
-                // At shutdown there is no time to linger, and no need: the client sent no more.
-                if self.stopping() {
-                    return;
-                }
-                return linger(&stream).await;
-            }
+            Some(Ok(None)) => return,
+            Some(Ok(Some(pair))) => pair,
+        };
+        let method = req.method();
+        let mut close = connection_close(req.header("connection"));
+        server.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut res = handler(req, peer.clone()).await;
+        // Shutdown began meanwhile: this is the connection's last response, and the client
+        // should know not to send another on it.
+        if server.stopping() {
+            res.insert_header("connection", "close");
+        }
+        close |= connection_close(res.header("connection"));
+        let written = write_response(&stream, res, method).await;
+        server.in_flight.fetch_sub(1, Ordering::SeqCst);
+        server.completed.fetch_add(1, Ordering::SeqCst);
+        if written.is_err() {
+            return;
+        }
+        // Whatever body the handler left unread must go before the next request can be parsed.
+        let drained = future::or(
+            async { io::copy((&mut body).take(DRAIN_LIMIT + 1), &mut io::sink()).await.ok() },
+            async {
+                Timer::after(Duration::from_secs(1)).await;
+                None
+            },
+        );
+        let drained = matches!(drained.await, Some(n) if n <= DRAIN_LIMIT);
+        // At shutdown, a connection whose request was read whole closes at once: lingering
+        // would hold the exit for a client that keeps its end open.
+        if drained && server.stopping() {
+            return;
+        }
+        if close || !drained {
+            return linger(&stream).await;
         }
     }
 }
