@@ -6,13 +6,15 @@ use crate::router::Router;
 use crate::store::Store;
 use crate::upstream::Client;
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 #[derive(Debug)]
 pub struct App {
     pub auth: AuthMode,
     pub store: Store,
-    pub router: Router,
+    /// Swapped whole by a config reload (SIGHUP); see [`App::router`].
+    router: RwLock<Arc<Router>>,
     pub retry: RetryConfig,
     pub client: Client,
     pub memory: Memory,
@@ -37,7 +39,7 @@ impl App {
         Ok(App {
             auth: config.auth_mode(listen),
             store,
-            router: Router::new(config)?,
+            router: RwLock::new(Arc::new(Router::new(config)?)),
             retry: config.retry.clone(),
             client: Client::new(config.timeouts.clone()),
             memory: Memory::new(config),
@@ -54,5 +56,16 @@ impl App {
             body_timeout: Duration::from_millis(config.timeouts.body_ms),
             sse_keepalive: Some(Duration::from_millis(config.timeouts.sse_keepalive_ms)).filter(|d| !d.is_zero()),
         })
+    }
+
+    /// The providers in force. A request keeps the router it started with, so a reload never
+    /// changes a request half-way (a retry or a memory run goes on with the same providers).
+    pub fn router(&self) -> Arc<Router> {
+        self.router.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Routes requests that start from now on with `router`.
+    pub fn set_router(&self, router: Router) {
+        *self.router.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(router);
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::admin::{Admin, AdminRequest};
 use crate::config::{Config, Source};
+use crate::reload::ConfigFile;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -37,6 +38,10 @@ Usage: memgate serve [--config FILE] [--listen ADDR] [--data-dir DIR]
   --config FILE    memgate.toml to use
   --listen ADDR    address to bind, overriding `listen` (default 127.0.0.1:4000)
   --data-dir DIR   where memgate.redb lives, overriding `data_dir`
+
+Signals: SIGHUP reloads the config file (providers and connection timeouts change at once; the
+log names any setting that needs a restart). SIGTERM or SIGINT stops accepting and lets requests
+in flight finish for up to [timeouts] shutdown_ms (20 s); a second one stops at once.
 ";
 
 const CHECK_HELP: &str = "memgate check-config: validate the config and print it, secrets masked
@@ -146,6 +151,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 impl Opts {
     fn load(&self) -> Result<(Config, Source), String> {
         let (mut config, source) = Config::locate(self.config.as_deref())?;
+        self.apply(&mut config)?;
+        Ok((config, source))
+    }
+
+    /// Puts `--listen` and `--data-dir` over the file's settings.
+    fn apply(&self, config: &mut Config) -> Result<(), String> {
         if let Some(l) = &self.listen {
             config.listen = Some(l.clone());
             config.listen_addr()?;
@@ -153,7 +164,7 @@ impl Opts {
         if let Some(d) = &self.data_dir {
             config.data_dir = Some(d.clone());
         }
-        Ok((config, source))
+        Ok(())
     }
 }
 
@@ -208,10 +219,18 @@ fn run(args: &[String]) -> Result<(), Fail> {
         "serve" => {
             no_positional(&opts, "serve")?;
             let (config, source) = opts.load()?;
-            if let Source::File(p) = &source {
-                log::info!("config: {}", p.display());
-            }
-            crate::serve::run(config)?;
+            // SIGHUP reads the same file again, with the same command-line overrides.
+            let file = match source {
+                Source::File(path) => {
+                    log::info!("config: {}", path.display());
+                    Some(ConfigFile {
+                        path,
+                        overrides: Box::new(move |c| opts.apply(c)),
+                    })
+                }
+                Source::Defaults => None,
+            };
+            crate::serve::run(config, file)?;
         }
         "check-config" if opts.help => out(CHECK_HELP),
         "check-config" => {

@@ -86,6 +86,10 @@ pub struct Timeouts {
     /// During a stream, a `: keep-alive` comment this often, so proxies and clients with read
     /// timeouts do not give up while a model thinks (0: never).
     pub sse_keepalive_ms: u64,
+    /// On SIGTERM/SIGINT, how long requests in flight (open streams included) and background
+    /// memory runs get to finish before they are cut off. Keep it under systemd's
+    /// TimeoutStopSec (30 s in the shipped unit).
+    pub shutdown_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -98,6 +102,7 @@ impl Default for Timeouts {
             body_ms: 60_000,
             keepalive_ms: 75_000,
             sse_keepalive_ms: 15_000,
+            shutdown_ms: 20_000,
         }
     }
 }

@@ -1,13 +1,31 @@
-//! `memgate serve`: open the store, bind, and run until SIGTERM/SIGINT.
+//! `memgate serve`: open the store, bind, and serve; reload the config on SIGHUP; on SIGTERM or
+//! SIGINT shut down gracefully.
+//!
+//! Shutdown stops accepting at once (the listener closes, so new connections are refused) and
+//! closes idle keep-alive connections. Requests in flight, open streams included, and
+//! background memory runs get `[timeouts] shutdown_ms` to finish; a second SIGTERM/SIGINT ends
+//! the wait early. What is still running then is cancelled: the store's writer thread commits
+//! whatever it was handed (each exchange or observation is one transaction, whole or absent),
+//! and once the last handle on the store goes the thread is joined and the file closed cleanly.
+//! systemd hears READY=1 once we listen and STOPPING=1 when shutdown starts (see `notify`).
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::{serve, ServerOptions};
+use crate::http::{Server, ServerOptions};
+use crate::notify;
+use crate::reload::{ConfigFile, Live};
 use crate::store::{Store, StoreError};
+use async_signal::{Signal, Signals};
+use futures_lite::{future, StreamExt};
+use smol::{Task, Timer};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub fn run(config: Config) -> Result<(), String> {
+/// After cut-off streams' relay tasks were told, how long they get to store their partial
+/// answers and let go of the store, so the database closes cleanly.
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
+
+pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
     let listen = config.listen_addr()?;
     config.check_exposure(listen)?;
     let data_dir = config.data_dir();
@@ -19,50 +37,156 @@ pub fn run(config: Config) -> Result<(), String> {
         e => e.to_string(),
     })?;
     let app = Arc::new(App::new(&config, listen, store.clone())?);
-    let opts = ServerOptions {
-        header_timeout: Duration::from_millis(config.timeouts.header_ms),
-        keepalive_timeout: Duration::from_millis(config.timeouts.keepalive_ms),
-    };
+    let server = Server::new(server_options(&config));
+    let mut live = Live::new(config, file);
     crate::runtime::block_on(async move {
         let listener = smol::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
-        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-        let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        crate::runtime::spawn(async move {
-            use futures_lite::StreamExt;
-            let mut signals = signals;
-            if let Some(Ok(sig)) = signals.next().await {
-                log::info!("received {sig:?}, shutting down");
+        let admin = match crate::admin::bind(&data_dir) {
+            Ok(socket) => Some(crate::runtime::spawn(crate::admin::listen(socket, store.clone()))),
+            Err(e) => {
+                log::warn!("admin socket unavailable ({e}); CLI commands need the server stopped");
+                None
             }
-            drop(stop_tx);
-        })
-        .detach();
-        match crate::admin::bind(&data_dir) {
-            Ok(socket) => crate::runtime::spawn(crate::admin::listen(socket, store)).detach(),
-            Err(e) => log::warn!("admin socket unavailable ({e}); CLI commands need the server stopped"),
-        }
+        };
         log::info!(
             "memgate {} listening on http://{bound} (auth: {:?}; data: {}; providers: {})",
             env!("CARGO_PKG_VERSION"),
             app.auth,
             data_dir.display(),
-            config.provider_names()
+            live.config().provider_names()
         );
         crate::runtime::spawn(crate::usage::flusher(Arc::downgrade(&app))).detach();
+        notify::send(&format!("READY=1\nSTATUS=serving on http://{bound}"));
         let handler_app = app.clone();
-        serve(
-            listener,
-            opts,
-            move |req, peer| crate::api::handle(handler_app.clone(), req, peer),
-            stop_rx,
-        )
-        .await;
-        if let Err(e) = app.usage.flush(&app.store).await {
-            log::error!("the last usage counts could not be written: {e}");
-        }
+        let handler = move |req, peer| crate::api::handle(handler_app.clone(), req, peer);
+        let watch = async {
+            let why = until_stop(&mut signals, &mut live, &app, &server).await;
+            server.stop();
+            why
+        };
+        let ((), why) = future::zip(server.serve(listener, handler), watch).await;
+        let bound = Duration::from_millis(live.config().timeouts.shutdown_ms);
+        shutdown(why, bound, &mut signals, app, store, admin, &server).await;
         Ok(())
     })
+}
+
+/// Connection limits from the config.
+pub(crate) fn server_options(config: &Config) -> ServerOptions {
+    ServerOptions {
+        header_timeout: Duration::from_millis(config.timeouts.header_ms),
+        keepalive_timeout: Duration::from_millis(config.timeouts.keepalive_ms),
+    }
+}
+
+/// Reloads on SIGHUP until SIGTERM or SIGINT; returns which one came.
+async fn until_stop(signals: &mut Signals, live: &mut Live, app: &App, server: &Server) -> &'static str {
+    loop {
+        match signals.next().await {
+            Some(Ok(Signal::Hup)) => {
+                log::info!("SIGHUP: reloading the config");
+                live.reload(app, server).await;
+            }
+            Some(Ok(Signal::Int)) => return "SIGINT",
+            Some(Ok(_)) => return "SIGTERM",
+            // Signal delivery itself failed: nothing sensible to do but stop as asked.
+            Some(Err(_)) | None => return "signal stream ended",
+        }
+    }
+}
+
+/// Resolves on the next SIGTERM or SIGINT (a reload is no use while shutting down).
+async fn next_stop(signals: &mut Signals) {
+    while let Some(Ok(Signal::Hup)) = signals.next().await {}
+}
+
+/// Drains within `bound`, cancels the rest, and closes the store.
+async fn shutdown(
+    why: &str,
+    bound: Duration,
+    signals: &mut Signals,
+    app: Arc<App>,
+    store: Store,
+    admin: Option<Task<()>>,
+    server: &Server,
+) {
+    let start = Instant::now();
+    let background = app.memory.background();
+    // A run started now could only be cut off; the next request past the threshold starts it.
+    background.close();
+    let (requests, runs, done_before) = (server.in_flight(), background.len(), server.completed());
+    log::info!(
+        "{why}: shutting down; no new connections; waiting up to {} ms (timeouts.shutdown_ms) for {requests} \
+         request(s) in flight and {runs} memory run(s)",
+        bound.as_millis()
+    );
+    notify::send(&format!(
+        "STOPPING=1\nSTATUS=shutting down: {requests} request(s) in flight, {runs} memory run(s)"
+    ));
+    let finished = future::or(
+        async {
+            future::zip(server.drained(), background.ended()).await;
+            true
+        },
+        async {
+            let timeout = async {
+                Timer::after(bound).await;
+            };
+            let hurry = async {
+                next_stop(signals).await;
+                log::info!("second stop signal: not waiting any longer");
+            };
+            future::or(timeout, hurry).await;
+            false
+        },
+    )
+    .await;
+    let (cut_requests, cut_runs) = if finished {
+        (0, 0)
+    } else {
+        (server.abandon().await, background.cancel().await)
+    };
+    let drained = server.completed() - done_before;
+    if let Err(e) = app.usage.flush(&app.store).await {
+        log::error!("the last usage counts could not be written: {e}");
+    }
+    // The admin socket served the CLI while we drained; from here the CLI opens the file itself.
+    drop(admin);
+    let closed = released(&app).await;
+    // The last handles: dropping them joins the writer thread once its queue is committed, and
+    // closes the file.
+    drop(app);
+    drop(store);
+    log::info!(
+        "shutdown done in {} ms: {drained} request(s) finished, {} memory run(s) finished; cut off {cut_requests} \
+         request(s) and {cut_runs} memory run(s){}; {}",
+        start.elapsed().as_millis(),
+        runs.saturating_sub(cut_runs),
+        if finished { "" } else { " at the bound" },
+        if closed {
+            "memory writes flushed, database closed"
+        } else {
+            "a task still held the database: writes committed so far are kept, the next start checks the file"
+        }
+    );
+}
+
+/// Waits (up to [`RELEASE_GRACE`]) until nothing but `app` itself holds the app.
+///
+/// A cut-off stream's relay task sees its socket close, stores the partial answer and ends;
+/// the relay is not ours to track, so we watch for its handle on the app to go.
+async fn released(app: &Arc<App>) -> bool {
+    let until = Instant::now() + RELEASE_GRACE;
+    while Arc::strong_count(app) > 1 {
+        if Instant::now() >= until {
+            return false;
+        }
+        Timer::after(Duration::from_millis(10)).await;
+    }
+    true
 }

@@ -40,6 +40,8 @@ fn systemd_unit_verifies_and_is_hardened() {
         "EnvironmentFile=-/etc/memgate/env",
         "Restart=on-failure",
         "ExecStart=/usr/local/bin/memgate serve --config /etc/memgate/memgate.toml",
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
         assert!(unit.contains(directive), "unit lacks {directive:?}");
     }

@@ -355,7 +355,7 @@ pub(crate) fn routes(ctx: &mut Ctx, model: &mut String, rest: &mut Rest) -> Resu
     if let Some(log) = &mut ctx.log {
         log.model.clone_from(&asked);
     }
-    let candidates = ctx.app.router.candidates(&asked, rest)?;
+    let candidates = ctx.app.router().candidates(&asked, rest)?;
     model.clone_from(&candidates[0].route.model);
     // `tags` is memgate's (usage); `user` is OpenAI's and goes on as well.
     let tags = usage::tags(rest.remove("tags").as_ref());

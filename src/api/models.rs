@@ -13,7 +13,7 @@ fn model(id: &str, owner: &str) -> Value {
 pub(super) fn list(ctx: &Ctx) -> Response {
     let data: Vec<Value> = ctx
         .app
-        .router
+        .router()
         .models()
         .iter()
         .map(|(id, owner)| model(id, owner))
@@ -22,6 +22,6 @@ pub(super) fn list(ctx: &Ctx) -> Response {
 }
 
 pub(super) fn get(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
-    let route = ctx.app.router.resolve(id)?;
+    let route = ctx.app.router().resolve(id)?;
     Ok(json_response(200, &model(id, &route.provider.name)))
 }

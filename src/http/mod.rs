@@ -13,5 +13,5 @@ mod stream;
 
 pub use body::read_body;
 pub use response::{error_response, json_response, sse_response, text_response};
-pub use server::{serve, Peer, ServerOptions};
+pub use server::{Peer, Server, ServerOptions};
 pub use stream::{frame_channel, FrameSender};

@@ -1,15 +1,17 @@
 use crate::error::ApiError;
 use crate::http::error_response;
+use crate::tasks::Tasks;
 use futures_lite::{future, io, AsyncReadExt};
 use http_types::{Method, Request, Response};
 use smol::net::{SocketAddr, TcpListener, TcpStream};
 use smol::Timer;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Connection-level limits for [`serve`].
-#[derive(Debug, Clone)]
+/// Connection-level limits; a config reload changes them for the connections that follow.
+#[derive(Debug, Clone, Copy)]
 pub struct ServerOptions {
     /// Longest a client may take to send a request head (bounds slowloris).
     pub header_timeout: Duration,
@@ -45,50 +47,131 @@ const DRAIN_LIMIT: u64 = 256 << 10;
 /// Input swallowed while lingering before a close.
 const LINGER_LIMIT: u64 = 4 << 20;
 
-/// Accepts connections until `stop` closes, serving each on its own task.
-pub async fn serve<H, F>(listener: TcpListener, opts: ServerOptions, handler: H, stop: async_channel::Receiver<()>)
-where
-    H: Fn(Request, Peer) -> F + Send + Sync + 'static,
-    F: Future<Output = Response> + Send + 'static,
-{
-    let handler = Arc::new(handler);
-    let opts = Arc::new(opts);
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            let _ = stop.recv().await;
-            None
+/// The accept loop and its connections: serves until [`Server::stop`], then lets shutdown
+/// wait for the requests in flight and cut off what is left.
+#[derive(Debug)]
+pub struct Server {
+    options: Mutex<ServerOptions>,
+    connections: Tasks,
+    /// Closed by [`Server::stop`]: the accept loop ends and idle connections close.
+    stop: async_channel::Sender<()>,
+    stopped: async_channel::Receiver<()>,
+    /// Requests between their head and the end of their response.
+    in_flight: AtomicUsize,
+    /// Responses finished, counted for the shutdown report.
+    completed: AtomicUsize,
+}
+
+impl Server {
+    pub fn new(options: ServerOptions) -> Arc<Server> {
+        let (stop, stopped) = async_channel::bounded(1);
+        Arc::new(Server {
+            options: Mutex::new(options),
+            connections: Tasks::default(),
+            stop,
+            stopped,
+            in_flight: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
         })
-        .await;
-        match accepted {
-            None => return,
-            Some(Ok((stream, addr))) => {
-                let (handler, opts) = (handler.clone(), opts.clone());
-                crate::runtime::spawn(connection(stream, addr, opts, handler)).detach();
-            }
-            Some(Err(e)) => {
-                // EMFILE and friends: back off instead of spinning on the error.
-                log::warn!("accept failed: {e}");
-                Timer::after(Duration::from_millis(50)).await;
+    }
+
+    fn options(&self) -> ServerOptions {
+        *self.options.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies to connections accepted from now on.
+    pub fn set_options(&self, options: ServerOptions) {
+        *self.options.lock().unwrap_or_else(|p| p.into_inner()) = options;
+    }
+
+    /// Accepts connections until [`Server::stop`], serving each on its own task. Returning drops
+    /// the listener, so from then on connection attempts are refused.
+    pub async fn serve<H, F>(self: &Arc<Self>, listener: TcpListener, handler: H)
+    where
+        H: Fn(Request, Peer) -> F + Send + Sync + 'static,
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                let _ = self.stopped.recv().await;
+                None
+            })
+            .await;
+            match accepted {
+                None => return,
+                Some(Ok((stream, addr))) => {
+                    let (server, handler) = (self.clone(), handler.clone());
+                    self.connections.spawn(connection(server, stream, addr, handler));
+                }
+                Some(Err(e)) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    log::warn!("accept failed: {e}");
+                    Timer::after(Duration::from_millis(50)).await;
+                }
             }
         }
     }
+
+    /// Stops accepting; idle connections close, busy ones close after their current response.
+    pub fn stop(&self) {
+        self.stop.close();
+        self.connections.close();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.is_closed()
+    }
+
+    /// Requests being answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Responses finished since start.
+    pub fn completed(&self) -> usize {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when every connection has closed (after [`Server::stop`]).
+    pub async fn drained(&self) {
+        self.connections.ended().await;
+    }
+
+    /// Cuts off the connections still open; returns how many requests were in flight on them.
+    pub async fn abandon(&self) -> usize {
+        let requests = self.in_flight();
+        self.connections.cancel().await;
+        requests
+    }
 }
 
-async fn connection<H, F>(stream: TcpStream, addr: SocketAddr, opts: Arc<ServerOptions>, handler: Arc<H>)
+async fn connection<H, F>(server: Arc<Server>, stream: TcpStream, addr: SocketAddr, handler: Arc<H>)
 where
     H: Fn(Request, Peer) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
+    // Dropped last, also when shutdown cancels this connection: the socket must end for every
+    // clone of it (a relay task watching `Peer::closed` then lets go at once).
+    let _close = CloseOnDrop(stream.clone());
     let peer = Peer {
         addr,
         stream: stream.clone(),
     };
+    let opts = server.options();
     loop {
-        // Idle keep-alive: wait for the first byte of the next request, or give up.
+        // Idle keep-alive: wait for the first byte of the next request, or give up. Shutdown
+        // closes idle connections at once: nobody is waiting on them.
         let mut b = [0u8; 1];
         let first = future::or(async { stream.peek(&mut b).await.ok() }, async {
-            Timer::after(opts.keepalive_timeout).await;
+            let idle = async {
+                Timer::after(opts.keepalive_timeout).await;
+            };
+            future::or(idle, async {
+                let _ = server.stopped.recv().await;
+            })
+            .await;
             None
         });
         if !matches!(first.await, Some(n) if n > 0) {
@@ -118,9 +201,18 @@ where
         };
         let method = req.method();
         let mut close = connection_close(req.header("connection"));
-        let res = handler(req, peer.clone()).await;
+        server.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut res = handler(req, peer.clone()).await;
+        // Shutdown began meanwhile: this is the connection's last response, and the client
+        // should know not to send another on it.
+        if server.stopping() {
+            res.insert_header("connection", "close");
+        }
         close |= connection_close(res.header("connection"));
-        if write_response(&stream, res, method).await.is_err() {
+        let written = write_response(&stream, res, method).await;
+        server.in_flight.fetch_sub(1, Ordering::SeqCst);
+        server.completed.fetch_add(1, Ordering::SeqCst);
+        if written.is_err() {
             return;
         }
         // Whatever body the handler left unread must go before the next request can be parsed.
@@ -131,9 +223,24 @@ where
                 None
             },
         );
-        if close || !matches!(drained.await, Some(n) if n <= DRAIN_LIMIT) {
+        let drained = matches!(drained.await, Some(n) if n <= DRAIN_LIMIT);
+        // At shutdown, a connection whose request was read whole closes at once: lingering
+        // would hold the exit for a client that keeps its end open.
+        if drained && server.stopping() {
+            return;
+        }
+        if close || !drained {
             return linger(&stream).await;
         }
+    }
+}
+
+/// Shuts the socket both ways when dropped.
+struct CloseOnDrop(TcpStream);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }
 

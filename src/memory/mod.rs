@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
 use crate::router::first_answer;
 use crate::store::{observations, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
+use crate::tasks::Tasks;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,8 @@ pub struct Memory {
     locks: Mutex<HashMap<String, Arc<smol::lock::Mutex<()>>>>,
     /// Failed runs: how many in a row, and not before when to try again.
     backoff: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Observer runs started after a request: shutdown waits for them, then cancels them.
+    background: Tasks,
 }
 
 /// The memory headers of a request.
@@ -123,6 +126,7 @@ impl Memory {
             },
             locks: Mutex::default(),
             backoff: Mutex::default(),
+            background: Tasks::default(),
         }
     }
 
@@ -144,6 +148,13 @@ impl Memory {
             thread.message_tokens.unwrap_or(self.settings.message_tokens),
             thread.observation_tokens.unwrap_or(self.settings.observation_tokens),
         )
+    }
+
+    /// The background runs under way. A run cancelled at shutdown leaves the thread as it was
+    /// (each run commits in one transaction), and the next request past the threshold starts
+    /// it again.
+    pub fn background(&self) -> &Tasks {
+        &self.background
     }
 
     fn lock(&self, key: &str) -> Arc<smol::lock::Mutex<()>> {
@@ -375,8 +386,11 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
     if pending <= limit || app.memory.busy(&key) || app.memory.backing_off(&key) {
         return;
     }
+    let background = app.memory.background();
     let (app, id, by) = (app.clone(), thread.id.clone(), by.clone());
-    crate::runtime::spawn(async move { observer::run(&app, &id, &by, false).await }).detach();
+    if !background.spawn(async move { observer::run(&app, &id, &by, false).await }) {
+        log::debug!(target: "memgate::memory", "shutting down: thread {:?} is observed after the restart", thread.id);
+    }
 }
 
 /// Calls a model through the normal router, as memory's own client: a plain chat request,
@@ -384,7 +398,7 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
 async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) -> Result<(String, Usage), String> {
     let byok = by.byok.as_deref();
     let mut rest = crate::ir::Rest::new();
-    let candidates = app.router.candidates(model, &mut rest).map_err(|e| e.message)?;
+    let candidates = app.router().candidates(model, &mut rest).map_err(|e| e.message)?;
     rest.insert("temperature".to_owned(), serde_json::json!(0.3));
     let mut req = ChatRequest {
         model: String::new(),

@@ -1,0 +1,274 @@
+//! Running as a service: graceful shutdown, systemd's readiness protocol, config reload on
+//! SIGHUP. Real `memgate` processes, real signals, real sockets.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+fn config(mock: &Mock, extra: &str) -> String {
+    // Top-level keys first, then `extra` (tables), then the provider table.
+    format!(
+        "default_provider = \"openai\"\n{extra}\n{}",
+        provider("openai", mock, "models = [\"gpt-4o-mini\"]\n")
+    )
+}
+
+fn signal(gw: &Gateway, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// Sends SIGTERM from another thread and hands back how the process ended and how long it took.
+fn terminate_in_background(mut gw: Gateway) -> std::thread::JoinHandle<(Gateway, ExitStatus, Duration)> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let status = gw.terminate();
+        (gw, status, start.elapsed())
+    })
+}
+
+fn chat_body(text: &str, stream: bool) -> Value {
+    json!({"model": "openai/gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
+
+fn models(gw: &Gateway) -> Vec<String> {
+    let res = gw.get("/v1/models", &[]);
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn wait_for(what: &str, gw: &Gateway, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn sigterm_lets_an_open_stream_finish_refuses_new_connections_and_keeps_the_exchange() {
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("drain");
+    let text = config(&mock, "");
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    let addr = gw.addr.clone();
+    let memory = [("x-thread-id", "drain-thread"), ("x-resource-id", "drain-user")];
+    let mut stream = Stream::open(
+        &addr,
+        "/v1/chat/completions",
+        &memory,
+        &chat_body("memgate-test: slow stream", true),
+    );
+    assert_eq!(stream.status, 200);
+    stream.next_chunk().expect("the first event");
+
+    let stopping = terminate_in_background(gw);
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = TcpStream::connect(&addr);
+    assert!(refused.is_err(), "a new connection was accepted during shutdown");
+
+    let events = stream.events();
+    assert_eq!(
+        events.last().map(|e| e.2.as_str()),
+        Some("[DONE]"),
+        "the stream did not finish: {events:?}"
+    );
+    let (gw, status, took) = stopping.join().unwrap();
+    let log = gw.log();
+    assert!(status.success(), "exit status {status:?}: {log}");
+    eprintln!("shutdown with a slow stream in flight took {} ms", took.as_millis());
+    assert!(
+        log.contains("SIGTERM: shutting down") && log.contains("1 request(s) in flight"),
+        "{log}"
+    );
+    assert!(
+        log.contains("1 request(s) finished") && log.contains("database closed"),
+        "{log}"
+    );
+    drop(gw);
+
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    let res = gw.get("/v1/memory/threads/drain-thread/messages", &[]);
+    assert_eq!(res.status, 200, "{}", res.text());
+    let stored = res.json()["messages"].as_array().unwrap().clone();
+    let roles: Vec<&str> = stored.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant"], "{stored:?}");
+    assert!(
+        stored[1]["content"].as_str().is_some_and(|c| !c.is_empty()),
+        "{stored:?}"
+    );
+}
+
+#[test]
+fn an_idle_keep_alive_connection_does_not_delay_exit() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let mut idle = TcpStream::connect(&gw.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(idle.try_clone().unwrap());
+    assert_eq!(read_response(&mut reader).status, 200);
+
+    let (gw, status, took) = terminate_in_background(gw).join().unwrap();
+    assert!(status.success(), "exit status {status:?}: {}", gw.log());
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} with an idle connection open"
+    );
+    let mut rest = String::new();
+    assert_eq!(
+        reader.read_line(&mut rest).unwrap(),
+        0,
+        "the idle connection was not closed"
+    );
+}
+
+#[test]
+fn shutdown_cuts_off_a_hanging_request_at_the_bound() {
+    let mock = Mock::start("fixtures/openai");
+    // The fixture answers after 3 s: well past the bound.
+    let gw = Gateway::start(&config(&mock, "[timeouts]\nshutdown_ms = 800\n"));
+    let addr = gw.addr.clone();
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = chat_body("memgate-test: hang", false).to_string();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).map(|_| line)
+    });
+    wait_for("the request to reach the upstream", &gw, || !mock.requests().is_empty());
+
+    let (gw, status, took) = terminate_in_background(gw).join().unwrap();
+    let log = gw.log();
+    eprintln!(
+        "shutdown past a hanging upstream took {} ms (bound 800 ms)",
+        took.as_millis()
+    );
+    assert!(status.success(), "exit status {status:?}: {log}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(800 + 1500),
+        "exit took {took:?} for shutdown_ms = 800: {log}"
+    );
+    assert!(log.contains("cut off 1 request(s)"), "{log}");
+    let answered = client.join().unwrap();
+    assert!(
+        answered.as_deref().map_or(true, str::is_empty),
+        "the cut-off request got {answered:?}"
+    );
+}
+
+/// Receives one notification (or panics after a while).
+fn notification(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notification from memgate");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn sd_notify_says_ready_once_listening_and_stopping_on_sigterm() {
+    use std::os::linux::net::SocketAddrExt;
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("notify");
+    let path = dir.join("notify.sock");
+    let abstract_name = format!("memgate-test-notify-{}", std::process::id());
+    let cases = [
+        (UnixDatagram::bind(&path).unwrap(), path.to_str().unwrap().to_owned()),
+        (
+            UnixDatagram::bind_addr(
+                &std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+            format!("@{abstract_name}"),
+        ),
+    ];
+    for (socket, target) in cases {
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let gw = Gateway::start_in(
+            &temp_dir("notify-gw"),
+            &config(&mock, ""),
+            &[("NOTIFY_SOCKET", &target)],
+        );
+        let ready = notification(&socket);
+        assert!(ready.lines().any(|l| l == "READY=1"), "{target}: {ready:?}");
+        assert!(
+            TcpStream::connect(&gw.addr).is_ok(),
+            "READY=1 came before the port accepts connections"
+        );
+        assert!(ready.contains("STATUS="), "{ready:?}");
+        let (gw, status, _) = terminate_in_background(gw).join().unwrap();
+        assert!(status.success(), "{}", gw.log());
+        let stopping = notification(&socket);
+        assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{target}: {stopping:?}");
+    }
+}
+
+#[test]
+fn sighup_reloads_providers_and_names_what_needs_a_restart() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    assert_eq!(models(&gw), ["openai/gpt-4o-mini"]);
+
+    let old = std::fs::read_to_string(&gw.config).unwrap();
+    let new = format!(
+        "{}\n[memory]\nscope = \"resource\"\n{}",
+        old.replace("127.0.0.1:0", "127.0.0.1:1"),
+        provider("second", &mock, "models = [\"m2\"]\n")
+    );
+    std::fs::write(&gw.config, new).unwrap();
+    signal(&gw, "HUP");
+    wait_for("the reload", &gw, || gw.log().contains("reloaded config"));
+    assert_eq!(models(&gw), ["openai/gpt-4o-mini", "second/m2"]);
+    let res = gw.post("/v1/chat/completions", &[], &chat_body("Hello", false));
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = gw.post(
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "second/m2", "messages": [{"role": "user", "content": "Hello"}]}),
+    );
+    assert_eq!(res.status, 200, "the new provider does not route: {}", res.text());
+    let log = gw.log();
+    assert!(
+        log.contains("listen, memory.scope changed; that takes a restart"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let old = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(&gw.config, format!("{old}\nmodles = [\"typo\"]\n")).unwrap();
+    signal(&gw, "HUP");
+    wait_for("the failed reload", &gw, || gw.log().contains("config reload failed"));
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains("config reload failed")).unwrap();
+    assert!(
+        line.contains(gw.config.to_str().unwrap()) && log.contains("modles"),
+        "the error names neither file nor key: {log}"
+    );
+    assert_eq!(models(&gw), ["openai/gpt-4o-mini"]);
+    let res = gw.post("/v1/chat/completions", &[], &chat_body("Hello", false));
+    assert_eq!(res.status, 200, "{}", res.text());
+}
