@@ -81,6 +81,10 @@ pub(crate) fn server_options(config: &Config) -> ServerOptions {
     ServerOptions {
         header_timeout: Duration::from_millis(config.timeouts.header_ms),
         keepalive_timeout: Duration::from_millis(config.timeouts.keepalive_ms),
+        max_connections: config
+            .limits
+            .max_connections
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
     }
 }
 

@@ -235,3 +235,27 @@ fn metrics_are_served_in_prometheus_text_format() {
     let auth = format!("Bearer {k}");
     assert_eq!(locked.get("/metrics", &[("authorization", &auth)]).status, 200);
 }
+
+#[test]
+fn beyond_max_connections_a_new_connection_gets_503_and_a_close() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&format!(
+        "[limits]\nmax_connections = 2\n{}",
+        provider("openai", &mock, "")
+    ));
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&gw.addr).unwrap())
+        .collect();
+    // The accept loop sees the held ones before the next.
+    std::thread::sleep(Duration::from_millis(200));
+    let r = gw.get("/healthz", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "overloaded");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    drop(held);
+    let until = Instant::now() + Duration::from_secs(5);
+    while gw.get("/healthz", &[]).status != 200 {
+        assert!(Instant::now() < until, "the freed connections were not counted off");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -17,6 +17,8 @@ pub struct ServerOptions {
     pub header_timeout: Duration,
     /// Longest an idle keep-alive connection is held open.
     pub keepalive_timeout: Duration,
+    /// Open connections at most; one more is answered a 503 and closed (`None`: no limit).
+    pub max_connections: Option<usize>,
 }
 
 /// The client end of a connection, handed to the handler with each request.
@@ -46,6 +48,27 @@ impl Peer {
 const DRAIN_LIMIT: u64 = 256 << 10;
 /// Input swallowed while lingering before a close.
 const LINGER_LIMIT: u64 = 4 << 20;
+
+/// A connection over `max_connections`: a 503 and a close, at once, rather than a queue.
+async fn turn_away(mut stream: TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let body = r#"{"error":{"message":"memgate is at its connection limit ([limits] max_connections); retry shortly","type":"server_error","param":null,"code":"overloaded"}}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Read what the client sent meanwhile, briefly, so the close is not a reset that loses
+    // the answer.
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let limit = async {
+        Timer::after(Duration::from_millis(200)).await;
+    };
+    future::or(drain, limit).await;
+}
 
 /// The accept loop and its connections: serves until [`Server::stop`], then lets shutdown
 /// wait for the requests in flight and cut off what is left.
@@ -100,6 +123,14 @@ impl Server {
             .await;
             match accepted {
                 None => return,
+                Some(Ok((stream, _)))
+                    if self
+                        .options()
+                        .max_connections
+                        .is_some_and(|m| self.connections.len() >= m) =>
+                {
+                    crate::runtime::spawn(turn_away(stream)).detach();
+                }
                 Some(Ok((stream, addr))) => {
                     let (server, handler) = (self.clone(), handler.clone());
                     self.connections.spawn(connection(server, stream, addr, handler));
