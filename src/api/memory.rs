@@ -27,6 +27,10 @@ pub(super) async fn handle(
 ) -> Result<Response, ApiError> {
     let segments: Vec<String> = path.split('/').map(percent_decode).collect::<Result<_, _>>()?;
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // A malformed id is the client's mistake (400), not a thread that does not exist (404).
+    if let ["threads", id, ..] = parts.as_slice() {
+        threads::check_id("thread id", id).map_err(ApiError::invalid)?;
+    }
     let tenant = ctx.caller.tenant.clone();
     match (method, parts.as_slice()) {
         (Method::Get, ["threads"]) => list_threads(ctx, &tenant, query),

@@ -272,6 +272,9 @@ async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Resp
             }
         }
     };
+    if !body.is_empty() {
+        check_content_type(req)?;
+    }
     if let Endpoint::Memory(rest) = &route {
         return memory::handle(ctx, req.method(), rest, &query(req), &body).await;
     }
@@ -299,6 +302,28 @@ fn query(req: &Request) -> std::collections::HashMap<String, String> {
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+/// Refuses a body declared as anything but JSON (415).
+///
+/// Browsers send `text/plain` and form bodies cross-origin without a CORS preflight, so taking
+/// them would let any web page drive a gateway on loopback (spend tokens, write into memory).
+/// A body with no Content-Type is still read as JSON: hand-written clients omit it. async-h1
+/// reports a missing one as `application/octet-stream`, which browsers never send without a
+/// preflight, so that passes too.
+fn check_content_type(req: &Request) -> Result<(), ApiError> {
+    let declared = req.header("content-type").map_or("", |v| v.last().as_str());
+    let media = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = media.ends_with("+json") || media == "application/json";
+    if json || media.is_empty() || media == "application/octet-stream" {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        415,
+        "invalid_request_error",
+        Some("unsupported_media_type"),
+        format!("request body is {media:?}; send JSON with `Content-Type: application/json`"),
+    ))
 }
 
 /// An error in the shape the endpoint's clients read: Anthropic's on `/v1/messages`, OpenAI's

@@ -4,7 +4,7 @@ use http_types::Request;
 use smol::Timer;
 use std::time::Duration;
 
-/// Reads a request body of at most `limit` bytes within `timeout`.
+/// Reads a request body of at most `limit` bytes within `timeout` (else 408: a slow body).
 ///
 /// async-h1 imposes no body limit, so one extra byte is requested: getting it means the body is
 /// over the limit and the client gets a 413 naming the setting, without the rest being read.
@@ -24,10 +24,13 @@ pub async fn read_body(req: &mut Request, limit: u64, timeout: Duration) -> Resu
         None
     };
     match future::or(read, timed_out).await {
-        None => Err(ApiError::invalid(format!(
-            "request body not received within {} ms",
-            timeout.as_millis()
-        ))),
+        None => Err(ApiError::new_status(
+            408,
+            &format!(
+                "request body not received within {} ms (timeouts.body_ms)",
+                timeout.as_millis()
+            ),
+        )),
         Some(Err(e)) => Err(ApiError::invalid(format!("could not read request body: {e}"))),
         Some(Ok(_)) if buf.len() as u64 > limit => Err(ApiError::too_large(limit)),
         Some(Ok(_)) => Ok(buf),

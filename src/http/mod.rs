@@ -6,6 +6,7 @@
 //! both directions with one frame per HTTP chunk so nothing is buffered.
 
 mod body;
+mod head;
 mod response;
 mod server;
 pub mod sse;

@@ -1,3 +1,4 @@
+use super::head::HeadGuard;
 use crate::error::ApiError;
 use crate::http::error_response;
 use crate::tasks::Tasks;
@@ -208,7 +209,8 @@ where
         if !matches!(first.await, Some(n) if n > 0) {
             return;
         }
-        let head = future::or(async { Some(async_h1::server::decode(stream.clone()).await) }, async {
+        let guard = HeadGuard::new(stream.clone());
+        let head = future::or(async { Some(async_h1::server::decode(guard.clone()).await) }, async {
             Timer::after(opts.header_timeout).await;
             None
         });
@@ -219,12 +221,13 @@ where
             }
             Some(Err(e)) => {
                 // async-h1 tags most parse failures 500; to the client they are its own 4xx.
-                let status = match u16::from(e.status()) {
-                    s @ 400..=499 => s,
-                    _ if e.to_string().contains("Head byte length") => 431,
-                    _ => 400,
+                let err = match (guard.verdict(), u16::from(e.status())) {
+                    (Some(v), _) => ApiError::new_status(v.status(), &v.message()),
+                    (None, s) => {
+                        let status = if (400..500).contains(&s) { s } else { 400 };
+                        ApiError::new_status(status, &format!("malformed HTTP request: {e}"))
+                    }
                 };
-                let err = ApiError::new_status(status, &format!("malformed HTTP request: {e}"));
                 return reply_and_close(&stream, err, Method::Get).await;
             }
             Some(Ok(None)) => return,

@@ -98,10 +98,14 @@ pub struct NewMessage {
 }
 
 /// Checks that a client-supplied thread or resource id can be a key.
+///
+/// Ids travel in URL paths (`/v1/memory/threads/{id}`), so a `.` or `..` segment is refused too:
+/// URL parsers and proxies collapse dot segments, and the id would name another thread there.
 pub fn check_id(what: &str, id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+    let dots = id.split('/').any(|s| s == "." || s == "..");
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) || dots {
         return Err(format!(
-            "{what} must be 1-{MAX_ID_LEN} bytes without control characters"
+            "{what} must be 1-{MAX_ID_LEN} bytes without control characters or `.`/`..` path segments"
         ));
     }
     Ok(())

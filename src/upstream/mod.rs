@@ -54,6 +54,14 @@ impl Client {
             Url::parse(&req.url).map_err(|e| ApiError::bad_gateway(format!("bad upstream URL {}: {e}", req.url)))?;
         let key =
             PoolKey::from_url(&url).ok_or_else(|| ApiError::bad_gateway(format!("bad upstream URL {}", req.url)))?;
+        // Header values are written verbatim: a CR or LF would inject headers upstream, and a
+        // non-ASCII byte makes http-types panic. Keys (configured or BYOK) are the values at risk.
+        if let Some((name, _)) = req.headers.iter().find(|(_, v)| !is_field_value(v)) {
+            return Err(ApiError::bad_gateway(format!(
+                "the {name} header for {} holds a byte HTTP forbids (CR, LF, NUL or non-ASCII); check the provider key",
+                key.origin()
+            )));
+        }
         // A pooled connection may have been closed by the server a moment ago: one fresh retry.
         // Only a connection failure is retried: after a timeout the upstream may be working on
         // the request, and sending it again would pay for the answer twice.
@@ -167,6 +175,11 @@ async fn send_once(mut conn: Conn, req: Request) -> http_types::Result<(http_typ
         code => code,
     };
     Ok((res, real))
+}
+
+/// Visible ASCII, spaces and tabs: what an HTTP field value may hold.
+fn is_field_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 async fn sleep_none<T>(d: Duration) -> Option<T> {
