@@ -87,7 +87,7 @@ const USAGE_HELP: &str = "memgate usage: requests and tokens counted, per key, p
 Usage: memgate usage [--from T] [--to T] [--group-by D,…] [--tenant K]
 
 T is epoch seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (default: all time). D is key,
-provider, model, user or tags (default: key,model). --tenant K shows key K only.
+provider, model, user, tags, hour or day (default: key,model). --tenant K shows key K only.
 memory_tokens are what memory's observer and reflector spent. Counts reach the database every
 2 s, so a running server's last seconds may show on the next call.
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.

@@ -94,8 +94,25 @@ pub fn tags(v: Option<&serde_json::Value>) -> String {
 /// One report row: the grouped dimensions' names and values, and the sums.
 pub type Row = (Vec<(&'static str, String)>, Counts);
 
-/// The dimensions a report can group by, in the order they are printed.
-pub const DIMENSIONS: [&str; 5] = ["key", "provider", "model", "user", "tags"];
+/// The dimensions a report can group by. `hour` and `day` are the row's time bucket, as
+/// `2026-11-22T14:00:00.000Z` and `2026-11-22` (UTC), so rows grouped by them sort in time order.
+pub const DIMENSIONS: [&str; 7] = ["key", "provider", "model", "user", "tags", "hour", "day"];
+
+/// The value of dimension `DIMENSIONS[i]` in a stored row.
+fn dimension(k: &UsageKey, i: usize) -> String {
+    match DIMENSIONS[i] {
+        "key" => k.key.clone(),
+        "provider" => k.provider.clone(),
+        "model" => k.model.clone(),
+        "user" => k.user.clone(),
+        "tags" => k.tags.clone(),
+        "hour" => crate::clock::iso8601(k.hour.saturating_mul(3_600_000)),
+        _ => {
+            let hour = crate::clock::iso8601(k.hour.saturating_mul(3_600_000));
+            hour.split_once('T').map_or(hour.clone(), |(day, _)| day.to_owned())
+        }
+    }
+}
 
 /// What to report: a time range, the dimensions to group by, and whose usage.
 #[derive(Debug, Clone)]
@@ -153,8 +170,7 @@ impl Query {
             if self.key.as_ref().is_some_and(|key| *key != k.key) {
                 continue;
             }
-            let fields = [&k.key, &k.provider, &k.model, &k.user, &k.tags];
-            let group = self.group_by.iter().map(|&i| fields[i].clone()).collect();
+            let group = self.group_by.iter().map(|&i| dimension(&k, i)).collect();
             groups.entry(group).or_default().add(&counts);
         }
         Ok(groups
@@ -222,4 +238,96 @@ fn counters(c: &Counts) -> [(&'static str, u64); 5] {
         ("total_tokens", c.total_tokens),
         ("memory_tokens", c.memory_tokens),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::usage::{add, Counts, UsageKey};
+
+    fn row(hour: u64, key: &str, model: &str, tokens: u64) -> (UsageKey, Counts) {
+        let key = UsageKey {
+            hour,
+            key: key.to_owned(),
+            provider: "openai".to_owned(),
+            model: model.to_owned(),
+            ..Default::default()
+        };
+        let counts = Counts {
+            requests: 1,
+            total_tokens: tokens,
+            ..Default::default()
+        };
+        (key, counts)
+    }
+
+    /// A store holding rows at 2026-11-22 14:00 and 15:00 and 2026-11-23 09:00 (UTC).
+    fn store(name: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("memgate-usage-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let h = crate::clock::parse("2026-11-22T14:00:00Z").unwrap() / 3_600_000;
+        let rows = vec![
+            row(h, "alice", "gpt-4o-mini", 10),
+            row(h, "bob", "gpt-4o-mini", 5),
+            row(h + 1, "alice", "gpt-4o-mini", 20),
+            row(h + 1, "alice", "claude-sonnet-4", 7),
+            row(h + 19, "alice", "gpt-4o-mini", 100),
+        ];
+        store.write_blocking(move |tx| add(tx, &rows)).unwrap();
+        (store, dir)
+    }
+
+    fn report(store: &Store, group_by: Option<&str>, key: Option<&str>) -> Vec<(Vec<String>, u64)> {
+        let q = Query::parse(None, None, group_by, key.map(str::to_owned)).unwrap();
+        q.run(&store.read().unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|(dims, c)| (dims.into_iter().map(|(_, v)| v).collect(), c.total_tokens))
+            .collect()
+    }
+
+    #[test]
+    fn grouping_by_hour_and_day_buckets_rows_in_time_order() {
+        let (store, dir) = store("time");
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            report(&store, Some("hour"), Some("alice")),
+            [
+                (s(&["2026-11-22T14:00:00.000Z"]), 10),
+                (s(&["2026-11-22T15:00:00.000Z"]), 27),
+                (s(&["2026-11-23T09:00:00.000Z"]), 100),
+            ]
+        );
+        assert_eq!(
+            report(&store, Some("day,model"), None),
+            [
+                (s(&["2026-11-22", "claude-sonnet-4"]), 7),
+                (s(&["2026-11-22", "gpt-4o-mini"]), 35),
+                (s(&["2026-11-23", "gpt-4o-mini"]), 100),
+            ]
+        );
+        // The dimension names come back as asked, time first when asked first.
+        let q = Query::parse(None, None, Some("day,key"), None).unwrap();
+        let rows = q.run(&store.read().unwrap()).unwrap();
+        assert_eq!(rows[0].0.iter().map(|(k, _)| *k).collect::<Vec<_>>(), ["day", "key"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_default_grouping_is_still_key_and_model_over_all_time() {
+        let (store, dir) = store("default");
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            report(&store, None, None),
+            [
+                (s(&["alice", "claude-sonnet-4"]), 7),
+                (s(&["alice", "gpt-4o-mini"]), 130),
+                (s(&["bob", "gpt-4o-mini"]), 5),
+            ]
+        );
+        let err = Query::parse(None, None, Some("week"), None).unwrap_err();
+        assert!(err.contains("hour, day"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -5,6 +5,7 @@
 
 mod chat;
 mod chunks;
+mod dashboard;
 mod embeddings;
 #[cfg(test)]
 mod fuzz;
@@ -220,8 +221,15 @@ async fn dispatch(
         let text = app.metrics.render(app.store.file_size());
         return Ok(text_response(200, "text/plain; version=0.0.4; charset=utf-8", text));
     }
-    let route = Endpoint::find(&path)
-        .ok_or_else(|| ApiError::not_found(format!("no route for {path}; the API lives under /v1")))?;
+    // The dashboard's files hold no data (the page fetches it with the user's key): no key here.
+    if let Some(asset) = dashboard::find(&path) {
+        return dashboard::serve(method, &path, asset);
+    }
+    let route = Endpoint::find(&path).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no route for {path}; the API lives under /v1 and the dashboard at /ui"
+        ))
+    })?;
     if route.method().is_some_and(|m| m != method) {
         return Err(ApiError::method_not_allowed(method.as_ref(), &path));
     }
