@@ -127,7 +127,8 @@ function askKey(reason) {
 
 function showKeyState() {
   const key = sessionStorage.getItem(KEY_STORE);
-  $('key-state').textContent = key ? `key ${key.slice(0, 8)}…` : 'no key';
+  // Not even a prefix of the key is shown: screenshots and screen shares travel.
+  $('key-state').textContent = key ? 'key set for this tab' : 'no key';
   $('key-change').textContent = key ? 'change key' : 'set key';
   $('key-forget').hidden = !key;
 }
@@ -492,6 +493,7 @@ const METRICS = {
   completion_tokens: 'completion tokens',
   requests: 'requests',
 };
+const TOTALS = ['requests', 'prompt_tokens', 'completion_tokens', 'total_tokens'];
 
 async function usageView(params) {
   const range = RANGES[params.get('range')] ? params.get('range') : '24h';
@@ -564,10 +566,10 @@ async function usageView(params) {
     h('section', { class: 'panel' },
       h('h2', {}, 'Totals'),
       totals.data.length ? h('table', { class: 'usage', id: 'usage-totals' },
-        h('thead', {}, h('tr', {}, h('th', {}, noun(by)), Object.keys(METRICS).reverse().map((m) => h('th', { class: 'num' }, METRICS[m])), h('th', { class: 'num' }, 'memory tokens'))),
+        h('thead', {}, h('tr', {}, h('th', {}, noun(by)), TOTALS.map((m) => h('th', { class: 'num' }, METRICS[m])), h('th', { class: 'num' }, 'memory tokens'))),
         h('tbody', {}, totals.data.map((r) => h('tr', {},
           h('td', {}, h('span', { class: 'swatch-text' }, r[by] || `(no ${noun(by)})`)),
-          Object.keys(METRICS).reverse().map((m) => h('td', { class: 'num' }, num(r[m]))),
+          TOTALS.map((m) => h('td', { class: 'num' }, num(r[m]))),
           h('td', { class: 'num' }, num(r.memory_tokens))))))
         : h('p', { class: 'empty' }, 'No usage recorded in this range.')));
 }

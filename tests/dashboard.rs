@@ -1,0 +1,208 @@
+//! The dashboard: the embedded files and their headers over HTTP, then the page itself driven in
+//! headless Chromium (tests/ui/dashboard.mjs, playwright-core) against a gateway holding a few
+//! threads stored through chat requests.
+//!
+//! The browser part needs Debian's `chromium`, node and `npm ci` in tests/ui; without them it
+//! prints `skipped:` and passes, except under CI (where .ci/run installs them).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CSP: &str = "default-src 'self'";
+
+fn keyed_gateway(mock: &Mock) -> Gateway {
+    // A small message threshold, so one thread's observer runs and the page has observations.
+    Gateway::start(&format!(
+        "default_provider = \"openai\"\n[auth]\nmode = \"keys\"\n[memory]\nmessage_tokens = 60\n{}",
+        provider("openai", mock, "")
+    ))
+}
+
+#[test]
+fn the_page_and_its_files_need_no_key_and_carry_a_strict_policy() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = keyed_gateway(&mock);
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui", "text/html"),
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+        ("/ui/icon.svg", "image/svg+xml"),
+    ] {
+        let res = gw.get(path, &[]);
+        assert_eq!(res.status, 200, "{path}: {}", res.text());
+        assert!(
+            res.header("content-type").unwrap().starts_with(kind),
+            "{path}: {:?}",
+            res.headers
+        );
+        let csp = res.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.starts_with(CSP) && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    }
+    // No CDN: the page names only its own files; the script's one URL is the SVG namespace.
+    let html = gw.get("/ui", &[]).text();
+    for asset in ["/ui/app.js", "/ui/style.css", "/ui/icon.svg"] {
+        assert!(html.contains(&format!("\"{asset}\"")), "{asset} not linked");
+    }
+    assert!(!html.contains("http") && !html.contains("<script>"), "{html}");
+    assert!(!gw.get("/ui/style.css", &[]).text().contains("http"));
+    let js = gw.get("/ui/app.js", &[]).text();
+    assert_eq!(js.matches("http").count(), 1, "only the SVG namespace");
+    assert!(js.contains("sessionStorage") && !js.contains("localStorage"));
+    // The data behind the page still needs the key; the files take only GET.
+    gw.get("/v1/memory/threads", &[])
+        .expect_error(401, "authentication_error");
+    request(&gw.addr, "POST", "/", &[], b"{}").expect_error(405, "invalid_request_error");
+    gw.get("/ui/missing.js", &[]).expect_error(404, "invalid_request_error");
+}
+
+/// One chat turn on `thread` of `resource`, answered by the memory fixtures.
+fn say(gw: &Gateway, auth: &str, thread: &str, resource: &str, messages: Value) {
+    let res = gw.post(
+        "/v1/chat/completions",
+        &[
+            ("authorization", auth),
+            ("x-thread-id", thread),
+            ("x-resource-id", resource),
+        ],
+        &json!({"model": "openai/gpt-4o-mini", "messages": messages}),
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
+fn user(text: &str) -> Value {
+    json!([{"role": "user", "content": text}])
+}
+
+/// Stores three threads: alex-thread (user-42, observed once), sam-thread and weather-thread
+/// (user-7, the latter with a tool call and its result).
+fn store_threads(gw: &Gateway, auth: &str) {
+    for text in [
+        "My name is Alex and I prefer concise answers.",
+        "What is my name?",
+        "Tell me something nice, number 1",
+        "Tell me something nice, number 2",
+    ] {
+        say(gw, auth, "alex-thread", "user-42", user(text));
+    }
+    say(gw, auth, "sam-thread", "user-7", user("My name is Sam."));
+    say(
+        gw,
+        auth,
+        "weather-thread",
+        "user-7",
+        json!([
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\":18}"}
+        ]),
+    );
+    // The observer runs in the background: wait until it has written, and is done.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = gw
+            .get(
+                "/v1/memory/threads/alex-thread/observations/record",
+                &[("authorization", auth)],
+            )
+            .json();
+        if r["observerRuns"] == 1 && r["isObserving"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no observer run: {r}\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the browser half needs, or why it cannot run.
+fn browser_missing() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !std::path::Path::new(&chromium).exists() {
+        return Some(format!("{chromium} is missing (apt-get install chromium)"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is missing".to_owned());
+    }
+    if !repo()
+        .join("tests/ui/node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return Some("playwright-core is missing (npm ci in tests/ui)".to_owned());
+    }
+    None
+}
+
+#[test]
+fn a_person_lists_opens_and_deletes_threads_in_the_browser() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = keyed_gateway(&mock);
+    let out = gw.cli(&["keys", "create", "dash"]);
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("msk_"), "{key:?}");
+    let auth = format!("Bearer {key}");
+    store_threads(&gw, &auth);
+
+    // What the page reads: the API as any client sees it, and usage per day and hour.
+    let list = gw.get("/v1/memory/threads", &[("authorization", &auth)]).json();
+    assert_eq!(list["total"], 3, "{list}");
+    let usage = gw
+        .get("/v1/usage?group_by=day,model", &[("authorization", &auth)])
+        .json();
+    let row = &usage["data"][0];
+    assert_eq!(row["model"], "openai/gpt-4o-mini", "{usage}");
+    assert_eq!(row["day"].as_str().unwrap().len(), "2026-11-22".len(), "{usage}");
+    assert!(row["memory_tokens"].as_u64().unwrap() > 0, "{usage}");
+    let hours = gw.get("/v1/usage?group_by=hour", &[("authorization", &auth)]).json();
+    assert!(
+        hours["data"][0]["hour"].as_str().unwrap().ends_with(":00:00.000Z"),
+        "{hours}"
+    );
+
+    if let Some(why) = browser_missing() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "the dashboard browser test cannot run under CI: {why} (.ci/run installs it)"
+        );
+        eprintln!("skipped: the dashboard browser test: {why}");
+        return;
+    }
+    let shots: PathBuf = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let out = Command::new("node")
+        .arg(repo().join("tests/ui/dashboard.mjs"))
+        .env("MEMGATE_URL", format!("http://{}", gw.addr))
+        .env("MEMGATE_KEY", &key)
+        .env("MEMGATE_SHOTS", &shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("");
+    eprintln!("dashboard.mjs: {summary}");
+    assert!(
+        out.status.success() && summary.ends_with(" 0 failed"),
+        "the dashboard walk-through failed:\n{stdout}\n{}\n--- gateway log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    // The page went through the API: what it deleted is gone for every client.
+    let list = gw.get("/v1/memory/threads", &[("authorization", &auth)]).json();
+    assert_eq!(list["total"], 0, "{list}");
+    let shot = shots.join("dashboard.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+        "no screenshot"
+    );
+    println!("screenshot: {}", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+}
