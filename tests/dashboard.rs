@@ -85,8 +85,8 @@ fn user(text: &str) -> Value {
     json!([{"role": "user", "content": text}])
 }
 
-/// Stores three threads: alex-thread (user-42, observed once), sam-thread and weather-thread
-/// (user-7, the latter with a tool call and its result).
+/// Stores three threads through chat: alex-thread (user-42, observed once), sam-thread and
+/// weather-thread (user-7, the latter with a tool call and its result); then 18 empty ones.
 fn store_threads(gw: &Gateway, auth: &str) {
     for text in [
         "My name is Alex and I prefer concise answers.",
@@ -109,6 +109,15 @@ fn store_threads(gw: &Gateway, auth: &str) {
             {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\":18}"}
         ]),
     );
+    // Enough more (through the memory API) for a second page of the list.
+    for i in 0..18 {
+        let res = gw.post(
+            "/v1/memory/threads",
+            &[("authorization", auth)],
+            &json!({"id": format!("bulk-{i:02}"), "resourceId": "bulk"}),
+        );
+        assert_eq!(res.status, 201, "{}", res.text());
+    }
     // The observer runs in the background: wait until it has written, and is done.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -156,7 +165,7 @@ fn a_person_lists_opens_and_deletes_threads_in_the_browser() {
 
     // What the page reads: the API as any client sees it, and usage per day and hour.
     let list = gw.get("/v1/memory/threads", &[("authorization", &auth)]).json();
-    assert_eq!(list["total"], 3, "{list}");
+    assert_eq!(list["total"], 21, "{list}");
     let usage = gw
         .get("/v1/usage?group_by=day,model", &[("authorization", &auth)])
         .json();
@@ -197,7 +206,9 @@ fn a_person_lists_opens_and_deletes_threads_in_the_browser() {
     );
     // The page went through the API: what it deleted is gone for every client.
     let list = gw.get("/v1/memory/threads", &[("authorization", &auth)]).json();
-    assert_eq!(list["total"], 0, "{list}");
+    assert_eq!(list["total"], 18, "{list}");
+    let gone = gw.get("/v1/memory/threads/alex-thread", &[("authorization", &auth)]);
+    gone.expect_error(404, "invalid_request_error");
     let shot = shots.join("dashboard.png");
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),

@@ -276,8 +276,8 @@ async function threadsView(params) {
   const last = page * PAGE_SIZE + data.threads.length;
   const pager = h('div', { class: 'pager' },
     h('span', { class: 'muted', id: 'page-info' }, `${first}–${last} of ${num(data.total)}`),
-    page > 0 && h('a', { href: listLink(resource, page - 1), class: 'button' }, '← Newer'),
-    data.hasMore && h('a', { href: listLink(resource, page + 1), class: 'button', id: 'next-page' }, 'More →'));
+    page > 0 && h('a', { href: listLink(resource, page - 1), class: 'button', id: 'previous-page' }, '← Previous'),
+    data.hasMore && h('a', { href: listLink(resource, page + 1), class: 'button', id: 'next-page' }, 'Next →'));
 
   const table = data.threads.length
     ? h('table', { class: 'threads', id: 'threads' },

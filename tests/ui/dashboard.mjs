@@ -37,13 +37,19 @@ async function run(page, origin) {
   const stored = await page.evaluate(() => [sessionStorage.getItem('memgate.key'), localStorage.length]);
   check('the key is kept in sessionStorage only', stored[0] === key && stored[1] === 0, JSON.stringify(stored));
 
-  // The list: every stored thread, with its resource and message count.
+  // The list, oldest first as the API gives it, 20 a page: the three chat threads and 17 of
+  // the 18 "bulk" ones, then the last on page two.
   const ids = await texts(page.locator('#threads .thread-id'));
-  check('the list shows the three stored threads', ['alex-thread', 'sam-thread', 'weather-thread'].every((id) => ids.includes(id)) && ids.length === 3, ids.join(','));
+  check('the first page shows the chat threads first', ids.slice(0, 3).join(',') === 'alex-thread,sam-thread,weather-thread' && ids.length === 20, ids.join(','));
   const alexRow = page.locator('#threads tr[data-thread="alex-thread"]');
   const alexCells = await texts(alexRow.locator('td'));
   check('a row shows resource and message count', alexCells[1] === 'user-42' && alexCells[2] === '8', alexCells.join(' | '));
-  check('the page count reads 1–3 of 3', (await page.textContent('#page-info')) === '1–3 of 3');
+  check('the page count reads 1–20 of 21', (await page.textContent('#page-info')) === '1–20 of 21');
+  await page.click('#next-page');
+  await page.waitForFunction(() => document.querySelector('#page-info')?.textContent === '21–21 of 21');
+  check('the next page holds the last thread', (await texts(page.locator('#threads .thread-id'))).join(',') === 'bulk-17');
+  await page.click('#previous-page');
+  await page.waitForFunction(() => document.querySelector('#page-info')?.textContent === '1–20 of 21');
 
   // One thread: messages in order, styled by role; observations with markers; record; history.
   await alexRow.locator('a.thread-id').click();
@@ -88,7 +94,8 @@ async function run(page, origin) {
   // Filter by resource, look at a thread with a tool call, then erase the resource.
   await page.click('a.clear');
   await page.locator('#threads').waitFor();
-  check('the list is down to two threads', (await page.locator('#threads tbody tr').count()) === 2);
+  await page.waitForFunction(() => document.querySelector('#page-info')?.textContent === '1–20 of 20');
+  check('the list is one thread shorter', !(await texts(page.locator('#threads .thread-id'))).includes('alex-thread'));
   await page.fill('#resource-input', 'user-7');
   await page.click('#resource-filter button[type=submit]');
   await page.waitForFunction(() => document.querySelector('h1')?.textContent === 'Threads of user-7');
@@ -108,12 +115,12 @@ async function run(page, origin) {
   await page.click('#confirm-ok');
   await page.waitForFunction(() => document.querySelector('#notice')?.textContent.includes('erased'));
   check('erasing the resource deletes its threads', (await page.textContent('#notice')) === 'Resource user-7 erased: 2 threads deleted.');
-  await page.locator('#no-threads').waitFor();
+  await page.waitForFunction(() => document.querySelector('#page-info')?.textContent === '1–18 of 18');
   const left = await page.evaluate(async (k) => {
     const r = await fetch('/v1/memory/threads', { headers: { Authorization: `Bearer ${k}` } });
     return (await r.json()).total;
   }, key);
-  check('the API agrees: no thread is left', left === 0, String(left));
+  check('the API agrees: only the bulk threads are left', left === 18, String(left));
 
   // Usage: tokens per model over time, memory's own tokens apart.
   await page.click('#nav-usage');
