@@ -19,7 +19,7 @@ say "soak: cargo build --release --bins"
 (cd "$ROOT" && cargo build --release --bins --quiet)
 BIN="$ROOT/target/release"
 
-TMP=$(mktemp -d /tmp/memgate-soak.XXXXXX)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/soak-memgate.XXXXXX")
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -48,6 +48,13 @@ listen = "127.0.0.1:0"
 data_dir = "$TMP/data"
 default_provider = "openai"
 
+# Low thresholds: the observer and reflector run all along (against fixtures/memory), so
+# threads' contexts stay bounded as they would in service.
+[memory]
+observer_model = "mem/gpt-4o-mini"
+message_tokens = 400
+observation_tokens = 300
+
 [providers.openai]
 kind = "openai"
 base_url = "$OPENAI_URL/v1"
@@ -72,5 +79,5 @@ done
 say "soak: memgate pid $GW_PID on $GW_ADDR; mocks $OPENAI_URL $MEMORY_URL; ${SOAK_SECONDS:-180} s of load"
 
 status=0
-python3 "$BENCH_DIR/soak.py" --gateway "$GW_ADDR" --pid "$GW_PID" --log "$TMP/memgate.log" || status=$?
+python3 "$BENCH_DIR/soak.py" --gateway "$GW_ADDR" --pid "$GW_PID" --log "$TMP/memgate.log" --data "$TMP/data" || status=$?
 exit "$status"
