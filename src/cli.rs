@@ -551,6 +551,10 @@ fn eval(args: &[String]) -> Result<(), Fail> {
         (None, _) if key_given => return usage("--key goes with --url (the gateway started in process needs no key)"),
         _ => {}
     }
+    // The per-request log would bury the progress line; RUST_LOG brings it back.
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
     crate::eval::run(crate::eval::Options {
         data: data.into(),
         model,

@@ -463,6 +463,8 @@ impl Results {
 /// observer and reflector calls.
 #[derive(Debug, Default)]
 struct Spent {
+    /// The start of the run, epoch seconds.
+    from: u64,
     answer: (u64, u64),
     judge: (u64, u64),
     memory: u64,
@@ -472,7 +474,10 @@ async fn usage(gw: &Gateway, from: u64) -> Result<Spent, String> {
     let report = gw
         .expect(Method::Get, &format!("/v1/usage?from={from}&group_by=tags"), &[], None)
         .await?;
-    let mut spent = Spent::default();
+    let mut spent = Spent {
+        from,
+        ..Spent::default()
+    };
     let (answer, judge) = (ANSWER_TAGS.join(","), JUDGE_TAGS.join(","));
     for row in report["data"].as_array().into_iter().flatten() {
         let n = |k: &str| row[k].as_u64().unwrap_or(0);
@@ -525,14 +530,27 @@ fn print_summary(opts: &Options, questions: &[Question], all: &Results, ran: usi
         r["usage"][k]["prompt_tokens"].as_u64().unwrap_or(0) + r["usage"][k]["completion_tokens"].as_u64().unwrap_or(0)
     };
     match spent {
-        Ok(s) => out.push_str(&format!(
-            "tokens this run (GET /v1/usage): answers {} ({} prompt + {} completion), judge {}, memory {} (observer and reflector)\n",
-            s.answer.0 + s.answer.1,
-            s.answer.0,
-            s.answer.1,
-            s.judge.0 + s.judge.1,
-            s.memory
-        )),
+        Ok(s) => {
+            let when = match opts.url {
+                None => "this run".to_owned(),
+                // Usage is kept in hourly rows: the hour the run began is counted whole.
+                Some(_) => format!(
+                    "of this key since {}:00 UTC",
+                    crate::clock::iso8601(s.from * 1000)
+                        .replace('T', " ")
+                        .get(..13)
+                        .unwrap_or_default()
+                ),
+            };
+            out.push_str(&format!(
+                "tokens {when} (GET /v1/usage): answers {} ({} prompt + {} completion), judge {}, memory {} (observer and reflector)\n",
+                s.answer.0 + s.answer.1,
+                s.answer.0,
+                s.answer.1,
+                s.judge.0 + s.judge.1,
+                s.memory
+            ));
+        }
         Err(e) => out.push_str(&format!("tokens this run: unknown ({e})\n")),
     }
     out.push_str(&format!(
