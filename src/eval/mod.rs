@@ -91,9 +91,17 @@ pub fn run(opts: Options) -> Result<(), String> {
         };
         let gateway = Arc::new(gateway);
         let interrupted = async {
-            let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
-                .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-            futures_lite::StreamExt::next(&mut signals).await;
+            match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
+                Ok(mut signals) => {
+                    futures_lite::StreamExt::next(&mut signals).await;
+                }
+                // Ctrl-C then ends the process as usual; the results file is complete up to its
+                // last line either way, only the temporary database stays behind.
+                Err(e) => {
+                    log::warn!("eval: no signal handlers ({e}); an interrupted run leaves its temporary database");
+                    futures_lite::future::pending::<()>().await;
+                }
+            }
             Ok(None)
         };
         let evaluated = async { evaluate(&opts, &questions, &earlier, gateway.clone()).await.map(Some) };
@@ -362,10 +370,12 @@ async fn caught_up(gw: &Gateway, path: &str, before: &Value, expect_runs: bool) 
             return Ok(true);
         }
         if !expect_runs || begun.elapsed() > START_WAIT {
-            if expect_runs {
-                log::info!(
-                    "eval: no observer run started after a session; is [memory] observer_model set on the gateway? \
-                     Observation then waits for the question"
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if expect_runs && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "eval: no observer run started after a session passed message_tokens; is [memory] observer_model \
+                     set on the gateway (or is the observer failing)? Until it runs, history is observed when the \
+                     question is asked"
                 );
             }
             return Ok(false);
@@ -560,6 +570,12 @@ fn print_summary(opts: &Options, questions: &[Question], all: &Results, ran: usi
         sum(&|r| tok(r, "judge")),
         sum(&|r| r["usage"]["memory_tokens"].as_u64().unwrap_or(0)),
     ));
+    let failures = sum(&|r| r["memory_failures"].as_u64().unwrap_or(0));
+    if failures > 0 {
+        out.push_str(&format!(
+            "memory: {failures} failed observer/reflector run(s) (memory_failures in the results; the gateway log says why)\n"
+        ));
+    }
     out.push_str(&format!("results: {}\n", opts.out.display()));
     let _ = std::io::stdout().write_all(out.as_bytes());
 }
