@@ -476,6 +476,7 @@ mod tests {
             message: serde_json::from_value(m).unwrap(),
             tokens: 5,
             incomplete,
+            created_at: None,
         }
     }
 

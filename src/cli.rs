@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `keys`, `threads`, `forget`, `usage`.
+//! The command line: `serve`, `check-config`, `keys`, `threads`, `forget`, `usage`, `eval`.
 //!
 //! Exit codes: 0 done, 1 the command failed (the reason on one stderr line), 2 bad usage.
 
@@ -21,6 +21,8 @@ Usage:
   memgate threads delete ID [--config FILE] [--data-dir DIR]
   memgate forget --resource R [--tenant T] [--config FILE] [--data-dir DIR]
   memgate usage [--from T] [--to T] [--group-by D,…] [--tenant K] [--config FILE] [--data-dir DIR]
+  memgate eval longmemeval --data FILE --model P/M --judge P/M [--limit N] [--concurrency N]
+                           [--out FILE] [--config FILE | --url URL [--key msk_…]]
   memgate --version
 
 `memgate COMMAND --help` says more about a command. keys, threads, forget and usage work
@@ -91,6 +93,32 @@ provider, model, user, tags, hour or day (default: key,model). --tenant K shows 
 memory_tokens are what memory's observer and reflector spent. Counts reach the database every
 2 s, so a running server's last seconds may show on the next call.
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
+";
+
+const EVAL_HELP: &str = "memgate eval: benchmark memory against LongMemEval
+
+Usage: memgate eval longmemeval --data FILE --model P/M --judge P/M [options]
+
+  --data FILE        LongMemEval JSON (longmemeval_s_cleaned.json, …; see the README)
+  --model P/M        the model that answers, as routed by the gateway (openai/gpt-4o)
+  --judge P/M        the model that grades the answers (LongMemEval grades with gpt-4o)
+  --limit N          only the first N questions of the file
+  --concurrency N    questions in flight at once (default 4)
+  --out FILE         results, one JSON line per question (default longmemeval-results.jsonl);
+                     a run finds the questions already in it and skips them (resume)
+  --config FILE      memgate.toml for the gateway started in process (default: as `serve`)
+  --url URL          use a running gateway instead (http://127.0.0.1:4000); its memory gets
+                     a thread per question, deleted once graded
+  --key msk_…        the gateway key for --url (or $MEMGATE_KEY)
+
+Without --url the command starts a gateway in process on 127.0.0.1 at a free port, with the
+providers of the config and a temporary database (your memory is never touched), and speaks
+HTTP to it. Each question gets one thread: its sessions are imported in date order through
+the Memory API with their dates, the observer and reflector catch up after each session, the
+question is asked through /v1/chat/completions with only the question as the new message, and
+the judge grades the answer with LongMemEval's prompts. Progress and ETA go to stderr;
+accuracy per question type and tokens (memory's apart) to stdout. Ctrl-C stops; run the same
+command again to go on. Exits 1 if any question failed (it is not written, so a rerun retries).
 ";
 
 /// Options shared by the subcommands.
@@ -208,6 +236,9 @@ fn run(args: &[String]) -> Result<(), Fail> {
         out(HELP);
         return Ok(());
     };
+    if cmd == "eval" {
+        return eval(&args[1..]);
+    }
     let opts = parse(&args[1..]).map_err(Fail::Usage)?;
     if !opts.help && !matches!(cmd.as_str(), "threads" | "forget") {
         no_filters(&opts, cmd, cmd)?;
@@ -426,5 +457,117 @@ fn keys(opts: &Opts) -> Result<(), Fail> {
             out(&text);
         }
     }
+    Ok(())
+}
+
+/// `memgate eval longmemeval …`: its own flags, so the other commands' stay as they are.
+fn eval(args: &[String]) -> Result<(), Fail> {
+    let mut flags: std::collections::HashMap<&str, String> = Default::default();
+    let mut positional = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if matches!(a.as_str(), "--help" | "-h") {
+            out(EVAL_HELP);
+            return Ok(());
+        }
+        let (flag, inline) = match a.split_once('=') {
+            Some((k, v)) if a.starts_with("--") => (k, Some(v.to_owned())),
+            _ => (a.as_str(), None),
+        };
+        const FLAGS: [&str; 9] = [
+            "--data",
+            "--model",
+            "--judge",
+            "--limit",
+            "--concurrency",
+            "--out",
+            "--url",
+            "--key",
+            "--config",
+        ];
+        match FLAGS
+            .iter()
+            .find(|f| **f == flag || (flag == "-c" && **f == "--config"))
+        {
+            Some(f) => {
+                let v = match inline.or_else(|| it.next().cloned()) {
+                    Some(v) => v,
+                    None => return usage(format!("{f} needs a value; see `memgate eval --help`")),
+                };
+                flags.insert(f, v);
+            }
+            None if flag.starts_with('-') && flag.len() > 1 => {
+                return usage(format!("unknown option {flag} for eval; see `memgate eval --help`"))
+            }
+            None => positional.push(a.clone()),
+        }
+    }
+    match positional.as_slice() {
+        [b] if b == "longmemeval" => {}
+        [] => return usage("eval needs a benchmark: `memgate eval longmemeval …`; see `memgate eval --help`"),
+        [b, extra, ..] if b == "longmemeval" => {
+            return usage(format!("unexpected argument {extra:?} to eval longmemeval"))
+        }
+        [other, ..] => {
+            return usage(format!(
+                "unknown benchmark {other:?}; memgate knows longmemeval (see `memgate eval --help`)"
+            ))
+        }
+    }
+    let mut need = |f: &str, what: &str| match flags.remove(f) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => usage(format!("eval longmemeval needs {f} {what}; see `memgate eval --help`")),
+    };
+    let data = need("--data", "FILE (the LongMemEval JSON)")?;
+    let model = need("--model", "PROVIDER/MODEL (the model that answers)")?;
+    let judge = need("--judge", "PROVIDER/MODEL (the model that grades)")?;
+    let count = |f: &str, v: Option<String>| -> Result<Option<usize>, Fail> {
+        match v {
+            None => Ok(None),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => usage(format!("{f} needs a positive whole number, not {v:?}")),
+            },
+        }
+    };
+    let limit = count("--limit", flags.remove("--limit"))?;
+    let concurrency = count("--concurrency", flags.remove("--concurrency"))?.unwrap_or(4);
+    let url = flags.remove("--url");
+    let key_given = flags.contains_key("--key");
+    let key = flags
+        .remove("--key")
+        .or_else(|| std::env::var("MEMGATE_KEY").ok())
+        .filter(|k| !k.is_empty());
+    let config = flags.remove("--config").map(PathBuf::from);
+    match (&url, &config) {
+        (Some(_), Some(_)) => {
+            return usage(
+                "--config is for the gateway eval starts itself; with --url the running gateway's config applies",
+            )
+        }
+        (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            return usage(format!("--url needs http://HOST:PORT, not {u:?}"))
+        }
+        (None, _) if key_given => return usage("--key goes with --url (the gateway started in process needs no key)"),
+        _ => {}
+    }
+    // The per-request log would bury the progress line; RUST_LOG brings it back.
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    crate::eval::run(crate::eval::Options {
+        data: data.into(),
+        model,
+        judge,
+        limit,
+        concurrency,
+        out: flags
+            .remove("--out")
+            .unwrap_or_else(|| "longmemeval-results.jsonl".to_owned())
+            .into(),
+        url,
+        key,
+        config,
+    })?;
     Ok(())
 }

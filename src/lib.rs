@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod http;
 pub mod ir;
 pub mod limits;

@@ -674,7 +674,8 @@ fn the_memory_api_manages_threads_and_messages() {
 fn a_thread_far_past_its_threshold_is_observed_before_forwarding() {
     let mock = Mock::start("fixtures/memory");
     let gw = gateway(&mock, "");
-    // Seed a thread through the API (which never starts the observer), then lower its threshold.
+    // Seed a thread through the API (which starts the observer only with `observer_model` set),
+    // then lower its threshold.
     call(
         &gw,
         "POST",
@@ -747,4 +748,53 @@ fn a_failing_observer_never_breaks_the_conversation() {
         .count();
     assert_eq!(failures, 1, "{}", gw.log());
     assert_eq!(messages(&gw, "unlucky", &[]).len(), 6);
+}
+
+#[test]
+fn history_imported_through_the_api_keeps_its_dates_and_is_observed() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "observer_model = \"openai/gpt-4o-mini\"\nmessage_tokens = 30");
+    call(
+        &gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": "old", "resourceId": "alex"}),
+    );
+    // Mastra's `createdAt`: an ISO instant, or epoch milliseconds (2023-05-01T10:01:00Z).
+    let saved = call(
+        &gw,
+        "POST",
+        "/v1/memory/threads/old/messages",
+        &json!({"messages": [
+            {"role": "user", "content": INTRO, "createdAt": "2023-05-01T10:00:00Z"},
+            {"role": "assistant", "content": "Noted, Alex. I will keep my answers short from now on.",
+             "createdAt": 1_682_935_260_000_u64}
+        ]}),
+    );
+    assert_eq!(saved.status, 201, "{}", saved.text());
+    let stored = messages(&gw, "old", &[]);
+    assert_eq!(stored[0]["createdAt"], "2023-05-01T10:00:00.000Z");
+    assert_eq!(stored[1]["createdAt"], "2023-05-01T10:01:00.000Z");
+    // Past `message_tokens`, the save starts the observer as a chat turn would; it reads the
+    // history under its own date, and `createdAt` is not part of any message.
+    let r = wait_record(&gw, "old", "the observer", |r| r["observerRuns"] == 1);
+    assert_eq!(r["failures"], 0);
+    let observed = mock.last_body().to_string();
+    assert!(
+        observed.contains("May 1 2023:") && observed.contains("User (10:00): My name is Alex"),
+        "{observed}"
+    );
+    assert!(!observed.contains("createdAt"), "{observed}");
+    // Without a date memgate stamps the time of the save; a bad one is refused, naming the forms.
+    for bad in [json!("yesterday"), json!("1682935200"), json!(true)] {
+        let err = call(
+            &gw,
+            "POST",
+            "/v1/memory/threads/old/messages",
+            &json!({"messages": [{"role": "user", "content": "x", "createdAt": bad}]}),
+        )
+        .expect_error(400, "invalid_request_error");
+        assert!(err["message"].as_str().unwrap().contains("epoch milliseconds"), "{err}");
+    }
+    assert_eq!(messages(&gw, "old", &[]).len(), 2, "a refused save stores nothing");
 }

@@ -303,14 +303,44 @@ async fn save_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result
             format!("role {:?} is not one of user, assistant, system, tool", m.role),
         ));
     }
-    let new: Vec<NewMessage> = save.messages.into_iter().map(|m| memory::to_store(m, false)).collect();
+    let new = save
+        .messages
+        .into_iter()
+        .map(|mut m| {
+            // `createdAt` dates imported history; it is the message's time, not part of it.
+            let at = match m.rest.remove("createdAt") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(created_at(&v)?),
+            };
+            let mut new = memory::to_store(m, false);
+            new.created_at = at;
+            Ok(new)
+        })
+        .collect::<Result<Vec<NewMessage>, ApiError>>()?;
     let (thread, stored) = on_thread(ctx, tenant, id, move |tx, mut t| {
         let stored = threads::append(tx, &mut t, new, clock::now_ms())?;
         Ok((t, stored))
     })
     .await?;
+    memory::saved(&ctx.app, &thread, &ctx.caller);
     let messages: Vec<Value> = stored.iter().map(|m| message_json(&thread.id, m)).collect();
     Ok(json_response(201, &json!({"messages": messages})))
+}
+
+/// A message's `createdAt`: an ISO 8601 UTC instant (Mastra's form), a `YYYY-MM-DD` date or
+/// epoch milliseconds (JavaScript's `Date.now()`).
+fn created_at(v: &Value) -> Result<u64, ApiError> {
+    let ms = match v {
+        Value::String(s) => clock::parse(s).filter(|_| s.parse::<u64>().is_err()),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    ms.ok_or_else(|| {
+        ApiError::invalid_param(
+            "messages",
+            format!("createdAt {v} is not a date: use 2023-05-20T02:21:00Z, 2023-05-20 or epoch milliseconds"),
+        )
+    })
 }
 
 #[derive(Deserialize)]

@@ -215,6 +215,7 @@ pub fn to_store(mut message: Message, incomplete: bool) -> NewMessage {
         tokens: tokens::message(&message),
         message,
         incomplete,
+        created_at: None,
     }
 }
 
@@ -371,6 +372,22 @@ impl Turn {
         maybe_observe(&self.app, &thread, &self.by);
         Ok(())
     }
+}
+
+/// After messages were stored through the Memory API: starts an observer run as a chat turn
+/// would, if the thread is past its threshold. There is no request model to fall back on, so
+/// without `[memory] observer_model` the run waits for the thread's next chat request.
+pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
+    let Some(model) = app.memory.settings.observer_model.clone() else {
+        log::debug!(target: "memgate::memory", "thread {:?}: no observer_model; observed at its next chat request", thread.id);
+        return;
+    };
+    let by = RunAs {
+        model,
+        byok: caller.byok.clone(),
+        tenant: caller.tenant.clone(),
+    };
+    maybe_observe(app, thread, &by);
 }
 
 /// Starts a background observer run when the thread is past its threshold and none is under

@@ -89,12 +89,14 @@ pub struct StoredMessage {
     pub incomplete: bool,
 }
 
-/// A message to append; its id, seq and time are given by [`append`].
+/// A message to append; its id and seq (and its time, unless it brings one) are given by [`append`].
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub message: Message,
     pub tokens: u64,
     pub incomplete: bool,
+    /// When it was said, if not now: history imported through the Memory API (`createdAt`).
+    pub created_at: Option<u64>,
 }
 
 /// Checks that a client-supplied thread or resource id can be a key.
@@ -209,7 +211,7 @@ pub fn append(
                 seq: thread.next_seq,
                 message: m.message,
                 tokens: m.tokens,
-                created_at: now,
+                created_at: m.created_at.unwrap_or(now),
                 incomplete: m.incomplete,
             };
             messages
