@@ -21,6 +21,10 @@ use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTran
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// redb's page cache. Its default (1 GiB) would let the process grow with the database file on an
+/// edge box; what falls out of it is still in the OS page cache.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// File name of the database inside `data_dir`.
 pub const DB_FILE: &str = "memgate.redb";
 
@@ -93,7 +97,7 @@ impl Store {
             ))
         })?;
         let path = dir.join(DB_FILE);
-        let db = match Database::create(&path) {
+        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(&path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(e) => return Err(StoreError::Failed(format!("cannot open {}: {e}", path.display()))),
