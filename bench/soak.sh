@@ -6,7 +6,8 @@
 #   SOAK_SECONDS=600 bash bench/soak.sh # longer
 #
 # Knobs: SOAK_SECONDS (180), SOAK_WORKERS (12 client threads), SOAK_THREADS (50 memory threads),
-# SOAK_RSS_GROWTH_MIB (24: allowed RSS growth after warm-up), SOAK_KEEP=1 (keep the temp dir).
+# SOAK_RSS_GROWTH_MIB (24: allowed RSS growth after warm-up), SOAK_KEEP=1 (keep the temp dir),
+# SOAK_MEMGATE (a memgate binary to soak instead, e.g. the static musl build).
 # Loopback only; every process started here is stopped on exit, by PID.
 set -euo pipefail
 
@@ -66,7 +67,7 @@ base_url = "$MEMORY_URL/v1"
 api_key = "sk-soak"
 EOF
 # warn: no access line per request (the log would grow with the load); the start line stays.
-RUST_LOG=warn,memgate::serve=info "$BIN/memgate" serve --config "$TMP/memgate.toml" 2>"$TMP/memgate.log" &
+RUST_LOG=warn,memgate::serve=info "${SOAK_MEMGATE:-$BIN/memgate}" serve --config "$TMP/memgate.toml" 2>"$TMP/memgate.log" &
 GW_PID=$!
 PIDS+=("$GW_PID")
 GW_ADDR=
