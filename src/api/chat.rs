@@ -78,7 +78,7 @@ pub(super) async fn exchange(
 pub(super) struct ChatEncoder;
 
 impl Encode for ChatEncoder {
-    fn chunk(&mut self, chunk: &ChatChunk, _known: Option<&Usage>) -> Vec<Vec<u8>> {
+    fn chunk(&mut self, chunk: &ChatChunk, _opening: Option<&Usage>) -> Vec<Vec<u8>> {
         vec![sse::frame(None, &serde_json::to_string(chunk).unwrap_or_default())]
     }
 

@@ -13,10 +13,10 @@ use serde_json::Value;
 
 /// An inbound format's side of a translated stream.
 pub(crate) trait Encode: Send + 'static {
-    /// The client's frames for one chat chunk (`model` already set to the client's name);
-    /// `known` is the usage the provider has reported so far (Anthropic's input tokens come
-    /// first), which no chat chunk carries.
-    fn chunk(&mut self, chunk: &ChatChunk, known: Option<&Usage>) -> Vec<Vec<u8>>;
+    /// The client's frames for one chat chunk (`model` already set to the client's name).
+    /// With the stream's first chunk, `opening` is the usage the provider reported before any
+    /// content (Anthropic's input tokens), which no chat chunk carries; `None` after it.
+    fn chunk(&mut self, chunk: &ChatChunk, opening: Option<&Usage>) -> Vec<Vec<u8>>;
     /// The frames that close a complete answer.
     fn finish(&mut self, usage: Option<&Usage>) -> Vec<Vec<u8>>;
     /// The frame reporting a stream that broke off.
@@ -30,6 +30,8 @@ pub(crate) struct Chunks<E> {
     model: String,
     usage: Option<Usage>,
     answer: Answer,
+    /// Whether a chunk has gone to the encoder (the opening usage goes with the first only).
+    started: bool,
     done: bool,
 }
 
@@ -42,6 +44,7 @@ impl<E: Encode> Chunks<E> {
             model,
             usage: None,
             answer: Answer::default(),
+            started: false,
             done: false,
         }
     }
@@ -58,8 +61,10 @@ impl<E: Encode> Translate for Chunks<E> {
             if let Some(c) = chunk.choices.iter().find(|c| c.index == 0) {
                 self.answer.add(&c.delta);
             }
-            let known = self.decoder.usage();
-            frames.extend(self.encoder.chunk(&chunk, known.as_ref()));
+            // Read once, not per chunk: a decoder builds its usage afresh on each call.
+            let opening = if self.started { None } else { self.decoder.usage() };
+            self.started = true;
+            frames.extend(self.encoder.chunk(&chunk, opening.as_ref()));
         }
         if !self.done && self.decoder.finished() {
             self.done = true;

@@ -580,7 +580,7 @@ impl MessagesEncoder {
 }
 
 impl Encode for MessagesEncoder {
-    fn chunk(&mut self, chunk: &ChatChunk, known: Option<&Usage>) -> Vec<Vec<u8>> {
+    fn chunk(&mut self, chunk: &ChatChunk, opening: Option<&Usage>) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
         if !self.started {
             self.started = true;
@@ -589,7 +589,7 @@ impl Encode for MessagesEncoder {
                 "message_start",
                 json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
                     "model": chunk.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": usage(chunk.usage.as_ref().or(known))}}),
+                    "usage": usage(chunk.usage.as_ref().or(opening))}}),
             ));
             frames.push(event("ping", json!({"type": "ping"})));
         }

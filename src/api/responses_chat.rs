@@ -356,7 +356,7 @@ impl Item {
 }
 
 impl Encode for ResponsesEncoder {
-    fn chunk(&mut self, chunk: &ChatChunk, _known: Option<&Usage>) -> Vec<Vec<u8>> {
+    fn chunk(&mut self, chunk: &ChatChunk, _opening: Option<&Usage>) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
         if !self.started {
             self.started = true;
