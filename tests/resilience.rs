@@ -189,3 +189,26 @@ fn silent_upstreams_get_keep_alive_comments() {
         "{raw}"
     );
 }
+
+#[test]
+fn a_refused_connection_is_retried_then_falls_back() {
+    // Nothing listens on port 1: every connection attempt is refused before an answer began.
+    let dead = "[providers.dead]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+                [fallbacks]\n\"dead/gpt-4o-mini\" = [\"openai/gpt-4o-mini\"]\n";
+    let (openai, _a, gw) = setup(dead);
+    let body = json!({"model": "dead/gpt-4o-mini", "messages": [{"role": "user", "content": "Count from 1 to 5"}]});
+    let r = gw.post("/v1/chat/completions", &[], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "openai/gpt-4o-mini");
+    assert_eq!(openai.requests().len(), 1);
+    wait_for_log(&gw, "attempts=4 via=openai/gpt-4o-mini");
+    // Without a fallback the client hears the last failure, after the same three attempts.
+    let r = gw.post(
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "dead/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    r.expect_error(502, "upstream_error");
+    wait_for_log(&gw, "model=dead/gpt-4o status=502");
+    assert!(gw.log().contains("provider 'dead': 502"), "{}", gw.log());
+}
