@@ -40,9 +40,14 @@ struct Turn {
 }
 
 pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let raw: Map<String, Value> = parse_body(body)?;
-    let mut req: MessagesRequest = serde_json::from_value(Value::Object(raw.clone()))
+    // Read in place rather than from a copy: a Messages body can be large, and an Anthropic
+    // route sends the object itself on.
+    let raw = Value::Object(parse_body::<Map<String, Value>>(body)?);
+    let mut req = MessagesRequest::deserialize(&raw)
         .map_err(|e| ApiError::invalid(format!("request body does not fit the Messages API: {e}")))?;
+    let Value::Object(raw) = raw else {
+        return Err(ApiError::invalid("request body must be a JSON object"));
+    };
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
