@@ -30,6 +30,8 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -56,6 +58,46 @@ pub struct AuthConfig {
     /// Permits `mode = "none"` on a non-loopback address: an explicit opt-in to an open LAN.
     #[serde(default)]
     pub allow_open_lan: bool,
+}
+
+/// `[server]`: which hosts and origins a browser may reach the gateway under.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// DNS names served besides IP addresses and `localhost` (a LAN name such as
+    /// `gateway.lan`); any other name in `Host` is a 421, against DNS rebinding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://gateway.example`) whose pages may call the API besides the gateway's
+    /// own: for a dashboard served by a proxy in front under another name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+}
+
+impl ServerConfig {
+    fn check(&self) -> Result<(), String> {
+        let name = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if let Some(h) = self.allowed_hosts.iter().find(|h| !name(h)) {
+            return Err(format!(
+                "[server] allowed_hosts: {h:?} is not a host name such as \"gateway.lan\" (no scheme, port or path; \
+                 IP addresses and localhost are always served)"
+            ));
+        }
+        let origin = |o: &str| {
+            let Some(rest) = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")) else {
+                return false;
+            };
+            let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "80"));
+            name(host) && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        };
+        if let Some(o) = self.allowed_origins.iter().find(|o| !origin(o)) {
+            return Err(format!(
+                "[server] allowed_origins: {o:?} is not an origin such as \"https://gateway.example\" (scheme, host \
+                 and port if not the default; no path)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +351,7 @@ impl Config {
                 return Err(format!("[fallbacks] {from:?} lists no fallback models"));
             }
         }
+        self.server.check()?;
         self.listen_addr()?;
         Ok(self)
     }
@@ -484,6 +527,23 @@ mod tests {
         assert!(c.check_exposure(c.listen_addr().unwrap()).is_ok());
         let c = Config::parse("listen = \"0.0.0.0:4000\"\n").unwrap();
         assert_eq!(c.auth_mode(c.listen_addr().unwrap()), AuthMode::Keys);
+    }
+
+    #[test]
+    fn allowed_hosts_and_origins_must_be_plain_names_and_origins() {
+        let ok = "[server]\nallowed_hosts = [\"gateway.lan\"]\nallowed_origins = [\"https://gw.example\", \"http://gw.lan:8080\"]\n";
+        assert!(Config::parse(ok).is_ok());
+        for bad in [
+            "allowed_hosts = [\"gateway.lan:4000\"]",
+            "allowed_hosts = [\"http://gateway.lan\"]",
+            "allowed_hosts = [\"\"]",
+            "allowed_origins = [\"gw.example\"]",
+            "allowed_origins = [\"https://gw.example/\"]",
+            "allowed_origins = [\"https://gw.example:x\"]",
+        ] {
+            let err = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
+            assert!(err.contains("[server] allowed_"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn served(gw: &Gateway, raw: &str) {
 fn conflicting_content_lengths_are_refused_and_the_connection_closed() {
     let mock = Mock::start("fixtures/openai");
     let gw = gateway(&mock);
-    let smuggled = "GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n";
+    let smuggled = "GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
     let cases = [
         // A proxy taking the first reads an empty body and then `CHAT…` as the next request.
         format!("content-length: 0\r\ncontent-length: {}\r\n", CHAT.len()),
@@ -69,7 +69,7 @@ fn conflicting_content_lengths_are_refused_and_the_connection_closed() {
     ];
     for lengths in cases {
         let raw = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{lengths}\r\n{CHAT}{smuggled}"
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{lengths}\r\n{CHAT}{smuggled}"
         );
         let e = refused(&gw, &raw, 400);
         assert!(e["message"].as_str().unwrap().contains("Content-Length"), "{e}");
@@ -77,7 +77,7 @@ fn conflicting_content_lengths_are_refused_and_the_connection_closed() {
     assert!(mock.requests().is_empty(), "a refused request went upstream");
     // The same length twice is one length (RFC 9112 §6.3 lets a server accept it).
     let raw = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          content-length: {0}\r\ncontent-length: {0}\r\nconnection: close\r\n\r\n{CHAT}",
         CHAT.len()
     );
@@ -89,9 +89,9 @@ fn transfer_codings_other_than_chunked_are_refused_and_the_connection_closed() {
     let mock = Mock::start("fixtures/openai");
     let gw = gateway(&mock);
     let chunked = format!("{:x}\r\n{CHAT}\r\n0\r\n\r\n", CHAT.len());
-    let smuggled = "GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n";
+    let smuggled = "GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
     let post = |te: &str, body: &str| {
-        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{te}\r\n{body}{smuggled}")
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{te}\r\n{body}{smuggled}")
     };
     // A coding memgate cannot decode, with chunked last: the length is known, the body is not.
     for te in [
@@ -124,7 +124,7 @@ fn transfer_codings_other_than_chunked_are_refused_and_the_connection_closed() {
     assert!(mock.requests().is_empty(), "a refused request went upstream");
     // Plain chunked, in any case, still works.
     let raw = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          Transfer-Encoding: Chunked\r\nconnection: close\r\n\r\n{chunked}"
     );
     served(&gw, &raw);
@@ -155,7 +155,11 @@ fn a_host_that_would_change_the_routed_path_is_refused() {
         assert!(e["message"].as_str().unwrap().contains("Host"), "{host:?}: {e}");
     }
     // Two Host lines (RFC 9112 §3.2): which one names the target is anyone's guess.
-    refused(&gw, "GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nhost: x\r\n\r\n", 400);
+    refused(
+        &gw,
+        "GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nhost: 127.0.0.1\r\n\r\n",
+        400,
+    );
     // IPv4, IPv6 and names with ports are hosts.
     for host in ["127.0.0.1:4000", "[::1]:4000", "localhost", "[::1]"] {
         served(
@@ -163,4 +167,165 @@ fn a_host_that_would_change_the_routed_path_is_refused() {
             &format!("GET /healthz HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
         );
     }
+}
+
+/// One request with these exact headers (and a JSON body when given), on its own connection.
+fn raw(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("host: {}\r\n", gw.addr));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method != "GET" {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    let out = exchange(
+        &gw.addr,
+        format!("{head}\r\n{body}").as_bytes(),
+        Duration::from_secs(10),
+    );
+    out.response()
+}
+
+/// A victim's thread with two messages, stored through chat; returns the gateway and the mock.
+fn open_gateway_with_a_thread(extra: &str) -> (Gateway, Mock) {
+    let mock = Mock::start("fixtures/memory");
+    let gw = Gateway::start(&format!(
+        "default_provider = \"openai\"\n{extra}\n{}",
+        provider("openai", &mock, "")
+    ));
+    let h = [("x-thread-id", "victim"), ("x-resource-id", "r1")];
+    let chat = json!({"model": "openai/x", "messages": [{"role": "user", "content": "My name is Alex."}]});
+    assert_eq!(gw.post("/v1/chat/completions", &h, &chat).status, 200);
+    mock.clear();
+    (gw, mock)
+}
+
+/// After DNS rebinding a web page's own name points at 127.0.0.1: it reaches the gateway
+/// same-origin, under its own name in Host. Open mode on loopback must not serve it.
+#[test]
+fn a_rebinding_host_is_misdirected_and_nothing_is_served() {
+    let (gw, mock) = open_gateway_with_a_thread("[server]\nallowed_hosts = [\"gateway.lan\"]");
+    let port = gw.addr.rsplit(':').next().unwrap().to_owned();
+    let rebound = format!("attacker.example:{port}");
+    let h = [("host", rebound.as_str())];
+    let e = raw(&gw, "GET", "/v1/memory/threads", &h, "").expect_error(421, "invalid_request_error");
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("allowed_hosts") && msg.contains("attacker.example"), "{e}");
+    // A no-cors POST carries no Content-Type; it must not reach the upstream or memory.
+    let mem = [
+        ("host", rebound.as_str()),
+        ("x-thread-id", "victim"),
+        ("x-resource-id", "r1"),
+    ];
+    raw(&gw, "POST", "/v1/chat/completions", &mem, CHAT).expect_error(421, "invalid_request_error");
+    raw(&gw, "DELETE", "/v1/memory/threads/victim", &h, "").expect_error(421, "invalid_request_error");
+    raw(&gw, "GET", "/metrics", &h, "").expect_error(421, "invalid_request_error");
+    raw(&gw, "GET", "/ui", &h, "").expect_error(421, "invalid_request_error");
+    // Anthropic's clients read Anthropic's shape.
+    let res = raw(&gw, "POST", "/v1/messages", &h, "{}");
+    assert_eq!(res.status, 421, "{}", res.text());
+    assert_eq!(res.json()["type"], "error", "{}", res.text());
+    assert!(mock.requests().is_empty(), "a misdirected request went upstream");
+    assert_eq!(gw.thread_ids(&[]), ["victim"]);
+    let messages = gw.get("/v1/memory/threads/victim/messages", &[]).json();
+    assert_eq!(messages["total"], 2, "{messages}");
+
+    // Addresses, localhost and listed names are served; the port does not matter.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("[::1]:{port}"),
+        format!("localhost:{port}"),
+        "LocalHost".to_owned(),
+        format!("dev.localhost:{port}"),
+        format!("gateway.lan:{port}"),
+        "GATEWAY.LAN".to_owned(),
+        "10.1.2.3:80".to_owned(),
+    ] {
+        let res = raw(&gw, "GET", "/v1/memory/threads", &[("host", &host)], "");
+        assert_eq!(res.status, 200, "{host}: {}", res.text());
+    }
+    for host in [
+        "gateway.lan.attacker.example",
+        "localhost.attacker.example",
+        "127.0.0.1.nip.io",
+    ] {
+        let res = raw(&gw, "GET", "/healthz", &[("host", host)], "");
+        assert_eq!(res.status, 421, "{host}: {}", res.text());
+    }
+}
+
+/// A page on another origin: its fetches carry `Origin` (every POST, PATCH and DELETE, and
+/// cross-origin GETs) and `Sec-Fetch-Site`. Refused with 403 before any route runs.
+#[test]
+fn requests_from_other_origins_are_refused_before_any_route() {
+    let (gw, mock) = open_gateway_with_a_thread("[server]\nallowed_origins = [\"https://gateway.example\"]");
+    let own = format!("http://{}", gw.addr);
+    let port = gw.addr.rsplit(':').next().unwrap().to_owned();
+    let other_port = format!("http://127.0.0.1:{}", port.parse::<u16>().unwrap() ^ 1);
+    let localhost = format!("http://localhost:{port}");
+    for origin in [
+        "http://evil.example",
+        "null",
+        &other_port,
+        &localhost,
+        "https://gateway.example.evil",
+    ] {
+        let o = [("origin", origin)];
+        let mem = [("origin", origin), ("x-thread-id", "t2"), ("x-resource-id", "r1")];
+        // What `fetch(url, {method: "POST", mode: "no-cors", body: new Blob([json])})` sends.
+        let e = raw(&gw, "POST", "/v1/chat/completions", &mem, CHAT).expect_error(403, "permission_error");
+        assert!(e["message"].as_str().unwrap().contains("allowed_origins"), "{e}");
+        let create = r#"{"id":"planted","resourceId":"r1"}"#;
+        raw(&gw, "POST", "/v1/memory/threads", &o, create).expect_error(403, "permission_error");
+        raw(&gw, "DELETE", "/v1/memory/threads/victim", &o, "").expect_error(403, "permission_error");
+        raw(&gw, "OPTIONS", "/v1/memory/threads/victim", &o, "").expect_error(403, "permission_error");
+        raw(&gw, "GET", "/v1/memory/threads", &o, "").expect_error(403, "permission_error");
+        raw(&gw, "GET", "/metrics", &o, "").expect_error(403, "permission_error");
+        raw(&gw, "GET", "/healthz", &o, "").expect_error(403, "permission_error");
+        let res = raw(&gw, "POST", "/v1/messages", &o, "{}");
+        assert_eq!(
+            (res.status, res.json()["error"]["type"].as_str()),
+            (403, Some("permission_error"))
+        );
+    }
+    // Without Origin (a GET), Sec-Fetch-Site still tells: only the gateway's own pages and
+    // requests no page made (typed, bookmarked) are served. Another port is another origin.
+    for site in ["cross-site", "same-site"] {
+        let h = [("sec-fetch-site", site), ("sec-fetch-mode", "cors")];
+        raw(&gw, "GET", "/v1/memory/threads", &h, "").expect_error(403, "permission_error");
+        raw(&gw, "GET", "/v1/usage", &h, "").expect_error(403, "permission_error");
+    }
+    assert!(mock.requests().is_empty(), "a refused request went upstream");
+    assert_eq!(gw.thread_ids(&[]), ["victim"], "a refused request changed memory");
+    let messages = gw.get("/v1/memory/threads/victim/messages", &[]).json();
+    assert_eq!(messages["total"], 2, "{messages}");
+    let metrics = gw.get("/metrics", &[]).text();
+    assert!(
+        metrics.contains("memgate_rejected_total{reason=\"cross_origin\"}"),
+        "{metrics}"
+    );
+
+    // The dashboard's own calls, a listed origin, and no browser at all are served.
+    for h in [
+        vec![("origin", own.as_str()), ("sec-fetch-site", "same-origin")],
+        vec![("origin", "https://gateway.example")],
+        vec![("sec-fetch-site", "none")],
+        vec![],
+    ] {
+        let res = raw(&gw, "POST", "/v1/memory/threads", &h, r#"{"resourceId":"r1"}"#);
+        assert_eq!(res.status, 201, "{h:?}: {}", res.text());
+    }
+    // A link on another site may open the dashboard (a page, no data); its calls are then
+    // same-origin.
+    let nav = [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+    ];
+    assert_eq!(raw(&gw, "GET", "/ui", &nav, "").status, 200);
+    raw(&gw, "GET", "/v1/memory/threads", &nav, "").expect_error(403, "permission_error");
 }

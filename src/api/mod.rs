@@ -158,12 +158,20 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
     let mut headers = limits::Headers::new();
     // Probes and scrapes are answered even at the limit: they are how an operator sees it.
     let probe = matches!(req.url().path(), "/healthz" | "/metrics");
-    let served = match (!probe).then(|| overloaded(&app)).flatten() {
-        Some(e) => {
-            headers.push(("retry-after", "1".to_owned()));
+    let page = dashboard::find(req.url().path()).is_some();
+    let served = match app.browsers.check(&req, page) {
+        // Before any route, probes included: a page elsewhere may neither read nor write.
+        Err((why, e)) => {
+            app.metrics.rejected(why);
             Err(e)
         }
-        None => dispatch(&app, &mut req, peer, &mut log, &mut headers).await,
+        Ok(()) => match (!probe).then(|| overloaded(&app)).flatten() {
+            Some(e) => {
+                headers.push(("retry-after", "1".to_owned()));
+                Err(e)
+            }
+            None => dispatch(&app, &mut req, peer, &mut log, &mut headers).await,
+        },
     };
     let (mut res, status) = match served {
         Ok(res) => {

@@ -7,12 +7,14 @@
 
 mod body;
 mod head;
+mod origin;
 mod response;
 mod server;
 pub mod sse;
 mod stream;
 
 pub use body::read_body;
+pub use origin::BrowserPolicy;
 pub use response::{error_response, json_response, sse_response, text_response};
 pub use server::{Peer, Server, ServerOptions};
 pub use stream::{frame_channel, FrameSender};
