@@ -329,3 +329,75 @@ fn requests_from_other_origins_are_refused_before_any_route() {
     assert_eq!(raw(&gw, "GET", "/ui", &nav, "").status, 200);
     raw(&gw, "GET", "/v1/memory/threads", &nav, "").expect_error(403, "permission_error");
 }
+
+/// The `memgate_*` sample lines of a scrape (no comments).
+fn series(gw: &Gateway) -> Vec<String> {
+    let text = gw.get("/metrics", &[]).text();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `/metrics` needs no key, so whatever a label holds, anyone reads: ids of other tenants'
+/// threads and resources must not be there, and junk paths must not grow the series.
+#[test]
+fn metrics_label_requests_by_route_template_never_by_id() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&format!(
+        "default_provider = \"openai\"\n[auth]\nmode = \"keys\"\n{}",
+        provider("openai", &mock, "")
+    ));
+    let key = String::from_utf8(gw.cli(&["keys", "create", "a"]).stdout).unwrap();
+    let auth = format!("Bearer {}", key.trim());
+    let junk = |round: usize| {
+        for i in 0..20 {
+            let n = round * 100 + i;
+            // Without a key (401), with one (404, or a model's 200), and on no route at all.
+            for (path, keyed) in [
+                (format!("/v1/memory/resources/alice{n}@corp.example"), false),
+                (format!("/v1/memory/threads/secret-thread-{n}"), true),
+                (format!("/v1/memory/threads/secret-thread-{n}/messages"), false),
+                (
+                    format!("/v1/memory/threads/secret-thread-{n}/observations/record"),
+                    true,
+                ),
+                (format!("/v1/memory/nowhere-{n}"), true),
+                (format!("/v1/models/junk-model-{n}"), true),
+                (format!("/junk-{n}/x"), false),
+                (format!("/v1/junk-{n}"), true),
+                (format!("/ui/junk-{n}.js"), false),
+            ] {
+                let h = [("authorization", auth.as_str())];
+                gw.get(&path, if keyed { &h } else { &[] });
+            }
+            let res = request(&gw.addr, "DELETE", &format!("/v1/memory/resources/bob{n}"), &[], b"");
+            assert_eq!(res.status, 401, "{}", res.text());
+        }
+    };
+    // A scrape counts itself once it is answered: the first one adds the `/metrics` series.
+    series(&gw);
+    junk(0);
+    let first = series(&gw);
+    let text = first.join("\n");
+    for leak in ["alice", "bob", "secret", "junk", "nowhere", "corp.example"] {
+        assert!(!text.contains(leak), "/metrics holds {leak:?}:\n{text}");
+    }
+    for template in [
+        "/v1/memory/resources/{id}",
+        "/v1/memory/threads/{id}",
+        "/v1/memory/threads/{id}/messages",
+        "/v1/memory/threads/{id}/observations/record",
+        "/v1/models/{id}",
+        "other",
+    ] {
+        assert!(
+            text.contains(&format!("route=\"{template}\"")),
+            "no {template}:\n{text}"
+        );
+    }
+    // Twenty more rounds of new ids and paths add no series.
+    junk(1);
+    let second = series(&gw);
+    assert_eq!(first.len(), second.len(), "the series grew:\n{}", second.join("\n"));
+}

@@ -55,6 +55,8 @@ pub(crate) struct AccessLog {
     app: Arc<App>,
     method: Method,
     path: String,
+    /// The path's route template, for metrics (the path itself may hold ids: not a label).
+    route: &'static str,
     /// The gateway key's name, once authenticated.
     pub tenant: String,
     pub model: String,
@@ -88,7 +90,7 @@ impl AccessLog {
             ""
         };
         self.app.metrics.ended(&RequestEnd {
-            route: &self.path,
+            route: self.route,
             model,
             status,
             latency: self.start.elapsed(),
@@ -142,6 +144,7 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
             app: app.clone(),
             method: req.method(),
             path: req.url().path().to_owned(),
+            route: route_label(req.url().path()),
             tenant: String::new(),
             model: String::new(),
             provider: String::new(),
@@ -349,6 +352,45 @@ fn render_error(path: &str, e: &ApiError) -> Response {
         json_response(e.status, &messages::error_body(e))
     } else {
         error_response(e)
+    }
+}
+
+/// The route template a path matches, as a metrics label: `/v1/memory/threads/{id}`, never the
+/// id itself (`/metrics` is readable without a key), and `other` for every path that matches no
+/// route, so that no client can mint series.
+fn route_label(path: &str) -> &'static str {
+    if let Some(asset) = dashboard::find(path) {
+        return asset.name;
+    }
+    let Some(route) = Endpoint::find(path) else {
+        return match path {
+            "/metrics" => "/metrics",
+            "/healthz" => "/healthz",
+            _ => "other",
+        };
+    };
+    match route {
+        Endpoint::Chat => "/v1/chat/completions",
+        Endpoint::Responses => "/v1/responses",
+        Endpoint::Messages => "/v1/messages",
+        Endpoint::Embeddings => "/v1/embeddings",
+        Endpoint::Models => "/v1/models",
+        Endpoint::Model(_) => "/v1/models/{id}",
+        Endpoint::Usage => "/v1/usage",
+        Endpoint::Memory(rest) => {
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts.as_slice() {
+                ["threads"] => "/v1/memory/threads",
+                ["threads", _] => "/v1/memory/threads/{id}",
+                ["threads", _, "messages"] => "/v1/memory/threads/{id}/messages",
+                ["threads", _, "observations"] => "/v1/memory/threads/{id}/observations",
+                ["threads", _, "observations", "record"] => "/v1/memory/threads/{id}/observations/record",
+                ["threads", _, "observations", "history"] => "/v1/memory/threads/{id}/observations/history",
+                ["threads", _, "observations", "config"] => "/v1/memory/threads/{id}/observations/config",
+                ["resources", _] => "/v1/memory/resources/{id}",
+                _ => "other",
+            }
+        }
     }
 }
 
