@@ -14,6 +14,11 @@ pub const SYSTEM_CONFIG: &str = "/etc/memgate/memgate.toml";
 /// Listen address when none is configured: loopback only, so a fresh install exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 const DEFAULT_MAX_BODY: u64 = 32 << 20;
+/// Open client connections when `[limits] max_connections` is unset: far above what one box
+/// serves, far below what exhausts it (each is a file descriptor: the unit raises LimitNOFILE).
+const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
+/// Requests served at once when `[limits] max_in_flight` is unset; beyond it a fast 503.
+const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
 
 /// The whole configuration, as written in the file (defaults applied by the accessors).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -273,7 +278,8 @@ pub struct MetricsConfig {
     pub require_key: bool,
 }
 
-/// `[limits]`: per-key and global limits (filled in by the resilience feature).
+/// `[limits]`: per-key and global limits. `max_connections` and `max_in_flight` always hold a
+/// value after [`Config::parse`] (their defaults), so `check-config` shows what is in force.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -352,6 +358,18 @@ impl Config {
             }
         }
         self.server.check()?;
+        let limits = &mut self.limits;
+        for (name, value, default) in [
+            ("max_connections", &mut limits.max_connections, DEFAULT_MAX_CONNECTIONS),
+            ("max_in_flight", &mut limits.max_in_flight, DEFAULT_MAX_IN_FLIGHT),
+        ] {
+            if *value == Some(0) {
+                return Err(format!(
+                    "[limits] {name} = 0 would refuse everything; leave it out for {default}"
+                ));
+            }
+            value.get_or_insert(default);
+        }
         self.listen_addr()?;
         Ok(self)
     }
@@ -527,6 +545,22 @@ mod tests {
         assert!(c.check_exposure(c.listen_addr().unwrap()).is_ok());
         let c = Config::parse("listen = \"0.0.0.0:4000\"\n").unwrap();
         assert_eq!(c.auth_mode(c.listen_addr().unwrap()), AuthMode::Keys);
+    }
+
+    #[test]
+    fn connection_and_in_flight_limits_have_defaults_and_may_not_be_zero() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_in_flight),
+            (Some(4096), Some(1024))
+        );
+        let c = Config::parse("[limits]\nmax_connections = 10\n").unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_in_flight),
+            (Some(10), Some(1024))
+        );
+        let err = Config::parse("[limits]\nmax_in_flight = 0\n").unwrap_err();
+        assert!(err.contains("max_in_flight"), "{err}");
     }
 
     #[test]

@@ -401,3 +401,69 @@ fn metrics_label_requests_by_route_template_never_by_id() {
     let second = series(&gw);
     assert_eq!(first.len(), second.len(), "the series grew:\n{}", second.join("\n"));
 }
+
+/// The soft limit on open files of this process (the gateway it starts inherits it).
+fn open_file_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line.split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// With no `[limits]` at all, a gateway still bounds its connections (4096) and the requests it
+/// serves at once (1024): `check-config` prints them as in force, and the connection one past
+/// the bound is answered 503 and closed.
+#[test]
+fn with_no_limits_configured_connections_and_requests_in_flight_are_bounded() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = gateway(&mock);
+    let out = gw.cli(&["check-config"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let limits = printed
+        .split("[limits]")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no [limits]:\n{printed}"));
+    assert!(
+        limits.contains("max_connections = 4096") && limits.contains("max_in_flight = 1024"),
+        "{printed}"
+    );
+
+    if open_file_limit() < 4096 + 512 {
+        eprintln!(
+            "skipped: 4,097 connections need more open files than `ulimit -n` = {}",
+            open_file_limit()
+        );
+        return;
+    }
+    let held: Vec<_> = (0..4096)
+        .map(|i| {
+            // Paced: a burst beyond the listen backlog waits out a SYN retry.
+            if i % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::net::TcpStream::connect(&gw.addr).unwrap()
+        })
+        .collect();
+    let one_more = exchange(
+        &gw.addr,
+        b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(one_more.closed, "{}", one_more.text());
+    let e = one_more.response().expect_error(503, "server_error");
+    assert!(e["message"].as_str().unwrap().contains("max_connections"), "{e}");
+    drop(held);
+    // Their connections gone, others are served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.get("/healthz", &[]).status != 200 {
+        assert!(std::time::Instant::now() < deadline, "still turned away");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
