@@ -327,9 +327,10 @@ fn query(req: &Request) -> std::collections::HashMap<String, String> {
 ///
 /// Browsers send `text/plain` and form bodies cross-origin without a CORS preflight, so taking
 /// them would let any web page drive a gateway on loopback (spend tokens, write into memory).
-/// A body with no Content-Type is still read as JSON: hand-written clients omit it. async-h1
-/// reports a missing one as `application/octet-stream`, which browsers never send without a
-/// preflight, so that passes too.
+/// A body with no Content-Type is still read as JSON: hand-written clients omit it (async-h1
+/// reports a missing one as `application/octet-stream`). A browser sends one without a
+/// preflight too (a `no-cors` fetch of a Blob), but always with `Origin`, which
+/// [`crate::http::BrowserPolicy`] has refused by then unless it is the gateway's own.
 fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let declared = req.header("content-type").map_or("", |v| v.last().as_str());
     let media = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();

@@ -2,8 +2,10 @@
 //!
 //! async-h1 does the framing; this module owns everything around it that a gateway needs and
 //! async-h1 does not do: the accept loop and keep-alive with our own timeouts, answering
-//! malformed requests instead of dropping them, body limits, disconnect detection, and SSE in
-//! both directions with one frame per HTTP chunk so nothing is buffered.
+//! malformed requests instead of dropping them, refusing heads whose framing or Host a proxy
+//! could read another way, which hosts and origins browsers may reach us under, body limits,
+//! disconnect detection, and SSE in both directions with one frame per HTTP chunk so nothing is
+//! buffered.
 
 mod body;
 mod head;
