@@ -74,7 +74,8 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
     /// Origins (`https://gateway.example`) whose pages may call the API besides the gateway's
-    /// own: for a dashboard served by a proxy in front under another name.
+    /// own: a dashboard served by a proxy in front under another name, or an app whose pages
+    /// call memgate from a browser engine.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
 }
@@ -88,12 +89,15 @@ impl ServerConfig {
                  IP addresses and localhost are always served)"
             ));
         }
+        // Any scheme: a desktop app built on a browser engine sends its own (`app://…`).
         let origin = |o: &str| {
-            let Some(rest) = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")) else {
+            let Some((scheme, rest)) = o.split_once("://") else {
                 return false;
             };
+            let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
             let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "80"));
-            name(host) && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+            scheme_ok && name(host) && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
         };
         if let Some(o) = self.allowed_origins.iter().find(|o| !origin(o)) {
             return Err(format!(
@@ -565,7 +569,7 @@ mod tests {
 
     #[test]
     fn allowed_hosts_and_origins_must_be_plain_names_and_origins() {
-        let ok = "[server]\nallowed_hosts = [\"gateway.lan\"]\nallowed_origins = [\"https://gw.example\", \"http://gw.lan:8080\"]\n";
+        let ok = "[server]\nallowed_hosts = [\"gateway.lan\"]\nallowed_origins = [\"https://gw.example\", \"http://gw.lan:8080\", \"app://chat\"]\n";
         assert!(Config::parse(ok).is_ok());
         for bad in [
             "allowed_hosts = [\"gateway.lan:4000\"]",
@@ -574,6 +578,8 @@ mod tests {
             "allowed_origins = [\"gw.example\"]",
             "allowed_origins = [\"https://gw.example/\"]",
             "allowed_origins = [\"https://gw.example:x\"]",
+            "allowed_origins = [\"null\"]",
+            "allowed_origins = [\"1x://gw.example\"]",
         ] {
             let err = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
             assert!(err.contains("[server] allowed_"), "{bad}: {err}");
