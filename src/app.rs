@@ -24,6 +24,8 @@ pub struct App {
     pub default_limits: crate::limits::Limits,
     /// `[limits] max_in_flight`: beyond it, a fast 503.
     pub max_in_flight: Option<u64>,
+    /// `[server] allowed_hosts` / `allowed_origins`: what browsers may reach.
+    pub browsers: crate::http::BrowserPolicy,
     /// `[metrics] require_key`.
     pub metrics_need_key: bool,
     /// Usage counts on their way to the database.
@@ -46,6 +48,7 @@ impl App {
             usage: Default::default(),
             metrics: Default::default(),
             metrics_need_key: config.metrics.require_key,
+            browsers: crate::http::BrowserPolicy::new(&config.server.allowed_hosts, &config.server.allowed_origins),
             limiter: Default::default(),
             default_limits: crate::limits::Limits {
                 rpm: config.limits.rpm,

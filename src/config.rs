@@ -14,6 +14,11 @@ pub const SYSTEM_CONFIG: &str = "/etc/memgate/memgate.toml";
 /// Listen address when none is configured: loopback only, so a fresh install exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 const DEFAULT_MAX_BODY: u64 = 32 << 20;
+/// Open client connections when `[limits] max_connections` is unset: far above what one box
+/// serves, far below what exhausts it (each is a file descriptor: the unit raises LimitNOFILE).
+const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
+/// Requests served at once when `[limits] max_in_flight` is unset; beyond it a fast 503.
+const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
 
 /// The whole configuration, as written in the file (defaults applied by the accessors).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -29,6 +34,8 @@ pub struct Config {
     pub max_body_bytes: Option<u64>,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -56,6 +63,50 @@ pub struct AuthConfig {
     /// Permits `mode = "none"` on a non-loopback address: an explicit opt-in to an open LAN.
     #[serde(default)]
     pub allow_open_lan: bool,
+}
+
+/// `[server]`: which hosts and origins a browser may reach the gateway under.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// DNS names served besides IP addresses and `localhost` (a LAN name such as
+    /// `gateway.lan`); any other name in `Host` is a 421, against DNS rebinding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://gateway.example`) whose pages may call the API besides the gateway's
+    /// own: a dashboard served by a proxy in front under another name, or an app whose pages
+    /// call memgate from a browser engine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+}
+
+impl ServerConfig {
+    fn check(&self) -> Result<(), String> {
+        let name = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if let Some(h) = self.allowed_hosts.iter().find(|h| !name(h)) {
+            return Err(format!(
+                "[server] allowed_hosts: {h:?} is not a host name such as \"gateway.lan\" (no scheme, port or path; \
+                 IP addresses and localhost are always served)"
+            ));
+        }
+        // Any scheme: a desktop app built on a browser engine sends its own (`app://…`).
+        let origin = |o: &str| {
+            let Some((scheme, rest)) = o.split_once("://") else {
+                return false;
+            };
+            let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+            let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "80"));
+            scheme_ok && name(host) && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        };
+        if let Some(o) = self.allowed_origins.iter().find(|o| !origin(o)) {
+            return Err(format!(
+                "[server] allowed_origins: {o:?} is not an origin such as \"https://gateway.example\" (scheme, host \
+                 and port if not the default; no path)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,7 +282,8 @@ pub struct MetricsConfig {
     pub require_key: bool,
 }
 
-/// `[limits]`: per-key and global limits (filled in by the resilience feature).
+/// `[limits]`: per-key and global limits. `max_connections` and `max_in_flight` always hold a
+/// value after [`Config::parse`] (their defaults), so `check-config` shows what is in force.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -308,6 +360,19 @@ impl Config {
             if to.is_empty() {
                 return Err(format!("[fallbacks] {from:?} lists no fallback models"));
             }
+        }
+        self.server.check()?;
+        let limits = &mut self.limits;
+        for (name, value, default) in [
+            ("max_connections", &mut limits.max_connections, DEFAULT_MAX_CONNECTIONS),
+            ("max_in_flight", &mut limits.max_in_flight, DEFAULT_MAX_IN_FLIGHT),
+        ] {
+            if *value == Some(0) {
+                return Err(format!(
+                    "[limits] {name} = 0 would refuse everything; leave it out for {default}"
+                ));
+            }
+            value.get_or_insert(default);
         }
         self.listen_addr()?;
         Ok(self)
@@ -484,6 +549,41 @@ mod tests {
         assert!(c.check_exposure(c.listen_addr().unwrap()).is_ok());
         let c = Config::parse("listen = \"0.0.0.0:4000\"\n").unwrap();
         assert_eq!(c.auth_mode(c.listen_addr().unwrap()), AuthMode::Keys);
+    }
+
+    #[test]
+    fn connection_and_in_flight_limits_have_defaults_and_may_not_be_zero() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_in_flight),
+            (Some(4096), Some(1024))
+        );
+        let c = Config::parse("[limits]\nmax_connections = 10\n").unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_in_flight),
+            (Some(10), Some(1024))
+        );
+        let err = Config::parse("[limits]\nmax_in_flight = 0\n").unwrap_err();
+        assert!(err.contains("max_in_flight"), "{err}");
+    }
+
+    #[test]
+    fn allowed_hosts_and_origins_must_be_plain_names_and_origins() {
+        let ok = "[server]\nallowed_hosts = [\"gateway.lan\"]\nallowed_origins = [\"https://gw.example\", \"http://gw.lan:8080\", \"app://chat\"]\n";
+        assert!(Config::parse(ok).is_ok());
+        for bad in [
+            "allowed_hosts = [\"gateway.lan:4000\"]",
+            "allowed_hosts = [\"http://gateway.lan\"]",
+            "allowed_hosts = [\"\"]",
+            "allowed_origins = [\"gw.example\"]",
+            "allowed_origins = [\"https://gw.example/\"]",
+            "allowed_origins = [\"https://gw.example:x\"]",
+            "allowed_origins = [\"null\"]",
+            "allowed_origins = [\"1x://gw.example\"]",
+        ] {
+            let err = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
+            assert!(err.contains("[server] allowed_"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Counters and histograms for `GET /metrics`, in Prometheus' text format (version 0.0.4).
 //!
 //! Labelled series sit in small maps behind mutexes: one lock per request end, far from hot
-//! enough to matter next to an upstream call. Label values are escaped as the format requires,
-//! and model names come from the routes a request took, so a client cannot mint new series by
-//! sending nonsense (an unrouted name is counted as `-`).
+//! enough to matter next to an upstream call. Label values are escaped as the format requires.
+//! No label holds what a client wrote: routes are templates (`/v1/memory/threads/{id}`, `other`
+//! for a path no route matches) and model names come from the routes a request took (an
+//! unrouted name is counted as `-`), so a client can neither mint series nor read ids here.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -153,6 +153,35 @@ fn browser_missing() -> Option<String> {
     None
 }
 
+/// Runs `tests/ui/{script}` in headless Chromium against `gw` and asserts that all its checks
+/// passed; false when the browser is missing (and this is not CI): the caller skips the rest.
+fn run_in_browser(script: &str, gw: &Gateway, env: &[(&str, &str)]) -> bool {
+    if let Some(why) = browser_missing() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "the browser test {script} cannot run under CI: {why} (.ci/run installs it)"
+        );
+        eprintln!("skipped: the browser test {script}: {why}");
+        return false;
+    }
+    let out = Command::new("node")
+        .arg(repo().join("tests/ui").join(script))
+        .env("MEMGATE_URL", format!("http://{}", gw.addr))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("");
+    eprintln!("{script}: {summary}");
+    assert!(
+        out.status.success() && summary.ends_with(" 0 failed"),
+        "{script} failed:\n{stdout}\n{}\n--- gateway log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    true
+}
+
 #[test]
 fn a_person_lists_opens_and_deletes_threads_in_the_browser() {
     let mock = Mock::start("fixtures/memory");
@@ -179,31 +208,14 @@ fn a_person_lists_opens_and_deletes_threads_in_the_browser() {
         "{hours}"
     );
 
-    if let Some(why) = browser_missing() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "the dashboard browser test cannot run under CI: {why} (.ci/run installs it)"
-        );
-        eprintln!("skipped: the dashboard browser test: {why}");
+    let shots: PathBuf = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let env = [
+        ("MEMGATE_KEY", key.as_str()),
+        ("MEMGATE_SHOTS", shots.to_str().unwrap()),
+    ];
+    if !run_in_browser("dashboard.mjs", &gw, &env) {
         return;
     }
-    let shots: PathBuf = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    let out = Command::new("node")
-        .arg(repo().join("tests/ui/dashboard.mjs"))
-        .env("MEMGATE_URL", format!("http://{}", gw.addr))
-        .env("MEMGATE_KEY", &key)
-        .env("MEMGATE_SHOTS", &shots)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = stdout.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("");
-    eprintln!("dashboard.mjs: {summary}");
-    assert!(
-        out.status.success() && summary.ends_with(" 0 failed"),
-        "the dashboard walk-through failed:\n{stdout}\n{}\n--- gateway log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log()
-    );
     // The page went through the API: what it deleted is gone for every client.
     let list = gw.get("/v1/memory/threads", &[("authorization", &auth)]).json();
     assert_eq!(list["total"], 18, "{list}");
@@ -216,4 +228,55 @@ fn a_person_lists_opens_and_deletes_threads_in_the_browser() {
     );
     println!("screenshot: {}", shot.display());
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// The default: no keys on loopback. Pages on other origins (another port, another site, and a
+/// DNS-rebinding name that makes the page same-origin) try to chat, write into memory, read the
+/// threads and delete one; afterwards the server holds exactly what it held, and the gateway's
+/// own dashboard still lists and deletes.
+#[test]
+fn pages_on_other_origins_cannot_chat_read_or_delete() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = Gateway::start(&format!(
+        "default_provider = \"openai\"\n{}",
+        provider("openai", &mock, "")
+    ));
+    say(
+        &gw,
+        "",
+        "victim",
+        "user-42",
+        user("My name is Alex and I prefer concise answers."),
+    );
+    let res = gw.post(
+        "/v1/memory/threads",
+        &[],
+        &json!({"id": "doomed", "resourceId": "user-42"}),
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    mock.clear();
+    let before = gw.get("/v1/memory/threads/victim/messages", &[]).json();
+    assert_eq!(before["total"], 2, "{before}");
+
+    if !run_in_browser("cross_origin.mjs", &gw, &[]) {
+        return;
+    }
+    assert!(
+        mock.requests().is_empty(),
+        "an attack reached the upstream: {:?}",
+        mock.requests()
+    );
+    let after = gw.get("/v1/memory/threads/victim/messages", &[]).json();
+    assert_eq!(after, before, "an attack changed the victim's thread");
+    let ids = gw.thread_ids(&[]);
+    assert_eq!(ids, ["victim"], "planted, or not deleted by the dashboard");
+    // Refused at the edge, as such: not lost in the browser on the way.
+    let metrics = gw.get("/metrics", &[]).text();
+    for reason in ["cross_origin", "misdirected_host"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("memgate_rejected_total{{reason=\"{reason}\"}}")));
+        let n: u64 = line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
+        assert!(n >= 3, "{reason}: {line:?}\n{metrics}");
+    }
 }

@@ -277,7 +277,7 @@ fn malformed_http_and_slow_heads_are_answered_and_closed() {
 
     let mut s = TcpStream::connect(&gw.addr).unwrap();
     let flood = format!(
-        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: {}\r\n\r\n",
         "a".repeat(9000)
     );
     s.write_all(flood.as_bytes()).unwrap();
@@ -286,7 +286,7 @@ fn malformed_http_and_slow_heads_are_answered_and_closed() {
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 
     let mut s = TcpStream::connect(&gw.addr).unwrap();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n")
         .unwrap();
     let started = std::time::Instant::now();
     let mut out = String::new();
@@ -371,7 +371,7 @@ fn a_client_that_hangs_up_before_a_slow_answer_cancels_the_upstream_request() {
     let body = json!({"model": "openai/x", "messages": user("memgate-test: hang")}).to_string();
     let mut s = TcpStream::connect(&gw.addr).unwrap();
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();

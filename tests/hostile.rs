@@ -58,13 +58,14 @@ fn oversized_bodies_get_413_and_a_closed_connection() {
     let gw = hostile_gateway(&mock);
     for &(method, path) in JSON_ENTRY_POINTS {
         // Declared far over the limit and never sent: answered at once, not after the body.
-        let head = format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n");
+        let head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n");
         let out = exchange(&gw.addr, head.as_bytes(), Duration::from_secs(5));
         assert!(out.closed, "{path}: connection left open after a 413");
         expect_shaped(path, &out.response(), 413);
     }
     // Chunked bodies carry no length: the limit is found while reading.
-    let mut chunked = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..40 {
         chunked.extend_from_slice(format!("2000\r\n{}\r\n", "a".repeat(0x2000)).as_bytes());
     }
@@ -82,7 +83,7 @@ fn header_floods_get_431_and_cost_no_memory() {
     let many = "x-h: y\r\n".repeat(200);
     let out = exchange(
         &gw.addr,
-        format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(),
+        format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n{many}\r\n").as_bytes(),
         Duration::from_secs(5),
     );
     assert!(out.closed);
@@ -101,8 +102,8 @@ fn header_floods_get_431_and_cost_no_memory() {
 fn slow_heads_and_slow_bodies_time_out_while_others_are_served() {
     let mock = Mock::start("fixtures/openai");
     let gw = hostile_gateway(&mock);
-    let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n".to_vec();
-    let body_head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 4000\r\n\r\n{".to_vec();
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n".to_vec();
+    let body_head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 4000\r\n\r\n{".to_vec();
     let slow: Vec<_> = (0..60)
         .map(|i| {
             let addr = gw.addr.clone();
@@ -202,7 +203,7 @@ fn bodies_declared_as_anything_but_json_get_415() {
     let send = |path: &str, ct: Option<&str>, body: &[u8]| {
         let ct = ct.map_or(String::new(), |c| format!("content-type: {c}\r\n"));
         let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\n{ct}connection: close\r\ncontent-length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{ct}connection: close\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
         exchange(&gw.addr, &[head.as_bytes(), body].concat(), Duration::from_secs(10)).response()
@@ -289,7 +290,7 @@ fn hostile_thread_ids_are_refused_and_never_touch_other_threads() {
     // Control bytes that reach the head itself are refused by the parser, and the socket closed.
     // Non-ASCII made http-types panic (a dead process in the release build): a 400 now.
     for raw in ["victim\0", "victim\rx", "victim\r\n x", "vict\u{e9}m"] {
-        let head = format!("GET /v1/memory/threads/victim/messages HTTP/1.1\r\nhost: x\r\nx-thread-id: {raw}\r\nx-resource-id: r1\r\n\r\n");
+        let head = format!("GET /v1/memory/threads/victim/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nx-thread-id: {raw}\r\nx-resource-id: r1\r\n\r\n");
         let out = exchange(&gw.addr, head.as_bytes(), Duration::from_secs(5));
         assert!(out.closed);
         out.response().expect_error(400, "invalid_request_error");
@@ -342,7 +343,7 @@ fn crlf_and_nul_in_keys_never_reach_the_upstream_as_headers() {
         "sk-a\nx-injected: yes",
     ] {
         let head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{{}}"
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{{}}"
         );
         let out = exchange(&gw.addr, head.as_bytes(), Duration::from_secs(5));
         assert!(out.closed || out.response().status == 400, "{key:?}: {}", out.text());
@@ -429,7 +430,7 @@ fn json_request(gw: &Gateway, method: &str, path: &str, body: &[u8]) -> Resp {
         String::new()
     };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{len}connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{len}connection: close\r\n\r\n"
     );
     exchange(&gw.addr, &[head.as_bytes(), body].concat(), Duration::from_secs(10)).response()
 }

@@ -120,7 +120,8 @@ fn an_idle_keep_alive_connection_does_not_delay_exit() {
     let gw = Gateway::start(&config(&mock, ""));
     let mut idle = TcpStream::connect(&gw.addr).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .unwrap();
     let mut reader = BufReader::new(idle.try_clone().unwrap());
     assert_eq!(read_response(&mut reader).status, 200);
 
@@ -150,7 +151,7 @@ fn shutdown_cuts_off_a_hanging_request_at_the_bound() {
         let body = chat_body("memgate-test: hang", false).to_string();
         write!(
             s,
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();

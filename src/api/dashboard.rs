@@ -13,11 +13,14 @@ use http_types::{Method, Response};
 /// One embedded file.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Asset {
+    /// Its canonical path (`/ui` for the page under all its names): a metrics label.
+    pub name: &'static str,
     content_type: &'static str,
     body: &'static [u8],
 }
 
 const INDEX: Asset = Asset {
+    name: "/ui",
     content_type: "text/html; charset=utf-8",
     body: include_bytes!("../../ui/index.html"),
 };
@@ -33,14 +36,17 @@ pub(super) fn find(path: &str) -> Option<Asset> {
     Some(match path {
         "/" | "/ui" | "/ui/" | "/ui/index.html" => INDEX,
         "/ui/app.js" => Asset {
+            name: "/ui/app.js",
             content_type: "text/javascript; charset=utf-8",
             body: include_bytes!("../../ui/app.js"),
         },
         "/ui/style.css" => Asset {
+            name: "/ui/style.css",
             content_type: "text/css; charset=utf-8",
             body: include_bytes!("../../ui/style.css"),
         },
         "/ui/icon.svg" | "/favicon.ico" => Asset {
+            name: "/ui/icon.svg",
             content_type: "image/svg+xml",
             body: include_bytes!("../../ui/icon.svg"),
         },

@@ -55,6 +55,8 @@ pub(crate) struct AccessLog {
     app: Arc<App>,
     method: Method,
     path: String,
+    /// The path's route template, for metrics (the path itself may hold ids: not a label).
+    route: &'static str,
     /// The gateway key's name, once authenticated.
     pub tenant: String,
     pub model: String,
@@ -88,7 +90,7 @@ impl AccessLog {
             ""
         };
         self.app.metrics.ended(&RequestEnd {
-            route: &self.path,
+            route: self.route,
             model,
             status,
             latency: self.start.elapsed(),
@@ -142,6 +144,7 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
             app: app.clone(),
             method: req.method(),
             path: req.url().path().to_owned(),
+            route: route_label(req.url().path()),
             tenant: String::new(),
             model: String::new(),
             provider: String::new(),
@@ -158,12 +161,20 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
     let mut headers = limits::Headers::new();
     // Probes and scrapes are answered even at the limit: they are how an operator sees it.
     let probe = matches!(req.url().path(), "/healthz" | "/metrics");
-    let served = match (!probe).then(|| overloaded(&app)).flatten() {
-        Some(e) => {
-            headers.push(("retry-after", "1".to_owned()));
+    let page = dashboard::find(req.url().path()).is_some();
+    let served = match app.browsers.check(&req, page) {
+        // Before any route, probes included: a page elsewhere may neither read nor write.
+        Err((why, e)) => {
+            app.metrics.rejected(why);
             Err(e)
         }
-        None => dispatch(&app, &mut req, peer, &mut log, &mut headers).await,
+        Ok(()) => match (!probe).then(|| overloaded(&app)).flatten() {
+            Some(e) => {
+                headers.push(("retry-after", "1".to_owned()));
+                Err(e)
+            }
+            None => dispatch(&app, &mut req, peer, &mut log, &mut headers).await,
+        },
     };
     let (mut res, status) = match served {
         Ok(res) => {
@@ -316,9 +327,10 @@ fn query(req: &Request) -> std::collections::HashMap<String, String> {
 ///
 /// Browsers send `text/plain` and form bodies cross-origin without a CORS preflight, so taking
 /// them would let any web page drive a gateway on loopback (spend tokens, write into memory).
-/// A body with no Content-Type is still read as JSON: hand-written clients omit it. async-h1
-/// reports a missing one as `application/octet-stream`, which browsers never send without a
-/// preflight, so that passes too.
+/// A body with no Content-Type is still read as JSON: hand-written clients omit it (async-h1
+/// reports a missing one as `application/octet-stream`). A browser sends one without a
+/// preflight too (a `no-cors` fetch of a Blob), but always with `Origin`, which
+/// [`crate::http::BrowserPolicy`] has refused by then unless it is the gateway's own.
 fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let declared = req.header("content-type").map_or("", |v| v.last().as_str());
     let media = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -341,6 +353,45 @@ fn render_error(path: &str, e: &ApiError) -> Response {
         json_response(e.status, &messages::error_body(e))
     } else {
         error_response(e)
+    }
+}
+
+/// The route template a path matches, as a metrics label: `/v1/memory/threads/{id}`, never the
+/// id itself (`/metrics` is readable without a key), and `other` for every path that matches no
+/// route, so that no client can mint series.
+fn route_label(path: &str) -> &'static str {
+    if let Some(asset) = dashboard::find(path) {
+        return asset.name;
+    }
+    let Some(route) = Endpoint::find(path) else {
+        return match path {
+            "/metrics" => "/metrics",
+            "/healthz" => "/healthz",
+            _ => "other",
+        };
+    };
+    match route {
+        Endpoint::Chat => "/v1/chat/completions",
+        Endpoint::Responses => "/v1/responses",
+        Endpoint::Messages => "/v1/messages",
+        Endpoint::Embeddings => "/v1/embeddings",
+        Endpoint::Models => "/v1/models",
+        Endpoint::Model(_) => "/v1/models/{id}",
+        Endpoint::Usage => "/v1/usage",
+        Endpoint::Memory(rest) => {
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts.as_slice() {
+                ["threads"] => "/v1/memory/threads",
+                ["threads", _] => "/v1/memory/threads/{id}",
+                ["threads", _, "messages"] => "/v1/memory/threads/{id}/messages",
+                ["threads", _, "observations"] => "/v1/memory/threads/{id}/observations",
+                ["threads", _, "observations", "record"] => "/v1/memory/threads/{id}/observations/record",
+                ["threads", _, "observations", "history"] => "/v1/memory/threads/{id}/observations/history",
+                ["threads", _, "observations", "config"] => "/v1/memory/threads/{id}/observations/config",
+                ["resources", _] => "/v1/memory/resources/{id}",
+                _ => "other",
+            }
+        }
     }
 }
 

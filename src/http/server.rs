@@ -50,6 +50,31 @@ const DRAIN_LIMIT: u64 = 256 << 10;
 /// Input swallowed while lingering before a close.
 const LINGER_LIMIT: u64 = 4 << 20;
 
+/// File descriptors beyond the client connections: the listener, upstream connections, the
+/// database, the admin socket, logs.
+const FD_RESERVE: u64 = 256;
+
+/// The soft `Max open files` limit in `/proc/self/limits` text.
+fn open_file_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Warns when `max_connections` cannot be reached: past the open-file limit `accept` fails
+/// (EMFILE) and clients wait unanswered in the queue instead of getting the 503.
+fn check_open_files(max_connections: Option<usize>) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    if let (Some(max), Some(files)) = (max_connections, open_file_limit(&limits)) {
+        if files < max as u64 + FD_RESERVE {
+            log::warn!(
+                "the open-file limit ({files}) is below [limits] max_connections ({max}) plus {FD_RESERVE} for \
+                 upstreams and the database: connections past it wait unanswered. Raise it (LimitNOFILE= in \
+                 the systemd unit, `ulimit -n`) or lower max_connections"
+            );
+        }
+    }
+}
+
 /// A connection over `max_connections`: a 503 and a close, at once, rather than a queue.
 async fn turn_away(mut stream: TcpStream) {
     use futures_lite::AsyncWriteExt;
@@ -116,6 +141,7 @@ impl Server {
         F: Future<Output = Response> + Send + 'static,
     {
         let handler = Arc::new(handler);
+        check_open_files(self.options().max_connections);
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
                 let _ = self.stopped.recv().await;
@@ -318,4 +344,17 @@ async fn linger(stream: &TcpStream) {
         None
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_is_read_from_proc() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(open_file_limit(text), Some(1024));
+        assert_eq!(open_file_limit("Max open files unlimited unlimited files\n"), None);
+    }
 }

@@ -181,6 +181,13 @@ impl Gateway {
         request(&self.addr, "GET", path, headers, b"")
     }
 
+    /// The ids of the threads `headers` may list (open mode: every thread), oldest first.
+    pub fn thread_ids(&self, headers: &[(&str, &str)]) -> Vec<String> {
+        let list = self.get("/v1/memory/threads", headers).json();
+        let threads = list["threads"].as_array().unwrap_or_else(|| panic!("{list}"));
+        threads.iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -244,7 +251,7 @@ impl Resp {
 }
 
 fn write_request(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

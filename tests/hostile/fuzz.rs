@@ -74,7 +74,7 @@ fn seeds() -> Vec<Vec<u8>> {
     let saved = r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"ok"}]}"#;
     let post = |path: &str, body: &str| {
         format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         )
         .into_bytes()
@@ -82,13 +82,13 @@ fn seeds() -> Vec<Vec<u8>> {
     let chunked = |path: &str, body: &str| {
         let (a, b) = body.split_at(body.len() / 2);
         format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
             a.len(),
             b.len()
         )
         .into_bytes()
     };
-    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").into_bytes();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").into_bytes();
     vec![
         post("/v1/chat/completions", chat),
         post("/v1/chat/completions", stream),

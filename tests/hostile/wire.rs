@@ -95,7 +95,9 @@ pub fn flood_one_line(addr: &str, max: usize) -> Flood {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut sent = 0;
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-flood: ").is_ok() {
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-flood: ")
+        .is_ok()
+    {
         let block = vec![b'a'; 64 << 10];
         while sent < max && s.write_all(&block).is_ok() {
             sent += block.len();

@@ -6,6 +6,7 @@
 // (a directory for the screenshots), CHROMIUM (default /usr/bin/chromium, Debian's package).
 // Prints one line per check and "N passed, M failed"; exits non-zero on any failure.
 import { chromium } from 'playwright-core';
+import { check, finish } from './checks.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -15,13 +16,6 @@ const shots = process.env.MEMGATE_SHOTS || 'target';
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT = 15000;
 
-let passed = 0;
-let failed = 0;
-function check(what, ok, detail = '') {
-  if (ok) passed += 1;
-  else failed += 1;
-  console.log(`${ok ? 'ok' : 'FAILED'} - ${what}${!ok && detail ? `: ${detail}` : ''}`);
-}
 
 const texts = (locator) => locator.allTextContents().then((t) => t.map((s) => s.trim()));
 
@@ -175,5 +169,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();
