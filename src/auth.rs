@@ -16,13 +16,11 @@ use crate::limits::Limits;
 use crate::store::Store;
 use http_types::Request;
 
-/// The tenant of requests made without a key (`mode = "none"`).
-pub const OPEN_TENANT: &str = "default";
-
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The gateway key's name; threads and usage are scoped to it.
+    /// The gateway key's tenant id (open mode's without a key); threads, observations and usage
+    /// are filed under it, never under the key's name, which a later key may reuse.
     pub tenant: String,
     /// A provider key supplied by the caller, used upstream instead of the configured one.
     pub byok: Option<String>,
@@ -56,7 +54,7 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
     let Some(key) = gateway_key else {
         return match mode {
             AuthMode::None => Ok(Caller {
-                tenant: OPEN_TENANT.to_owned(),
+                tenant: crate::store::OPEN_TENANT.to_owned(),
                 byok,
                 limits: Limits::default(),
             }),
@@ -71,7 +69,7 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
                 rpm: record.rpm,
                 tpm: record.tpm,
             },
-            tenant: record.name,
+            tenant: record.tenant,
             byok,
         }),
         Ok(None) => Err(ApiError::unauthorized("invalid or revoked gateway key")),

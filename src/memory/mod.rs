@@ -133,7 +133,11 @@ impl Memory {
     /// The key of the observation record a thread reads and feeds.
     pub fn scope_key(&self, thread: &ThreadRecord) -> String {
         match self.settings.scope {
-            MemoryScope::Thread => Scope::Thread(&thread.id).key(),
+            MemoryScope::Thread => Scope::Thread {
+                tenant: &thread.tenant,
+                id: &thread.id,
+            }
+            .key(),
             MemoryScope::Resource => Scope::Resource {
                 tenant: &thread.tenant,
                 resource: &thread.resource,
@@ -173,7 +177,7 @@ impl Memory {
     /// Whether an observer run for the thread, and a reflector run for its scope, are under way.
     pub fn activity(&self, thread: &ThreadRecord) -> (bool, bool) {
         (
-            self.busy(&observe_key(&thread.id)),
+            self.busy(&observe_key(&thread.tenant, &thread.id)),
             self.busy(&reflect_key(&self.scope_key(thread))),
         )
     }
@@ -196,8 +200,8 @@ impl Memory {
     }
 }
 
-fn observe_key(thread: &str) -> String {
-    format!("observe\0{thread}")
+fn observe_key(tenant: &str, thread: &str) -> String {
+    format!("observe\0{tenant}\0{thread}")
 }
 
 fn reflect_key(scope: &str) -> String {
@@ -230,7 +234,7 @@ pub fn pending_tokens(unobserved: &[StoredMessage]) -> u64 {
 struct RunAs {
     model: String,
     byok: Option<String>,
-    /// The key the usage is counted against.
+    /// The tenant of the thread the run serves, whose key its usage is counted against.
     tenant: String,
 }
 
@@ -259,11 +263,11 @@ struct View {
 
 fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreError> {
     let reader = app.store.read()?;
-    let unobserved = reader.messages_from(&thread.id, thread.cursor)?;
+    let unobserved = reader.messages_from(thread, thread.cursor)?;
     let recent = if recent <= unobserved.len() {
         unobserved[unobserved.len() - recent..].to_vec()
     } else {
-        reader.last_messages(&thread.id, recent)?
+        reader.last_messages(thread, recent)?
     };
     let record = reader.observations(&app.memory.scope_key(thread))?.unwrap_or_default();
     Ok(View {
@@ -286,10 +290,10 @@ impl Memory {
         let found = app
             .store
             .read()
-            .and_then(|r| r.thread(&at.thread, None))
+            .and_then(|r| r.thread(&caller.tenant, &at.thread))
             .map_err(store_error)?;
         let thread = match found {
-            Some(t) if t.tenant == caller.tenant && t.resource == at.resource => t,
+            Some(t) if t.resource == at.resource => t,
             Some(_) => {
                 return Err(store_error(StoreError::NotFound(format!(
                     "thread {:?} not found",
@@ -316,13 +320,15 @@ impl Memory {
         let (limit, _) = app.memory.thresholds(&thread);
         let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
         // A failing observer is not waited for again until its backoff ends.
-        if pending as f64 > limit as f64 * BLOCK_AFTER && !app.memory.backing_off(&observe_key(&thread.id)) {
+        if pending as f64 > limit as f64 * BLOCK_AFTER
+            && !app.memory.backing_off(&observe_key(&thread.tenant, &thread.id))
+        {
             log::info!(target: "memgate::memory", "thread {:?}: {pending} unobserved tokens is past blockAfter; observing before forwarding", thread.id);
             observer::run(app, &thread.id, &by, true).await;
             let fresh = app
                 .store
                 .read()
-                .and_then(|r| r.thread(&thread.id, None))
+                .and_then(|r| r.thread(&thread.tenant, &thread.id))
                 .map_err(store_error)?;
             if let Some(t) = fresh {
                 seen = view(app, &t, recent).map_err(store_error)?;
@@ -354,7 +360,7 @@ impl Turn {
             .app
             .store
             .write(move |tx| {
-                let mut thread = threads::get(tx, &id, Some(&tenant))?
+                let mut thread = threads::get(tx, &tenant, &id)?
                     .filter(|t| t.resource == resource)
                     .ok_or_else(|| StoreError::NotFound(format!("thread {id:?} was deleted during the request")))?;
                 threads::append(tx, &mut thread, messages, clock::now_ms())?;
@@ -397,9 +403,9 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
     let pending = app
         .store
         .read()
-        .and_then(|r| r.messages_from(&thread.id, thread.cursor))
+        .and_then(|r| r.messages_from(thread, thread.cursor))
         .map_or(0, |m| pending_tokens(&m));
-    let key = observe_key(&thread.id);
+    let key = observe_key(&thread.tenant, &thread.id);
     if pending <= limit || app.memory.busy(&key) || app.memory.backing_off(&key) {
         return;
     }
@@ -489,16 +495,11 @@ fn instructed(instructions: &str, user: String) -> Vec<Message> {
         .collect()
 }
 
-/// Deletes a thread with its messages and (thread scope) its observations. `tenant` `None` is
-/// the admin CLI.
-pub fn delete_thread_op(
-    tx: &redb::WriteTransaction,
-    id: &str,
-    tenant: Option<&str>,
-) -> Result<ThreadRecord, StoreError> {
-    let thread = threads::owned(tx, id, tenant)?;
+/// Deletes the tenant's thread `id` with its messages and (thread scope) its observations.
+pub fn delete_thread_op(tx: &redb::WriteTransaction, tenant: &str, id: &str) -> Result<ThreadRecord, StoreError> {
+    let thread = threads::owned(tx, tenant, id)?;
     threads::delete(tx, &thread)?;
-    observations::delete(tx, &Scope::Thread(id).key())?;
+    observations::delete(tx, &Scope::Thread { tenant, id }.key())?;
     Ok(thread)
 }
 
@@ -518,7 +519,7 @@ pub fn forget_resource(
     Ok(move |tx: &redb::WriteTransaction| {
         for t in &doomed {
             // Deleted meanwhile is fine: the goal is that nothing remains.
-            match delete_thread_op(tx, &t.id, Some(&t.tenant)) {
+            match delete_thread_op(tx, &t.tenant, &t.id) {
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }

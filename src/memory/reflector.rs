@@ -49,7 +49,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
         .store
         .read()
         .ok()
-        .and_then(|r| r.thread(thread_id, None).ok().flatten())
+        .and_then(|r| r.thread(&by.tenant, thread_id).ok().flatten())
     else {
         return;
     };

@@ -15,7 +15,7 @@ const HISTORY: TableDefinition<(&str, u32), &str> = TableDefinition::new("observ
 /// Whose observations: one thread's, or a resource's shared by all its threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
-    Thread(&'a str),
+    Thread { tenant: &'a str, id: &'a str },
     Resource { tenant: &'a str, resource: &'a str },
 }
 
@@ -23,7 +23,7 @@ impl Scope<'_> {
     /// The record's key. The NUL separators cannot occur in ids (control characters are refused).
     pub fn key(&self) -> String {
         match self {
-            Scope::Thread(id) => format!("thread\0{id}"),
+            Scope::Thread { tenant, id } => format!("thread\0{tenant}\0{id}"),
             Scope::Resource { tenant, resource } => format!("resource\0{tenant}\0{resource}"),
         }
     }
@@ -114,6 +114,78 @@ pub fn delete(tx: &WriteTransaction, scope: &str) -> Result<(), StoreError> {
         .or_fail("open observation_history")?
         .retain_in((scope, 0)..=(scope, u32::MAX), |_, _| false)
         .or_fail("delete observation_history")?;
+    Ok(())
+}
+
+/// Schema 0 → 1: scope keys name tenant ids. A thread's record (`thread\0ID` in schema 0) moves
+/// under its thread's tenant; one whose thread is gone could not be read any more and is dropped.
+pub(super) fn migrate_v0(
+    tx: &WriteTransaction,
+    tenants: &mut super::keys::Tenants,
+    owner: &std::collections::HashMap<String, String>,
+) -> Result<(), StoreError> {
+    let mut rekey = |tx: &WriteTransaction, old: &str| -> Result<Option<String>, StoreError> {
+        let mut parts = old.split('\0');
+        Ok(match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("thread"), Some(id), None, _) => owner.get(id).map(|tenant| Scope::Thread { tenant, id }.key()),
+            (Some("resource"), Some(name), Some(resource), None) => Some(
+                Scope::Resource {
+                    tenant: &tenants.of(tx, name)?,
+                    resource,
+                }
+                .key(),
+            ),
+            _ => None,
+        })
+    };
+    let mut records = Vec::new();
+    for entry in tx
+        .open_table(OBSERVATIONS)
+        .or_fail("open observations")?
+        .iter()
+        .or_fail("scan observations")?
+    {
+        let (k, v) = entry.or_fail("scan observations")?;
+        records.push((k.value().to_owned(), v.value().to_owned()));
+    }
+    let mut history = Vec::new();
+    for entry in tx
+        .open_table(HISTORY)
+        .or_fail("open observation_history")?
+        .iter()
+        .or_fail("scan observation_history")?
+    {
+        let (k, v) = entry.or_fail("scan observation_history")?;
+        let (scope, generation) = k.value();
+        history.push((scope.to_owned(), generation, v.value().to_owned()));
+    }
+    let mut new_records = Vec::new();
+    for (old, json) in records {
+        match rekey(tx, &old)? {
+            Some(key) => new_records.push((key, json)),
+            None => log::warn!("migration: dropped the observations of a deleted thread"),
+        }
+    }
+    let mut new_history = Vec::new();
+    for (old, generation, json) in history {
+        if let Some(key) = rekey(tx, &old)? {
+            new_history.push((key, generation, json));
+        }
+    }
+    let mut table = tx.open_table(OBSERVATIONS).or_fail("open observations")?;
+    table.retain(|_, _| false).or_fail("clear observations")?;
+    for (key, json) in &new_records {
+        table
+            .insert(key.as_str(), json.as_str())
+            .or_fail("write observations")?;
+    }
+    let mut table = tx.open_table(HISTORY).or_fail("open observation_history")?;
+    table.retain(|_, _| false).or_fail("clear observation_history")?;
+    for (key, generation, json) in &new_history {
+        table
+            .insert((key.as_str(), *generation), json.as_str())
+            .or_fail("write observation_history")?;
+    }
     Ok(())
 }
 
