@@ -8,7 +8,8 @@
 //! - With `[auth] mode = "none"` a plain `Authorization` is a placeholder the SDKs insist on, and
 //!   is ignored.
 //!
-//! A gateway key never goes upstream: only the BYOK key or the configured key does.
+//! A gateway key never goes upstream: only the BYOK key or the configured key does, and an
+//! `msk_…` value offered as a BYOK key is refused (400).
 
 use crate::config::AuthMode;
 use crate::error::ApiError;
@@ -51,6 +52,16 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
             )
         }
     };
+    // A gateway key in the provider-key slot (pasted twice, or someone else's) would go
+    // upstream in clear: refused before anything is sent.
+    if byok.as_deref().is_some_and(|k| k.starts_with(crate::store::KEY_PREFIX)) {
+        return Err(ApiError::invalid(
+            "Authorization holds a gateway key (msk_…) while X-Memory-Gateway-Authorization names the gateway \
+             key: Authorization must then hold your provider's key (BYOK), which memgate sends upstream; \
+             a gateway key is never sent upstream. Drop X-Memory-Gateway-Authorization to use the gateway's \
+             configured provider keys",
+        ));
+    }
     let Some(key) = gateway_key else {
         return match mode {
             AuthMode::None => Ok(Caller {
