@@ -121,39 +121,41 @@ impl Router {
             }
         };
         let (order, only) = (names("order")?, names("only")?);
-        let allowed = |c: &Candidate| only.as_ref().is_none_or(|o| o.contains(&c.route.provider.name));
-        let mut out: Vec<Candidate> = Vec::new();
-        let mut push = |c: Candidate| {
-            let seen = out
-                .iter()
-                .any(|o| Arc::ptr_eq(&o.route.provider, &c.route.provider) && o.route.model == c.route.model);
-            if !seen && allowed(&c) {
-                out.push(c);
-            }
-        };
         let base = asked
             .split_once('/')
             .filter(|(p, _)| self.providers.contains_key(*p))
             .map_or(asked, |(_, m)| m);
-        // Providers this gateway does not have (a `vertex` written for another gateway) are
-        // skipped, as unavailable ones are.
-        for p in order.iter().flatten() {
+        // The model's name without its prefix on provider `p`; providers this gateway does not
+        // have (a `vertex` written for another gateway) are skipped, as unavailable ones are.
+        let on = |p: &str, list: &str| {
             let Some(provider) = self.providers.get(p) else {
-                log::debug!("providerOptions.gateway.order names provider '{p}', which is not configured");
-                continue;
+                log::debug!("providerOptions.gateway.{list} names provider '{p}', which is not configured");
+                return None;
             };
-            push(Candidate {
+            Some(Candidate {
                 name: format!("{p}/{base}"),
                 route: Route {
                     provider: provider.clone(),
                     model: provider.upstream_model(base),
                 },
-            });
+            })
+        };
+        let mut all: Vec<Candidate> = order.iter().flatten().filter_map(|p| on(p, "order")).collect();
+        match self.resolve(asked) {
+            Ok(route) => all.push(Candidate {
+                name: asked.to_owned(),
+                route,
+            }),
+            // A name no route takes (`gpt-4o-mini` without default_provider) is tried as it is on
+            // the providers the request lists.
+            Err(e) if order.is_some() || only.is_some() => {
+                all.extend(only.iter().flatten().filter_map(|p| on(p, "only")));
+                if all.is_empty() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
         }
-        push(Candidate {
-            name: asked.to_owned(),
-            route: self.resolve(asked)?,
-        });
         let listed = match &listed {
             None | Some(Value::Null) => Vec::new(),
             Some(v) => {
@@ -163,11 +165,21 @@ impl Router {
         let configured = self.fallbacks.get(asked).into_iter().flatten();
         for name in listed.iter().chain(configured) {
             match self.resolve(name) {
-                Ok(route) => push(Candidate {
+                Ok(route) => all.push(Candidate {
                     name: name.clone(),
                     route,
                 }),
                 Err(e) => log::debug!("fallback {name:?} skipped: {}", e.message),
+            }
+        }
+        let allowed = |c: &Candidate| only.as_ref().is_none_or(|o| o.contains(&c.route.provider.name));
+        let mut out: Vec<Candidate> = Vec::new();
+        for c in all {
+            let seen = out
+                .iter()
+                .any(|o| Arc::ptr_eq(&o.route.provider, &c.route.provider) && o.route.model == c.route.model);
+            if !seen && allowed(&c) {
+                out.push(c);
             }
         }
         if out.is_empty() {
