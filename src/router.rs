@@ -33,6 +33,17 @@ pub struct Candidate {
     /// What the client asked for (the first candidate), else `provider/model` of the fallback.
     pub name: String,
     pub route: Route,
+    /// Whether this is the provider the caller chose (the one its model names): the only one a
+    /// BYOK key may go to. Fallbacks elsewhere use their configured keys.
+    pub chosen: bool,
+}
+
+impl Candidate {
+    /// The caller's own provider key if this candidate may carry it; `None` (the provider's
+    /// configured key) otherwise.
+    pub fn byok<'a>(&self, byok: Option<&'a str>) -> Option<&'a str> {
+        byok.filter(|_| self.chosen)
+    }
 }
 
 /// Where one request goes.
@@ -138,14 +149,20 @@ impl Router {
                     provider: provider.clone(),
                     model: provider.upstream_model(base),
                 },
+                chosen: false,
             })
         };
         let mut all: Vec<Candidate> = order.iter().flatten().filter_map(|p| on(p, "order")).collect();
+        let mut chosen = None;
         match self.resolve(asked) {
-            Ok(route) => all.push(Candidate {
-                name: asked.to_owned(),
-                route,
-            }),
+            Ok(route) => {
+                chosen = Some(route.provider.clone());
+                all.push(Candidate {
+                    name: asked.to_owned(),
+                    route,
+                    chosen: false,
+                });
+            }
             // A name no route takes (`gpt-4o-mini` without default_provider) is tried as it is on
             // the providers the request lists.
             Err(e) if order.is_some() || only.is_some() => {
@@ -168,9 +185,16 @@ impl Router {
                 Ok(route) => all.push(Candidate {
                     name: name.clone(),
                     route,
+                    chosen: false,
                 }),
                 Err(e) => log::debug!("fallback {name:?} skipped: {}", e.message),
             }
+        }
+        // The caller chose the provider its model names; a name that names none (tried on the
+        // listed providers) chose the first of them.
+        let chosen = chosen.unwrap_or_else(|| all[0].route.provider.clone());
+        for c in &mut all {
+            c.chosen = Arc::ptr_eq(&c.route.provider, &chosen);
         }
         let allowed = |c: &Candidate| only.as_ref().is_none_or(|o| o.contains(&c.route.provider.name));
         let mut out: Vec<Candidate> = Vec::new();

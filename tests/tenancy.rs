@@ -235,3 +235,103 @@ fn a_database_of_the_previous_version_is_migrated_in_place() {
         .collect();
     assert_eq!(ids, ["open-1"]);
 }
+
+/// Keys mode in front of `openai` (fixtures/openai) and `anthropic` (fixtures/anthropic), each
+/// with its configured key; returns the gateway key's header.
+fn two_providers(openai: &Mock, anthropic: &Mock) -> (Gateway, String) {
+    let gw = Gateway::start(&format!(
+        "[auth]\nmode = \"keys\"\n[retry]\nmax_attempts = 1\n{}[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"sk-ant-configured\"\n",
+        provider("openai", openai, ""),
+        anthropic.url
+    ));
+    let key = create_key(&gw, "byok-user");
+    (gw, key)
+}
+
+/// Every header value each request to `mock` carried, as one string per request.
+fn headers_seen(mock: &Mock) -> Vec<String> {
+    mock.requests().iter().map(|r| r["headers"].to_string()).collect()
+}
+
+#[test]
+fn a_byok_key_goes_only_to_the_provider_of_the_model_asked_for() {
+    let (openai, anthropic) = (Mock::start("fixtures/openai"), Mock::start("fixtures/anthropic"));
+    let (gw, key) = two_providers(&openai, &anthropic);
+    let byok = [
+        ("x-memory-gateway-authorization", key.as_str()),
+        ("authorization", "Bearer sk-user-own"),
+    ];
+    let ask = |text: &str, extra: Value| {
+        let mut body = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": text}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        gw.post("/v1/chat/completions", &byok, &body)
+    };
+    // openai is down: the fallback on anthropic answers, with the operator's anthropic key.
+    let r = ask("memgate-test: down", json!({"models": ["anthropic/claude-sonnet-4"]}));
+    assert_eq!(r.json()["model"], "anthropic/claude-sonnet-4", "{}", r.text());
+    assert_eq!(
+        openai.last_header("authorization").as_deref(),
+        Some("Bearer sk-user-own")
+    );
+    assert_eq!(anthropic.last_header("x-api-key").as_deref(), Some("sk-ant-configured"));
+    // `order` putting another provider first: that one gets its configured key too.
+    let r = ask(
+        "memgate-test: down",
+        json!({"providerOptions": {"gateway": {"order": ["anthropic", "openai"]}}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(anthropic.requests().len(), 2);
+    for seen in headers_seen(&anthropic) {
+        assert!(
+            !seen.contains("sk-user-own"),
+            "the BYOK key reached another provider: {seen}"
+        );
+    }
+}
+
+#[test]
+fn memory_model_calls_never_carry_a_byok_key() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = Gateway::start(&keys_config(&mock, "[memory]\nmessage_tokens = 60"));
+    let key = create_key(&gw, "byok-user");
+    let byok = [
+        ("x-memory-gateway-authorization", key.as_str()),
+        ("authorization", "Bearer sk-user-own"),
+        ("x-thread-id", "t1"),
+        ("x-resource-id", "alex"),
+    ];
+    let chat = |text: &str| {
+        let r = gw.post(
+            "/v1/chat/completions",
+            &byok,
+            &json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": text}]}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    chat(INTRO);
+    for i in 0..3 {
+        chat(&format!("Tell me something nice, number {i}"));
+    }
+    let observer_call = || {
+        mock.requests()
+            .into_iter()
+            .find(|r| r["body"].as_str().unwrap_or_default().contains("You are the observer"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let call = loop {
+        if let Some(c) = observer_call() {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "no observer call: {}", gw.log());
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
+    assert_eq!(
+        call["headers"]["authorization"], "Bearer sk-configured-openai",
+        "{call}"
+    );
+    // The chat turns themselves carried the caller's key.
+    let chats = headers_seen(&mock).iter().filter(|h| h.contains("sk-user-own")).count();
+    assert_eq!(chats, 4);
+}

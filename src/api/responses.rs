@@ -41,7 +41,9 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     let byok = ctx.caller.byok.clone();
     let (res, answered) = send(ctx, &candidates, |c| {
         req.model.clone_from(&c.route.model);
-        Ok(c.route.provider.passthrough("/responses", &req, byok.as_deref()))
+        Ok(c.route
+            .provider
+            .passthrough("/responses", &req, c.byok(byok.as_deref())))
     })
     .await?;
     if req.stream == Some(true) && res.is_event_stream() {

@@ -228,12 +228,12 @@ pub fn pending_tokens(unobserved: &[StoredMessage]) -> u64 {
     unobserved.iter().map(|m| m.tokens).sum()
 }
 
-/// Who runs the observer and reflector calls for a turn: the model and the key of the request
-/// that triggered them (never stored).
+/// Who runs the observer and reflector calls for a turn: the model of the request that
+/// triggered them and the tenant they serve. Never the caller's BYOK key: memory's calls go to
+/// the observer/reflector model's provider with its configured key (README, Keys and BYOK).
 #[derive(Clone)]
 struct RunAs {
     model: String,
-    byok: Option<String>,
     /// The tenant of the thread the run serves, whose key its usage is counted against.
     tenant: String,
 }
@@ -314,7 +314,6 @@ impl Memory {
         let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
         let by = RunAs {
             model: model.to_owned(),
-            byok: caller.byok.clone(),
             tenant: caller.tenant.clone(),
         };
         let (limit, _) = app.memory.thresholds(&thread);
@@ -390,7 +389,6 @@ pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
     };
     let by = RunAs {
         model,
-        byok: caller.byok.clone(),
         tenant: caller.tenant.clone(),
     };
     maybe_observe(app, thread, &by);
@@ -419,7 +417,6 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
 /// Calls a model through the normal router, as memory's own client: a plain chat request,
 /// the answer's text and usage back. Errors are for the log.
 async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) -> Result<(String, Usage), String> {
-    let byok = by.byok.as_deref();
     let mut rest = crate::ir::Rest::new();
     let candidates = app.router().candidates(model, &mut rest).map_err(|e| e.message)?;
     rest.insert("temperature".to_owned(), serde_json::json!(0.3));
@@ -431,7 +428,7 @@ async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) 
     };
     let sent = first_answer(&app.client, &app.retry, &candidates, |c| {
         req.model.clone_from(&c.route.model);
-        c.route.provider.chat_request(&req, byok)
+        c.route.provider.chat_request(&req, None)
     })
     .await
     .map_err(|e| e.message)?;
