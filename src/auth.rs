@@ -29,6 +29,16 @@ pub struct Caller {
     pub limits: Limits,
 }
 
+impl Caller {
+    /// The limits in force: the key's own, else `defaults` (`[limits]`).
+    pub fn limits_or(&self, defaults: Limits) -> Limits {
+        Limits {
+            rpm: self.limits.rpm.or(defaults.rpm),
+            tpm: self.limits.tpm.or(defaults.tpm),
+        }
+    }
+}
+
 fn bearer(req: &Request, name: &str) -> Option<String> {
     let v = req.header(name)?.last().as_str().trim();
     let token = v

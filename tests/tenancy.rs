@@ -335,3 +335,47 @@ fn memory_model_calls_never_carry_a_byok_key() {
     let chats = headers_seen(&mock).iter().filter(|h| h.contains("sk-user-own")).count();
     assert_eq!(chats, 4);
 }
+
+#[test]
+fn memory_model_tokens_are_charged_to_the_keys_token_limit() {
+    const TPM: u64 = 6000;
+    let mock = Mock::start("fixtures/memory");
+    let gw = Gateway::start(&keys_config(&mock, "[memory]\nmessage_tokens = 60"));
+    let out = gw.cli(&["keys", "create", "small", "--tpm", &TPM.to_string()]);
+    let key = format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim());
+    for text in [
+        INTRO,
+        "Tell me something nice, number 0",
+        "Tell me something nice, number 1",
+    ] {
+        say(&gw, &key, "t1", "alex", text);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = gw
+            .get("/v1/memory/threads/t1/observations/record", &[("authorization", &key)])
+            .json();
+        if r["observerRuns"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no observer run: {r}\n{}",
+            gw.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let res = gw.get("/v1/usage", &[("authorization", &key)]);
+    let row = &res.json()["data"][0];
+    let (chat, memory) = (
+        row["total_tokens"].as_u64().unwrap(),
+        row["memory_tokens"].as_u64().unwrap(),
+    );
+    assert!(memory > 300, "the observer spent tokens: {row}");
+    let left: u64 = res.header("x-ratelimit-remaining-tokens").unwrap().parse().unwrap();
+    // Refill is TPM/60 a second; a few seconds of it is far below the memory tokens.
+    assert!(
+        left <= TPM - chat - memory + 300,
+        "{left} tokens left of {TPM} after {chat} chat and {memory} memory tokens"
+    );
+}

@@ -234,8 +234,10 @@ pub fn pending_tokens(unobserved: &[StoredMessage]) -> u64 {
 #[derive(Clone)]
 struct RunAs {
     model: String,
-    /// The tenant of the thread the run serves, whose key its usage is counted against.
+    /// The tenant of the thread the run serves, whose key its usage is counted against and
+    /// whose token limit (`tpm`) it is charged to.
     tenant: String,
+    limits: crate::limits::Limits,
 }
 
 /// One request's memory: what it brought that is new, to be stored with the answer.
@@ -315,6 +317,7 @@ impl Memory {
         let by = RunAs {
             model: model.to_owned(),
             tenant: caller.tenant.clone(),
+            limits: caller.limits_or(app.default_limits),
         };
         let (limit, _) = app.memory.thresholds(&thread);
         let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
@@ -390,6 +393,7 @@ pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
     let by = RunAs {
         model,
         tenant: caller.tenant.clone(),
+        limits: caller.limits_or(app.default_limits),
     };
     maybe_observe(app, thread, &by);
 }
@@ -439,12 +443,16 @@ async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) 
         .provider
         .chat_response(&body)
         .map_err(|e| e.message)?;
+    let spent = answer.usage.as_ref().map_or(0, |u| u.total_tokens);
+    // Memory's calls run on the operator's keys for the tenant's thread: they count against its
+    // tpm like its own requests, so tiny thresholds cannot buy unlimited model calls.
+    app.limiter.charge(&by.tenant, by.limits, spent);
     app.usage.record(crate::usage::Entry {
         key: by.tenant.clone(),
         provider: sent.candidate.route.provider.name.clone(),
         model: sent.candidate.name.clone(),
         counts: crate::store::usage::Counts {
-            memory_tokens: answer.usage.as_ref().map_or(0, |u| u.total_tokens),
+            memory_tokens: spent,
             ..Default::default()
         },
         ..Default::default()
