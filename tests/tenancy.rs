@@ -379,3 +379,35 @@ fn memory_model_tokens_are_charged_to_the_keys_token_limit() {
         "{left} tokens left of {TPM} after {chat} chat and {memory} memory tokens"
     );
 }
+
+#[test]
+fn stored_responses_are_reachable_only_with_the_callers_own_provider_key() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&keys_config(&mock, ""));
+    let key = create_key(&gw, "alice");
+    let byok = [
+        ("x-memory-gateway-authorization", key.as_str()),
+        ("authorization", "Bearer sk-user-own"),
+    ];
+    let ask = |headers: &[(&str, &str)], field: &str| {
+        let mut body = json!({"model": "openai/gpt-4o-mini", "input": "What did I say?"});
+        body[field] = json!("resp_someone_elses");
+        gw.post("/v1/responses", headers, &body)
+    };
+    for field in ["previous_response_id", "conversation"] {
+        // The operator's shared key would read any tenant's stored responses.
+        let e = ask(&[("authorization", &key)], field).expect_error(400, "invalid_request_error");
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains(field) && m.contains("your own provider key"), "{m}");
+        // With memory, the history would go twice.
+        let mut with_memory = byok.to_vec();
+        with_memory.extend([("x-thread-id", "t1"), ("x-resource-id", "alex")]);
+        let e = ask(&with_memory, field).expect_error(400, "invalid_request_error");
+        assert!(e["message"].as_str().unwrap().contains("x-thread-id"), "{e}");
+    }
+    assert!(mock.requests().is_empty(), "nothing went upstream");
+    // BYOK: the caller reads its own stored responses, under its own key.
+    ask(&byok, "previous_response_id");
+    assert_eq!(mock.last_header("authorization").as_deref(), Some("Bearer sk-user-own"));
+    assert_eq!(mock.last_body()["previous_response_id"], "resp_someone_elses");
+}
