@@ -50,13 +50,25 @@ pub struct AdminRequest {
     pub tpm: Option<u64>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Its Debug hides a new key.
+#[derive(Default, Serialize, Deserialize)]
 pub struct AdminReply {
     pub error: Option<String>,
     pub key: Option<String>,
     pub keys: Option<Vec<KeyRecord>>,
     /// What the thread commands print, rendered for a terminal.
     pub text: Option<String>,
+}
+
+impl std::fmt::Debug for AdminReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminReply")
+            .field("error", &self.error)
+            .field("key", &crate::config::Redacted(self.key.as_deref()))
+            .field("keys", &self.keys)
+            .field("text", &self.text)
+            .finish()
+    }
 }
 
 /// Carries out one admin request against the store.

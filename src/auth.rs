@@ -17,8 +17,8 @@ use crate::limits::Limits;
 use crate::store::Store;
 use http_types::Request;
 
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The authenticated caller. Its Debug hides the BYOK key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The gateway key's tenant id (open mode's without a key); threads, observations and usage
     /// are filed under it, never under the key's name, which a later key may reuse.
@@ -27,6 +27,16 @@ pub struct Caller {
     pub byok: Option<String>,
     /// The key's own rate limits (unset: the config's `[limits]`).
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("tenant", &self.tenant)
+            .field("byok", &crate::config::Redacted(self.byok.as_deref()))
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl Caller {
