@@ -413,7 +413,7 @@ fn forget(store: &Store, tenant: Option<&str>, resource: &str) -> Result<String,
     let reader = store.read()?;
     let (id, labels) = (tenant_id(&reader, tenant)?, reader.tenant_labels()?);
     drop(reader);
-    let mut gone = store.write_blocking(memory::forget_resource(store, id.as_deref(), resource)?)?;
+    let mut gone = store.write_blocking(memory::forget_resource(id, resource.to_owned()))?;
     gone.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let messages: u64 = gone.iter().map(|t| t.message_count).sum();
     let whose = tenant.map_or_else(|| "all tenants".to_owned(), |t| format!("tenant {t:?}"));

@@ -56,7 +56,7 @@ pub(super) async fn handle(
         (Method::Patch, ["threads", id, "observations", "config"]) => set_config(ctx, &tenant, id, body).await,
         (Method::Delete, ["resources", resource]) => {
             threads::check_id("resourceId", resource).map_err(ApiError::invalid)?;
-            let erase = memory::forget_resource(&ctx.app.store, Some(&tenant), resource).map_err(store_error)?;
+            let erase = memory::forget_resource(Some(tenant.clone()), resource.to_string());
             let gone = ctx.app.store.write(erase).await.map_err(store_error)?;
             Ok(json_response(
                 200,

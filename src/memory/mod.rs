@@ -23,7 +23,7 @@ use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
 use crate::router::first_answer;
-use crate::store::{observations, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
+use crate::store::{observations, threads, NewMessage, Scope, StoreError, StoredMessage, ThreadRecord};
 use crate::tasks::Tasks;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -353,17 +353,19 @@ impl Turn {
     pub async fn finish(self, answer: Option<Message>, complete: bool) -> Result<(), ApiError> {
         let mut messages: Vec<NewMessage> = self.new.into_iter().map(|m| to_store(m, false)).collect();
         messages.extend(answer.map(|m| to_store(m, !complete)));
-        let (id, tenant, resource) = (
+        let (id, tenant, born) = (
             self.thread.id.clone(),
             self.thread.tenant.clone(),
-            self.thread.resource.clone(),
+            self.thread.created_at,
         );
         let written = self
             .app
             .store
             .write(move |tx| {
+                // Deleted meanwhile (perhaps created again): the exchange is not stored, and
+                // nothing is recreated.
                 let mut thread = threads::get(tx, &tenant, &id)?
-                    .filter(|t| t.resource == resource)
+                    .filter(|t| t.created_at == born)
                     .ok_or_else(|| StoreError::NotFound(format!("thread {id:?} was deleted during the request")))?;
                 threads::append(tx, &mut thread, messages, clock::now_ms())?;
                 Ok(thread)
@@ -511,27 +513,73 @@ pub fn delete_thread_op(tx: &redb::WriteTransaction, tenant: &str, id: &str) -> 
 /// Erases everything of a resource: its threads, their messages and observations, and the
 /// resource's shared observations. Returns the write to run (on the writer, from async code or
 /// not), which reports the threads deleted. `tenant` `None` is the admin CLI: every tenant.
+///
+/// The threads are found inside the write, so one created while the erase waited its turn goes
+/// too; and writers that find their thread gone drop what they meant to store ([`Turn::finish`],
+/// the observer, [`count_failure`]), so nothing of the resource comes back after it.
 pub fn forget_resource(
-    store: &Store,
-    tenant: Option<&str>,
-    resource: &str,
-) -> Result<impl FnOnce(&redb::WriteTransaction) -> Result<Vec<ThreadRecord>, StoreError> + Send + 'static, StoreError>
-{
-    let reader = store.read()?;
-    let doomed = reader.threads(tenant, Some(resource))?;
-    // Shared records can outlive the threads that fed them, so they are found on their own.
-    let shared = reader.resource_scopes(tenant, resource)?;
-    Ok(move |tx: &redb::WriteTransaction| {
+    tenant: Option<String>,
+    resource: String,
+) -> impl FnOnce(&redb::WriteTransaction) -> Result<Vec<ThreadRecord>, StoreError> + Send + 'static {
+    move |tx: &redb::WriteTransaction| {
+        let doomed = threads::of_resource(tx, tenant.as_deref(), &resource)?;
+        // Shared records can outlive the threads that fed them, so they are found on their own.
+        let shared = observations::resource_scopes(tx, tenant.as_deref(), &resource)?;
         for t in &doomed {
-            // Deleted meanwhile is fine: the goal is that nothing remains.
-            match delete_thread_op(tx, &t.tenant, &t.id) {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            delete_thread_op(tx, &t.tenant, &t.id)?;
         }
         for key in &shared {
             observations::delete(tx, key)?;
         }
         Ok(doomed)
-    })
+    }
+}
+
+/// Counts a failed observer or reflector run in the record of `scope`, if `thread` (the one
+/// the run served) still exists: after an erase or delete the count is dropped, never left
+/// behind as a stub record of an erased scope.
+async fn count_failure(app: &App, thread: &ThreadRecord, scope: String) {
+    let (tenant, id, born) = (thread.tenant.clone(), thread.id.clone(), thread.created_at);
+    let counted = app
+        .store
+        .write(move |tx| {
+            if threads::get(tx, &tenant, &id)?.is_none_or(|t| t.created_at != born) {
+                return Ok(());
+            }
+            let mut record = observations::get(tx, &scope)?;
+            record.failures += 1;
+            observations::put(tx, &scope, &record)
+        })
+        .await;
+    if let Err(e) = counted {
+        log::warn!(target: "memgate::memory", "could not count a failed run of thread {:?}: {e}", thread.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn an_erase_takes_threads_created_after_it_was_prepared() {
+        let dir = std::env::temp_dir().join(format!("memgate-erase-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let bind = |id: &'static str| {
+            store
+                .write_blocking(move |tx| threads::bind(tx, id, "t_a", "alex", 1))
+                .unwrap()
+        };
+        bind("before");
+        let erase = forget_resource(Some("t_a".to_owned()), "alex".to_owned());
+        // A request binds a new thread between the erase's preparation and its commit.
+        bind("meanwhile");
+        let gone = store.write_blocking(erase).unwrap();
+        let mut ids: Vec<String> = gone.into_iter().map(|t| t.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["before", "meanwhile"]);
+        assert!(store.read().unwrap().threads(Some("t_a"), None).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

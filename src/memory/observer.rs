@@ -154,21 +154,13 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
             app.memory.ran(&key, false);
             app.metrics.memory_run(MemoryJob::Observer, false);
             log::warn!(target: "memgate::memory", "observer for thread {thread_id:?} failed (will retry later): {e}");
-            let scope = app
+            let thread = app
                 .store
                 .read()
                 .ok()
                 .and_then(|r| r.thread(&by.tenant, thread_id).ok().flatten());
-            if let Some(t) = scope {
-                let scope = app.memory.scope_key(&t);
-                let _ = app
-                    .store
-                    .write(move |tx| {
-                        let mut record = observations::get(tx, &scope)?;
-                        record.failures += 1;
-                        observations::put(tx, &scope, &record)
-                    })
-                    .await;
+            if let Some(t) = thread {
+                super::count_failure(app, &t, app.memory.scope_key(&t)).await;
             }
         }
     }

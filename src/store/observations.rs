@@ -189,35 +189,48 @@ pub(super) fn migrate_v0(
     Ok(())
 }
 
+/// Keys of `resource`'s shared records, as the writer sees them: of `tenant`, or (`None`) of every
+/// tenant.
+pub fn resource_scopes(tx: &WriteTransaction, tenant: Option<&str>, resource: &str) -> Result<Vec<String>, StoreError> {
+    scopes_of(
+        &tx.open_table(OBSERVATIONS).or_fail("open observations")?,
+        tenant,
+        resource,
+    )
+}
+
+fn scopes_of(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    tenant: Option<&str>,
+    resource: &str,
+) -> Result<Vec<String>, StoreError> {
+    if let Some(tenant) = tenant {
+        let key = Scope::Resource { tenant, resource }.key();
+        let found = table.get(key.as_str()).or_fail("read observations")?.is_some();
+        return Ok(found.then_some(key).into_iter().collect());
+    }
+    let suffix = format!("\0{resource}");
+    let mut keys = Vec::new();
+    for entry in table.range("resource\0"..).or_fail("read observations")? {
+        let (k, _) = entry.or_fail("read observations")?;
+        let key = k.value();
+        if !key.starts_with("resource\0") {
+            break;
+        }
+        // `resource\0TENANT\0RESOURCE`: ids hold no NUL, so the suffix is exact.
+        if key.ends_with(&suffix) && key.matches('\0').count() == 2 {
+            keys.push(key.to_owned());
+        }
+    }
+    Ok(keys)
+}
+
 impl Reader {
     /// The scope's record; `None` before its first observation.
     pub fn observations(&self, scope: &str) -> Result<Option<ObservationRecord>, StoreError> {
         let table = self.tx.open_table(OBSERVATIONS).or_fail("open observations")?;
         let found = table.get(scope).or_fail("read observations")?;
         found.map(|v| decode(v.value())).transpose()
-    }
-
-    /// Keys of `resource`'s shared records: the one of `tenant`, or (`None`) of every tenant.
-    pub fn resource_scopes(&self, tenant: Option<&str>, resource: &str) -> Result<Vec<String>, StoreError> {
-        if let Some(tenant) = tenant {
-            let key = Scope::Resource { tenant, resource }.key();
-            return Ok(self.observations(&key)?.map(|_| key).into_iter().collect());
-        }
-        let table = self.tx.open_table(OBSERVATIONS).or_fail("open observations")?;
-        let suffix = format!("\0{resource}");
-        let mut keys = Vec::new();
-        for entry in table.range("resource\0"..).or_fail("read observations")? {
-            let (k, _) = entry.or_fail("read observations")?;
-            let key = k.value();
-            if !key.starts_with("resource\0") {
-                break;
-            }
-            // `resource\0TENANT\0RESOURCE`: ids hold no NUL, so the suffix is exact.
-            if key.ends_with(&suffix) && key.matches('\0').count() == 2 {
-                keys.push(key.to_owned());
-            }
-        }
-        Ok(keys)
     }
 
     /// Replaced generations, oldest first.

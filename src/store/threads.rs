@@ -14,6 +14,8 @@
 use super::{OrFail, Reader, StoreError};
 use crate::ir::Message;
 use redb::{AccessGuard, ReadableTable, TableDefinition, WriteTransaction};
+
+type IndexKey = (&'static str, &'static str, &'static str);
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -201,6 +203,51 @@ pub fn bind(
     Ok(record)
 }
 
+/// Threads of `tenant` (all tenants for `None`) and one resource, as the writer sees them: an
+/// erase finds every thread committed before it, however recent.
+pub fn of_resource(
+    tx: &WriteTransaction,
+    tenant: Option<&str>,
+    resource: &str,
+) -> Result<Vec<ThreadRecord>, StoreError> {
+    let keys = indexed(
+        &tx.open_table(THREAD_INDEX).or_fail("open thread_index")?,
+        tenant,
+        Some(resource),
+    )?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (t, id) in keys {
+        out.extend(get(tx, &t, &id)?);
+    }
+    Ok(out)
+}
+
+/// (tenant, thread id) of the index rows of `tenant` (all for `None`) and `resource` (all for
+/// `None`).
+fn indexed(
+    index: &impl ReadableTable<IndexKey, u64>,
+    tenant: Option<&str>,
+    resource: Option<&str>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut keys = Vec::new();
+    let start = (tenant.unwrap_or(""), resource.unwrap_or(""), "");
+    for entry in index.range(start..).or_fail("read thread_index")? {
+        let (k, _) = entry.or_fail("read thread_index")?;
+        let (t, r, id) = k.value();
+        if tenant.is_some_and(|want| want != t) {
+            break;
+        }
+        if resource.is_some_and(|want| want != r) {
+            if tenant.is_some() {
+                break;
+            }
+            continue;
+        }
+        keys.push((t.to_owned(), id.to_owned()));
+    }
+    Ok(keys)
+}
+
 /// Saves a changed thread record (title, metadata, thresholds, cursor).
 pub fn update(tx: &WriteTransaction, record: &ThreadRecord) -> Result<(), StoreError> {
     put(tx, record)
@@ -375,23 +422,11 @@ impl Reader {
 
     /// Threads of `tenant` (all tenants for `None`), of one resource if given, oldest first.
     pub fn threads(&self, tenant: Option<&str>, resource: Option<&str>) -> Result<Vec<ThreadRecord>, StoreError> {
-        let mut keys = Vec::new();
-        let index = self.tx.open_table(THREAD_INDEX).or_fail("open thread_index")?;
-        let start = (tenant.unwrap_or(""), resource.unwrap_or(""), "");
-        for entry in index.range(start..).or_fail("read thread_index")? {
-            let (k, _) = entry.or_fail("read thread_index")?;
-            let (t, r, id) = k.value();
-            if tenant.is_some_and(|want| want != t) {
-                break;
-            }
-            if resource.is_some_and(|want| want != r) {
-                if tenant.is_some() {
-                    break;
-                }
-                continue;
-            }
-            keys.push((t.to_owned(), id.to_owned()));
-        }
+        let keys = indexed(
+            &self.tx.open_table(THREAD_INDEX).or_fail("open thread_index")?,
+            tenant,
+            resource,
+        )?;
         let mut out = Vec::with_capacity(keys.len());
         for (t, id) in keys {
             out.extend(self.thread(&t, &id)?);
