@@ -55,7 +55,7 @@ fn seed(store: &Store, id: &str) -> (u64, usize) {
     let (id, text2) = (id.to_owned(), text.clone());
     store
         .write_blocking(move |tx| {
-            let mut t = threads::bind(tx, &id, "default", "bench", clock::now_ms())?;
+            let mut t = threads::bind(tx, &id, memgate::store::OPEN_TENANT, "bench", clock::now_ms())?;
             let new = (0..MESSAGES)
                 .map(|i| {
                     let m = message(if i % 2 == 0 { "user" } else { "assistant" }, turn_text(i));
@@ -70,7 +70,15 @@ fn seed(store: &Store, id: &str) -> (u64, usize) {
                 text: text2,
                 ..Default::default()
             };
-            observations::put(tx, &Scope::Thread(&id).key(), &record)
+            observations::put(
+                tx,
+                &Scope::Thread {
+                    tenant: memgate::store::OPEN_TENANT,
+                    id: &id,
+                }
+                .key(),
+                &record,
+            )
         })
         .expect("seed");
     (tokens::text(&text), text.len())
@@ -131,7 +139,7 @@ fn throughput(store: &Store, writers: usize) -> f64 {
                 let id = format!("load-{writers}-{w}");
                 let bind = id.clone();
                 store
-                    .write(move |tx| threads::bind(tx, &bind, "default", "bench", clock::now_ms()))
+                    .write(move |tx| threads::bind(tx, &bind, memgate::store::OPEN_TENANT, "bench", clock::now_ms()))
                     .await
                     .expect("bind");
                 let mut i = 0;
@@ -143,7 +151,7 @@ fn throughput(store: &Store, writers: usize) -> f64 {
                     let id = id.clone();
                     store
                         .write(move |tx| {
-                            let mut t = threads::owned(tx, &id, Some("default"))?;
+                            let mut t = threads::owned(tx, memgate::store::OPEN_TENANT, &id)?;
                             threads::append(tx, &mut t, exchange, clock::now_ms())
                         })
                         .await
@@ -175,7 +183,7 @@ fn main() {
     let app =
         Arc::new(memgate::app::App::new(&config, "127.0.0.1:4000".parse().expect("addr"), store.clone()).expect("app"));
     let caller = Caller {
-        tenant: "default".into(),
+        tenant: memgate::store::OPEN_TENANT.into(),
         byok: None,
         limits: Default::default(),
     };

@@ -35,7 +35,9 @@ pub struct AdminRequest {
     pub name: Option<String>,
     /// The thread id (`threads.show`, `threads.delete`).
     pub id: Option<String>,
-    /// Only this tenant (`threads.list`, `forget`); all tenants when absent.
+    /// Only this tenant (`threads.*`, `forget`, `usage`): a key name (its current key's tenant,
+    /// see [`Reader::resolve_tenant`]), `default` for open mode, or a tenant id. All tenants when
+    /// absent.
     pub tenant: Option<String>,
     /// Only this resource (`threads.list`); the resource to erase (`forget`).
     pub resource: Option<String>,
@@ -48,13 +50,25 @@ pub struct AdminRequest {
     pub tpm: Option<u64>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Its Debug hides a new key.
+#[derive(Default, Serialize, Deserialize)]
 pub struct AdminReply {
     pub error: Option<String>,
     pub key: Option<String>,
     pub keys: Option<Vec<KeyRecord>>,
     /// What the thread commands print, rendered for a terminal.
     pub text: Option<String>,
+}
+
+impl std::fmt::Debug for AdminReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminReply")
+            .field("error", &self.error)
+            .field("key", &crate::config::Redacted(self.key.as_deref()))
+            .field("keys", &self.keys)
+            .field("text", &self.text)
+            .finish()
+    }
 }
 
 /// Carries out one admin request against the store.
@@ -80,8 +94,12 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
             .map(|()| <AdminReply as Default>::default()),
         "threads.list" => list_threads(store, req.tenant.as_deref(), req.resource.as_deref()).map(text),
         "usage" => usage(store, req).map(text),
-        "threads.show" => id(req).and_then(|id| show_thread(store, id)).map(text),
-        "threads.delete" => id(req).and_then(|id| delete_thread(store, id)).map(text),
+        "threads.show" => id(req)
+            .and_then(|id| show_thread(store, req.tenant.as_deref(), id))
+            .map(text),
+        "threads.delete" => id(req)
+            .and_then(|id| delete_thread(store, req.tenant.as_deref(), id))
+            .map(text),
         "forget" => req
             .resource
             .as_deref()
@@ -99,14 +117,15 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
 /// The usage table, all keys or `req.tenant`'s. A running server's last couple of seconds of
 /// counts may not be written yet (see `usage`).
 fn usage(store: &Store, req: &AdminRequest) -> Result<String, StoreError> {
+    let reader = store.read()?;
     let q = crate::usage::Query::parse(
         req.from.as_deref(),
         req.to.as_deref(),
         req.group_by.as_deref(),
-        req.tenant.clone(),
+        tenant_id(&reader, req.tenant.as_deref())?,
     )
     .map_err(StoreError::Conflict)?;
-    let rows = q.run(&store.read()?)?;
+    let rows = q.run(&reader)?;
     let dims: Vec<&str> = rows.first().map_or_else(
         || {
             let g = req.group_by.as_deref().filter(|g| !g.is_empty()).unwrap_or("key,model");
@@ -115,6 +134,38 @@ fn usage(store: &Store, req: &AdminRequest) -> Result<String, StoreError> {
         |(d, _)| d.iter().map(|(k, _)| *k).collect(),
     );
     Ok(crate::usage::to_text(&rows, &dims))
+}
+
+/// The tenant id a `--tenant` value names; a name nothing has stays as it is (and matches no data).
+fn tenant_id(reader: &Reader, name: Option<&str>) -> Result<Option<String>, StoreError> {
+    let Some(name) = name else { return Ok(None) };
+    Ok(Some(reader.resolve_tenant(name)?.unwrap_or_else(|| name.to_owned())))
+}
+
+/// How a tenant is shown: its key's name (see [`Reader::tenant_labels`]), else its id.
+fn label<'a>(labels: &'a std::collections::HashMap<String, String>, tenant: &'a str) -> &'a str {
+    labels.get(tenant).map_or(tenant, String::as_str)
+}
+
+/// The thread `id` the admin means: of `tenant` if given, else the one thread of that id (an id
+/// several tenants use needs `--tenant`).
+fn find_thread(reader: &Reader, tenant: Option<&str>, id: &str) -> Result<ThreadRecord, StoreError> {
+    if let Some(t) = tenant_id(reader, tenant)? {
+        return reader.thread(&t, id)?.ok_or_else(|| no_thread(id));
+    }
+    let mut found = reader.threads_with_id(id)?;
+    match found.len() {
+        0 => Err(no_thread(id)),
+        1 => Ok(found.remove(0)),
+        n => {
+            let labels = reader.tenant_labels()?;
+            let whose: Vec<&str> = found.iter().map(|t| label(&labels, &t.tenant)).collect();
+            Err(StoreError::Conflict(format!(
+                "{n} tenants have a thread {id:?} ({}); add --tenant NAME",
+                whose.join(", ")
+            )))
+        }
+    }
 }
 
 fn text(t: String) -> AdminReply {
@@ -151,7 +202,9 @@ fn plural(n: u64, one: &str) -> String {
 
 /// `threads.list`: a table, oldest first.
 fn list_threads(store: &Store, tenant: Option<&str>, resource: Option<&str>) -> Result<String, StoreError> {
-    let threads = store.read()?.threads(tenant, resource)?;
+    let reader = store.read()?;
+    let threads = reader.threads(tenant_id(&reader, tenant)?.as_deref(), resource)?;
+    let labels = reader.tenant_labels()?;
     if threads.is_empty() {
         let mut what = String::from("no threads");
         if let Some(r) = resource {
@@ -168,7 +221,7 @@ fn list_threads(store: &Store, tenant: Option<&str>, resource: Option<&str>) -> 
         .map(|t| {
             [
                 t.id.clone(),
-                t.tenant.clone(),
+                label(&labels, &t.tenant).to_owned(),
                 t.resource.clone(),
                 t.message_count.to_string(),
                 iso8601(t.created_at),
@@ -265,14 +318,20 @@ fn render_observations(out: &mut String, title: &str, store: &Reader, key: &str)
 }
 
 /// `threads.show`: the thread, its messages, and the observations it reads.
-fn show_thread(store: &Store, id: &str) -> Result<String, StoreError> {
+fn show_thread(store: &Store, tenant: Option<&str>, id: &str) -> Result<String, StoreError> {
     let reader = store.read()?;
-    let t = reader.thread(id, None)?.ok_or_else(|| no_thread(id))?;
-    let messages = reader.messages_from(&t.id, 0)?;
+    let t = find_thread(&reader, tenant, id)?;
+    let messages = reader.messages_from(&t, 0)?;
     let observed = messages.iter().filter(|m| m.seq < t.cursor).count() as u64;
     let mut out = String::new();
     let _ = writeln!(out, "thread    {}", t.id);
-    let _ = writeln!(out, "tenant    {}", t.tenant);
+    // The id too: the handle (`--tenant t_…`) for a revoked key's tenant whose name was reused.
+    let _ = writeln!(
+        out,
+        "tenant    {} ({})",
+        label(&reader.tenant_labels()?, &t.tenant),
+        t.tenant
+    );
     let _ = writeln!(out, "resource  {}", t.resource);
     let _ = writeln!(
         out,
@@ -299,7 +358,16 @@ fn show_thread(store: &Store, id: &str) -> Result<String, StoreError> {
             render_message(&mut out, m);
         }
     }
-    let thread_scope = render_observations(&mut out, "thread scope", &reader, &Scope::Thread(&t.id).key())?;
+    let thread_scope = render_observations(
+        &mut out,
+        "thread scope",
+        &reader,
+        &Scope::Thread {
+            tenant: &t.tenant,
+            id: &t.id,
+        }
+        .key(),
+    )?;
     let resource_key = Scope::Resource {
         tenant: &t.tenant,
         resource: &t.resource,
@@ -312,29 +380,40 @@ fn show_thread(store: &Store, id: &str) -> Result<String, StoreError> {
     Ok(out)
 }
 
-fn describe(t: &ThreadRecord) -> String {
-    format!("thread {:?} (tenant {:?}, resource {:?})", t.id, t.tenant, t.resource)
+fn describe(labels: &std::collections::HashMap<String, String>, t: &ThreadRecord) -> String {
+    format!(
+        "thread {:?} (tenant {:?}, resource {:?})",
+        t.id,
+        label(labels, &t.tenant),
+        t.resource
+    )
 }
 
 /// `threads.delete`: the thread, its messages and its thread-scope observations.
-fn delete_thread(store: &Store, id: &str) -> Result<String, StoreError> {
-    let owned = id.to_owned();
+fn delete_thread(store: &Store, tenant: Option<&str>, id: &str) -> Result<String, StoreError> {
+    let reader = store.read()?;
+    let found = find_thread(&reader, tenant, id)?;
+    let labels = reader.tenant_labels()?;
+    drop(reader);
     let t = store
-        .write_blocking(move |tx| memory::delete_thread_op(tx, &owned, None))
+        .write_blocking(move |tx| memory::delete_thread_op(tx, &found.tenant, &found.id))
         .map_err(|e| match e {
             StoreError::NotFound(_) => no_thread(id),
             other => other,
         })?;
     Ok(format!(
         "deleted {} with its {} and its observations\n",
-        describe(&t),
+        describe(&labels, &t),
         plural(t.message_count, "message")
     ))
 }
 
 /// `forget`: every thread of the resource, their messages and observations.
 fn forget(store: &Store, tenant: Option<&str>, resource: &str) -> Result<String, StoreError> {
-    let mut gone = store.write_blocking(memory::forget_resource(store, tenant, resource)?)?;
+    let reader = store.read()?;
+    let (id, labels) = (tenant_id(&reader, tenant)?, reader.tenant_labels()?);
+    drop(reader);
+    let mut gone = store.write_blocking(memory::forget_resource(id, resource.to_owned()))?;
     gone.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let messages: u64 = gone.iter().map(|t| t.message_count).sum();
     let whose = tenant.map_or_else(|| "all tenants".to_owned(), |t| format!("tenant {t:?}"));
@@ -344,7 +423,7 @@ fn forget(store: &Store, tenant: Option<&str>, resource: &str) -> Result<String,
         plural(messages, "message")
     );
     for t in &gone {
-        let _ = writeln!(out, "  {}", describe(t));
+        let _ = writeln!(out, "  {}", describe(&labels, t));
     }
     Ok(out)
 }
@@ -516,7 +595,11 @@ mod tests {
                 t.cursor = 2;
                 t.title = Some("Trip\nplanning".to_owned());
                 threads::update(tx, &t)?;
-                let thread_key = Scope::Thread("t9").key();
+                let thread_key = Scope::Thread {
+                    tenant: "acme",
+                    id: "t9",
+                }
+                .key();
                 let record = ObservationRecord {
                     text: "Date: Nov 22, 2026\n* 🔴 (14:30) User asked about Paris weather".to_owned(),
                     tokens: 12,
@@ -549,10 +632,10 @@ mod tests {
                 )
             })
             .unwrap();
-        let show = show_thread(&store, "t9").unwrap();
+        let show = show_thread(&store, None, "t9").unwrap();
         let stamp = "[2026-11-22T14:30:05.123Z] ";
         for want in [
-            "thread    t9\ntenant    acme\nresource  u1\ntitle     Trip planning\n",
+            "thread    t9\ntenant    acme (acme)\nresource  u1\ntitle     Trip planning\n",
             "created   2026-11-22T14:30:05.123Z\n",
             "messages  4 stored, 2 observed (cursor at seq 2 of 4)\n",
             &format!("{stamp}user: Weather in Paris?\n{}And Rome?\n", " ".repeat(stamp.len())),
@@ -606,7 +689,13 @@ mod tests {
         assert!(store
             .read()
             .unwrap()
-            .observations(&Scope::Thread("t9").key())
+            .observations(
+                &Scope::Thread {
+                    tenant: "acme",
+                    id: "t9",
+                }
+                .key()
+            )
             .unwrap()
             .is_none());
         let key = Scope::Resource {

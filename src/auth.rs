@@ -8,7 +8,8 @@
 //! - With `[auth] mode = "none"` a plain `Authorization` is a placeholder the SDKs insist on, and
 //!   is ignored.
 //!
-//! A gateway key never goes upstream: only the BYOK key or the configured key does.
+//! A gateway key never goes upstream: only the BYOK key or the configured key does, and an
+//! `msk_…` value offered as a BYOK key is refused (400).
 
 use crate::config::AuthMode;
 use crate::error::ApiError;
@@ -16,18 +17,36 @@ use crate::limits::Limits;
 use crate::store::Store;
 use http_types::Request;
 
-/// The tenant of requests made without a key (`mode = "none"`).
-pub const OPEN_TENANT: &str = "default";
-
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The authenticated caller. Its Debug hides the BYOK key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The gateway key's name; threads and usage are scoped to it.
+    /// The gateway key's tenant id (open mode's without a key); threads, observations and usage
+    /// are filed under it, never under the key's name, which a later key may reuse.
     pub tenant: String,
     /// A provider key supplied by the caller, used upstream instead of the configured one.
     pub byok: Option<String>,
     /// The key's own rate limits (unset: the config's `[limits]`).
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("tenant", &self.tenant)
+            .field("byok", &crate::config::Redacted(self.byok.as_deref()))
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Caller {
+    /// The limits in force: the key's own, else `defaults` (`[limits]`).
+    pub fn limits_or(&self, defaults: Limits) -> Limits {
+        Limits {
+            rpm: self.limits.rpm.or(defaults.rpm),
+            tpm: self.limits.tpm.or(defaults.tpm),
+        }
+    }
 }
 
 fn bearer(req: &Request, name: &str) -> Option<String> {
@@ -53,10 +72,20 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
             )
         }
     };
+    // A gateway key in the provider-key slot (pasted twice, or someone else's) would go
+    // upstream in clear: refused before anything is sent.
+    if byok.as_deref().is_some_and(|k| k.starts_with(crate::store::KEY_PREFIX)) {
+        return Err(ApiError::invalid(
+            "Authorization holds a gateway key (msk_…) while X-Memory-Gateway-Authorization names the gateway \
+             key: Authorization must then hold your provider's key (BYOK), which memgate sends upstream; \
+             a gateway key is never sent upstream. Drop X-Memory-Gateway-Authorization to use the gateway's \
+             configured provider keys",
+        ));
+    }
     let Some(key) = gateway_key else {
         return match mode {
             AuthMode::None => Ok(Caller {
-                tenant: OPEN_TENANT.to_owned(),
+                tenant: crate::store::OPEN_TENANT.to_owned(),
                 byok,
                 limits: Limits::default(),
             }),
@@ -71,7 +100,7 @@ pub fn authenticate(mode: AuthMode, store: &Store, req: &Request) -> Result<Call
                 rpm: record.rpm,
                 tpm: record.tpm,
             },
-            tenant: record.name,
+            tenant: record.tenant,
             byok,
         }),
         Ok(None) => Err(ApiError::unauthorized("invalid or revoked gateway key")),

@@ -68,10 +68,14 @@ const THREADS_HELP: &str = "memgate threads: look at and delete memory threads (
 Usage:
   memgate threads list [--resource R] [--tenant T]
         a table of threads, oldest first: id, tenant, resource, messages, created, updated, title
-  memgate threads show ID
+  memgate threads show ID [--tenant T]
         the thread, its messages in order, and its observations (thread and resource scope)
-  memgate threads delete ID
+  memgate threads delete ID [--tenant T]
         delete the thread with its messages and thread-scope observations
+T is a key name (the tenant of the key that has the name now, or had it last), `default` for
+open mode, or a tenant id (`threads show` prints it; the handle for a revoked key's threads once a
+new key has its name). Each key is its own tenant: a thread id used under two keys is two threads,
+and `show`/`delete` then need --tenant.
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
 ";
 
@@ -80,7 +84,8 @@ const FORGET_HELP: &str = "memgate forget: erase everything memory holds about a
 Usage: memgate forget --resource R [--tenant T]
 
 Deletes every thread of resource R, their messages and observations, and the resource's shared
-observations, for every tenant, or only tenant T (a gateway key's name; `default` without keys).
+observations, for every tenant, or only tenant T (a gateway key's name: the key that has the
+name now, or had it last; `default` for open mode; or a tenant id).
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
 ";
 
@@ -89,7 +94,8 @@ const USAGE_HELP: &str = "memgate usage: requests and tokens counted, per key, p
 Usage: memgate usage [--from T] [--to T] [--group-by D,…] [--tenant K]
 
 T is epoch seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (default: all time). D is key,
-provider, model, user, tags, hour or day (default: key,model). --tenant K shows key K only.
+provider, model, user, tags, hour or day (default: key,model). --tenant K shows key K only (the
+key that has the name now; a revoked key whose name was reused shows as `K(revoked)`).
 memory_tokens are what memory's observer and reflector spent. Counts reach the database every
 2 s, so a running server's last seconds may show on the next call.
 Options: --config FILE, --data-dir DIR. Works whether or not the server is running.
@@ -348,10 +354,15 @@ fn threads(opts: &Opts) -> Result<(), Fail> {
             ..AdminRequest::default()
         },
         (Some(s @ ("show" | "delete")), Some(_), None) => {
-            no_filters(opts, &format!("threads {s}"), "threads")?;
+            if opts.resource.is_some() {
+                return usage(format!(
+                    "threads {s} does not take --resource; see `memgate threads --help`"
+                ));
+            }
             AdminRequest {
                 op: format!("threads.{s}"),
                 id,
+                tenant: opts.tenant.clone(),
                 ..AdminRequest::default()
             }
         }

@@ -158,8 +158,8 @@ impl Default for Timeouts {
     }
 }
 
-/// `[providers.NAME]`: one upstream. NAME is the model prefix clients use.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[providers.NAME]`: one upstream. NAME is the model prefix clients use. Its Debug hides the key.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
@@ -487,6 +487,30 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &Redacted(self.api_key.as_deref()))
+            .field("api_key_env", &self.api_key_env)
+            .field("models", &self.models)
+            .field("aliases", &self.aliases)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// Shows whether a secret is set, never any of it: for the Debug of structs holding keys, so
+/// that a `{:?}` in a log line or a panic message cannot leak one.
+pub struct Redacted<'a>(pub Option<&'a str>);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(<redacted>)" } else { "None" })
+    }
+}
+
 /// Keeps a hint of a secret (its first four characters) and hides the rest.
 pub fn mask(secret: &str) -> String {
     let head: String = secret.chars().take(4).collect();
@@ -495,6 +519,57 @@ pub fn mask(secret: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn debug_output_never_holds_a_secret() {
+        let config = super::Config::parse(
+            "[providers.o]\nkind = \"openai\"\napi_key = \"sk-secret-config\"\n\
+             [providers.a]\nkind = \"anthropic\"\napi_key = \"sk-secret-config\"\n\
+             [providers.g]\nkind = \"gemini\"\napi_key = \"sk-secret-config\"\n",
+        )
+        .unwrap();
+        let router = crate::router::Router::new(&config).unwrap();
+        let caller = crate::auth::Caller {
+            tenant: "t_1".to_owned(),
+            byok: Some("sk-secret-byok".to_owned()),
+            limits: crate::limits::Limits::default(),
+        };
+        let req: crate::ir::ChatRequest =
+            serde_json::from_value(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+                .unwrap();
+        let mut shown = vec![format!("{config:?}"), format!("{router:#?}"), format!("{caller:?}")];
+        for model in ["o/m", "a/m", "g/m"] {
+            let route = router.resolve(model).unwrap();
+            for key in [Some("sk-secret-byok"), None] {
+                let upstream = route.provider.chat_request(&req, key).unwrap();
+                assert!(upstream.headers.iter().any(|(_, v)| v.contains("sk-secret")), "{model}");
+                shown.push(format!("{upstream:?}"));
+            }
+        }
+        let reply = crate::admin::AdminReply {
+            key: Some("msk_secret_new_key".to_owned()),
+            ..Default::default()
+        };
+        shown.push(format!("{reply:?}"));
+        let eval = crate::eval::Options {
+            data: "d".into(),
+            model: "m".to_owned(),
+            judge: "j".to_owned(),
+            limit: None,
+            concurrency: 1,
+            out: "o".into(),
+            url: None,
+            key: Some("msk_secret_eval".to_owned()),
+            config: None,
+        };
+        shown.push(format!("{eval:?}"));
+        for s in shown {
+            assert!(
+                !s.contains("sk-secret") && !s.contains("msk_secret"),
+                "a secret in Debug output: {s}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -100,7 +100,7 @@ impl Limiter {
             429,
             "rate_limit_error",
             Some("rate_limit_exceeded"),
-            format!("key '{key}' is over its limit of {why}; retry in {secs} s"),
+            format!("this key is over its limit of {why}; retry in {secs} s"),
         );
         headers.push(("retry-after", secs.to_string()));
         (headers, Some(e))

@@ -33,6 +33,17 @@ pub struct Candidate {
     /// What the client asked for (the first candidate), else `provider/model` of the fallback.
     pub name: String,
     pub route: Route,
+    /// Whether this is the provider the caller chose (the one its model names): the only one a
+    /// BYOK key may go to. Fallbacks elsewhere use their configured keys.
+    pub chosen: bool,
+}
+
+impl Candidate {
+    /// The caller's own provider key if this candidate may carry it; `None` (the provider's
+    /// configured key) otherwise.
+    pub fn byok<'a>(&self, byok: Option<&'a str>) -> Option<&'a str> {
+        byok.filter(|_| self.chosen)
+    }
 }
 
 /// Where one request goes.
@@ -121,39 +132,47 @@ impl Router {
             }
         };
         let (order, only) = (names("order")?, names("only")?);
-        let allowed = |c: &Candidate| only.as_ref().is_none_or(|o| o.contains(&c.route.provider.name));
-        let mut out: Vec<Candidate> = Vec::new();
-        let mut push = |c: Candidate| {
-            let seen = out
-                .iter()
-                .any(|o| Arc::ptr_eq(&o.route.provider, &c.route.provider) && o.route.model == c.route.model);
-            if !seen && allowed(&c) {
-                out.push(c);
-            }
-        };
         let base = asked
             .split_once('/')
             .filter(|(p, _)| self.providers.contains_key(*p))
             .map_or(asked, |(_, m)| m);
-        // Providers this gateway does not have (a `vertex` written for another gateway) are
-        // skipped, as unavailable ones are.
-        for p in order.iter().flatten() {
+        // The model's name without its prefix on provider `p`; providers this gateway does not
+        // have (a `vertex` written for another gateway) are skipped, as unavailable ones are.
+        let on = |p: &str, list: &str| {
             let Some(provider) = self.providers.get(p) else {
-                log::debug!("providerOptions.gateway.order names provider '{p}', which is not configured");
-                continue;
+                log::debug!("providerOptions.gateway.{list} names provider '{p}', which is not configured");
+                return None;
             };
-            push(Candidate {
+            Some(Candidate {
                 name: format!("{p}/{base}"),
                 route: Route {
                     provider: provider.clone(),
                     model: provider.upstream_model(base),
                 },
-            });
+                chosen: false,
+            })
+        };
+        let mut all: Vec<Candidate> = order.iter().flatten().filter_map(|p| on(p, "order")).collect();
+        let mut chosen = None;
+        match self.resolve(asked) {
+            Ok(route) => {
+                chosen = Some(route.provider.clone());
+                all.push(Candidate {
+                    name: asked.to_owned(),
+                    route,
+                    chosen: false,
+                });
+            }
+            // A name no route takes (`gpt-4o-mini` without default_provider) is tried as it is on
+            // the providers the request lists.
+            Err(e) if order.is_some() || only.is_some() => {
+                all.extend(only.iter().flatten().filter_map(|p| on(p, "only")));
+                if all.is_empty() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
         }
-        push(Candidate {
-            name: asked.to_owned(),
-            route: self.resolve(asked)?,
-        });
         let listed = match &listed {
             None | Some(Value::Null) => Vec::new(),
             Some(v) => {
@@ -163,11 +182,28 @@ impl Router {
         let configured = self.fallbacks.get(asked).into_iter().flatten();
         for name in listed.iter().chain(configured) {
             match self.resolve(name) {
-                Ok(route) => push(Candidate {
+                Ok(route) => all.push(Candidate {
                     name: name.clone(),
                     route,
+                    chosen: false,
                 }),
                 Err(e) => log::debug!("fallback {name:?} skipped: {}", e.message),
+            }
+        }
+        // The caller chose the provider its model names; a name that names none (tried on the
+        // listed providers) chose the first of them.
+        let chosen = chosen.unwrap_or_else(|| all[0].route.provider.clone());
+        for c in &mut all {
+            c.chosen = Arc::ptr_eq(&c.route.provider, &chosen);
+        }
+        let allowed = |c: &Candidate| only.as_ref().is_none_or(|o| o.contains(&c.route.provider.name));
+        let mut out: Vec<Candidate> = Vec::new();
+        for c in all {
+            let seen = out
+                .iter()
+                .any(|o| Arc::ptr_eq(&o.route.provider, &c.route.provider) && o.route.model == c.route.model);
+            if !seen && allowed(&c) {
+                out.push(c);
             }
         }
         if out.is_empty() {

@@ -98,10 +98,11 @@ pub type Row = (Vec<(&'static str, String)>, Counts);
 /// `2026-11-22T14:00:00.000Z` and `2026-11-22` (UTC), so rows grouped by them sort in time order.
 pub const DIMENSIONS: [&str; 7] = ["key", "provider", "model", "user", "tags", "hour", "day"];
 
-/// The value of dimension `DIMENSIONS[i]` in a stored row.
-fn dimension(k: &UsageKey, i: usize) -> String {
+/// The value of dimension `DIMENSIONS[i]` in a stored row; a key is shown by its name (`labels`:
+/// tenant id → name, see `Reader::tenant_labels`).
+fn dimension(k: &UsageKey, i: usize, labels: &HashMap<String, String>) -> String {
     match DIMENSIONS[i] {
-        "key" => k.key.clone(),
+        "key" => labels.get(&k.key).unwrap_or(&k.key).clone(),
         "provider" => k.provider.clone(),
         "model" => k.model.clone(),
         "user" => k.user.clone(),
@@ -120,7 +121,7 @@ pub struct Query {
     from_ms: u64,
     to_ms: u64,
     group_by: Vec<usize>,
-    /// Only this gateway key's rows (an HTTP caller sees only its own); all when `None`.
+    /// Only this tenant's rows (an HTTP caller sees only its own); all when `None`.
     pub key: Option<String>,
 }
 
@@ -166,11 +167,12 @@ impl Query {
         let from = self.from_ms / 3_600_000;
         let to = self.to_ms.div_ceil(3_600_000).max(from + 1);
         let mut groups: std::collections::BTreeMap<Vec<String>, Counts> = Default::default();
+        let labels = reader.tenant_labels()?;
         for (k, counts) in reader.usage(from, to)? {
             if self.key.as_ref().is_some_and(|key| *key != k.key) {
                 continue;
             }
-            let group = self.group_by.iter().map(|&i| dimension(&k, i)).collect();
+            let group = self.group_by.iter().map(|&i| dimension(&k, i, &labels)).collect();
             groups.entry(group).or_default().add(&counts);
         }
         Ok(groups

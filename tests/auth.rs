@@ -278,3 +278,35 @@ fn a_lan_listener_requires_keys_by_default() {
     );
     assert_eq!(ok.status, 200, "{}", ok.text());
 }
+
+#[test]
+fn a_gateway_key_is_never_taken_as_a_byok_key() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&format!("default_provider = \"openai\"\n{}", keys_config(&mock)));
+    let key = create_key(&gw, "alice");
+    let bearer = format!("Bearer {key}");
+    // Its own key, or any other msk_ value, in the BYOK slot: refused before anything is sent.
+    for byok in [bearer.as_str(), "Bearer msk_0123456789abcdef", "msk_x"] {
+        let headers = [
+            ("x-memory-gateway-authorization", bearer.as_str()),
+            ("authorization", byok),
+        ];
+        let e = gw
+            .post("/v1/chat/completions", &headers, &ask())
+            .expect_error(400, "invalid_request_error");
+        assert!(e["message"].as_str().unwrap().contains("gateway key"), "{e}");
+        let res = gw.post(
+            "/v1/messages",
+            &headers,
+            &json!({"model": "openai/gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(res.status, 400, "{}", res.text());
+        assert_eq!(res.json()["type"], "error", "Anthropic's error shape: {}", res.text());
+    }
+    assert!(
+        mock.requests().is_empty(),
+        "nothing went upstream: {:?}",
+        mock.requests()
+    );
+    assert!(!gw.log().contains(&key), "the key reached the log");
+}

@@ -212,3 +212,41 @@ fn a_refused_connection_is_retried_then_falls_back() {
     wait_for_log(&gw, "model=dead/gpt-4o status=502");
     assert!(gw.log().contains("provider 'dead': 502"), "{}", gw.log());
 }
+
+#[test]
+fn order_and_only_route_an_unprefixed_name_without_a_default_provider() {
+    let backup = Mock::start("fixtures/openai");
+    let (openai, _a, gw) = setup(&provider("backup", &backup, ""));
+    let unprefixed = |options: Value| {
+        gw.post(
+            "/v1/chat/completions",
+            &[],
+            &json!({"model": "gpt-4o-mini", "providerOptions": {"gateway": options},
+                    "messages": [{"role": "user", "content": "Count from 1 to 5"}]}),
+        )
+    };
+    let r = unprefixed(json!({"order": ["backup", "openai"]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "backup/gpt-4o-mini");
+    assert_eq!(backup.last_body()["model"], "gpt-4o-mini");
+    let r = unprefixed(json!({"only": ["openai"]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "openai/gpt-4o-mini");
+    assert_eq!((backup.requests().len(), openai.requests().len()), (1, 1));
+    // The first listed provider down: the name is tried on the next one.
+    let r = gw.post(
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "gpt-4o-mini", "providerOptions": {"gateway": {"order": ["openai", "anthropic"]}},
+                "messages": [{"role": "user", "content": "memgate-test: down"}]}),
+    );
+    assert_eq!(r.json()["model"], "anthropic/gpt-4o-mini", "{}", r.text());
+    // Without order or only, an unprefixed name with no default_provider is still not routed.
+    let r = gw.post(
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let e = r.expect_error(400, "invalid_request_error");
+    assert!(e["message"].as_str().unwrap().contains("not routed"), "{e}");
+}

@@ -54,7 +54,7 @@ pub(super) async fn exchange(
     let byok = ctx.caller.byok.clone();
     let (res, answered) = send(ctx, candidates, |c| {
         req.model.clone_from(&c.route.model);
-        c.route.provider.chat_request(&req, byok.as_deref())
+        c.route.provider.chat_request(&req, c.byok(byok.as_deref()))
     })
     .await?;
     let provider = &answered.route.provider;

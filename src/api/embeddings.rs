@@ -25,7 +25,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     let byok = ctx.caller.byok.clone();
     let (res, answered) = send(ctx, &candidates, |c| {
         req.model.clone_from(&c.route.model);
-        c.route.provider.embeddings_request(&req, byok.as_deref())
+        c.route.provider.embeddings_request(&req, c.byok(byok.as_deref()))
     })
     .await?;
     let mut answer = answered

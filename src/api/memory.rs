@@ -42,7 +42,7 @@ pub(super) async fn handle(
             let thread = ctx
                 .app
                 .store
-                .write(move |tx| memory::delete_thread_op(tx, &id, Some(&t)))
+                .write(move |tx| memory::delete_thread_op(tx, &t, &id))
                 .await
                 .map_err(store_error)?;
             Ok(json_response(200, &json!({"id": thread.id, "deleted": true})))
@@ -56,7 +56,7 @@ pub(super) async fn handle(
         (Method::Patch, ["threads", id, "observations", "config"]) => set_config(ctx, &tenant, id, body).await,
         (Method::Delete, ["resources", resource]) => {
             threads::check_id("resourceId", resource).map_err(ApiError::invalid)?;
-            let erase = memory::forget_resource(&ctx.app.store, Some(&tenant), resource).map_err(store_error)?;
+            let erase = memory::forget_resource(Some(tenant.clone()), resource.to_string());
             let gone = ctx.app.store.write(erase).await.map_err(store_error)?;
             Ok(json_response(
                 200,
@@ -101,7 +101,7 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
     String::from_utf8(out).map_err(|_| ApiError::invalid("path segments must be UTF-8"))
 }
 
-/// Runs `op` on the writer with the caller's thread `id` (a 404 if another tenant's).
+/// Runs `op` on the writer with the caller's thread `id` (a 404 if the caller has none).
 async fn on_thread<T: Send + 'static>(
     ctx: &Ctx,
     tenant: &str,
@@ -111,17 +111,17 @@ async fn on_thread<T: Send + 'static>(
     let (id, tenant) = (id.to_owned(), tenant.to_owned());
     ctx.app
         .store
-        .write(move |tx| op(tx, threads::owned(tx, &id, Some(&tenant))?))
+        .write(move |tx| op(tx, threads::owned(tx, &tenant, &id)?))
         .await
         .map_err(store_error)
 }
 
-/// The thread `id` if the caller's tenant owns it; a 404 otherwise, whoever owns it.
+/// The caller's thread `id`; a 404 if the caller has none (other tenants' ids are theirs).
 fn visible(ctx: &Ctx, tenant: &str, id: &str) -> Result<ThreadRecord, ApiError> {
     ctx.app
         .store
         .read()
-        .and_then(|r| r.thread(id, Some(tenant)))
+        .and_then(|r| r.thread(tenant, id))
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found(format!("thread {id:?} not found")))
 }
@@ -270,7 +270,7 @@ fn list_messages(ctx: &Ctx, tenant: &str, id: &str, query: &HashMap<String, Stri
         .app
         .store
         .read()
-        .and_then(|r| r.message_page(&thread.id, offset, limit, desc))
+        .and_then(|r| r.message_page(&thread, offset, limit, desc))
         .map_err(store_error)?;
     let messages: Vec<Value> = page.iter().map(|m| message_json(&thread.id, m)).collect();
     Ok(json_response(
@@ -397,7 +397,7 @@ fn record(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
         .observations(&ctx.app.memory.scope_key(&thread))
         .map_err(store_error)?
         .unwrap_or_default();
-    let unobserved = reader.messages_from(&thread.id, thread.cursor).map_err(store_error)?;
+    let unobserved = reader.messages_from(&thread, thread.cursor).map_err(store_error)?;
     let (message_tokens, observation_tokens) = ctx.app.memory.thresholds(&thread);
     let (observing, reflecting) = ctx.app.memory.activity(&thread);
     Ok(json_response(

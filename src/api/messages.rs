@@ -117,7 +117,7 @@ async fn native(
     let byok = ctx.caller.byok.clone();
     let (res, answered) = send(ctx, candidates, |c| {
         body.insert("model".to_owned(), Value::String(c.route.model.clone()));
-        Ok(c.route.provider.messages_passthrough(&body, byok.as_deref()))
+        Ok(c.route.provider.messages_passthrough(&body, c.byok(byok.as_deref())))
     })
     .await?;
     if stream && res.is_event_stream() {

@@ -245,10 +245,7 @@ async fn dispatch(
         return Err(ApiError::method_not_allowed(method.as_ref(), &path));
     }
     let caller = auth::authenticate(app.auth, &app.store, req)?;
-    let limits = Limits {
-        rpm: caller.limits.rpm.or(app.default_limits.rpm),
-        tpm: caller.limits.tpm.or(app.default_limits.tpm),
-    };
+    let limits = caller.limits_or(app.default_limits);
     if let Some(log) = log.as_mut() {
         log.tenant.clone_from(&caller.tenant);
         log.limits = limits;

@@ -15,7 +15,24 @@ use serde_json::Value;
 
 pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let mut req: PassthroughRequest = parse_body(body)?;
-    let (asked, candidates) = routes(ctx, &mut req.model, &mut req.rest)?;
+    let stored = ["previous_response_id", "conversation"]
+        .into_iter()
+        .find(|k| req.rest.get(*k).is_some_and(|v| !v.is_null()));
+    if let Some(field) = stored {
+        check_stored(ctx, field)?;
+    }
+    let (asked, mut candidates) = routes(ctx, &mut req.model, &mut req.rest)?;
+    if let Some(field) = stored {
+        // What is stored under the caller's key is read with that key only: no fallback to a
+        // provider that would get its configured key.
+        candidates.retain(|c| c.chosen);
+        if candidates.is_empty() {
+            return Err(ApiError::invalid_param(
+                field,
+                format!("{field} must go to the provider the model names, which providerOptions.gateway.only excludes"),
+            ));
+        }
+    }
     // Passed through only when every route can take it as it is; otherwise all go through chat
     // (an OpenAI-compatible route speaks chat too), so a fallback of another kind still works.
     if !candidates.iter().all(|c| c.route.provider.speaks_responses()) {
@@ -41,7 +58,9 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     let byok = ctx.caller.byok.clone();
     let (res, answered) = send(ctx, &candidates, |c| {
         req.model.clone_from(&c.route.model);
-        Ok(c.route.provider.passthrough("/responses", &req, byok.as_deref()))
+        Ok(c.route
+            .provider
+            .passthrough("/responses", &req, c.byok(byok.as_deref())))
     })
     .await?;
     if req.stream == Some(true) && res.is_event_stream() {
@@ -68,6 +87,34 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         turn.finish(items::output_to_message(&answer), true).await?;
     }
     Ok(json_response(200, &answer))
+}
+
+/// `previous_response_id` and `conversation` read responses the provider stored under the key
+/// that made them. Under the operator's shared key every tenant's would be reachable, so they
+/// need the caller's own key (BYOK); and with memory on, the history would go twice.
+fn check_stored(ctx: &Ctx, field: &str) -> Result<(), ApiError> {
+    if ctx.thread.is_some() {
+        return Err(ApiError::invalid_param(
+            field,
+            format!(
+                "{field} cannot be combined with x-thread-id/x-resource-id: memory already sends the thread's \
+                 history, and the provider would add its stored one again. Use one or the other"
+            ),
+        ));
+    }
+    if ctx.caller.byok.is_none() {
+        return Err(ApiError::invalid_param(
+            field,
+            format!(
+                "{field} reads responses the provider stored under the key that made them; memgate would send \
+                 its operator's shared key, under which every caller's stored responses are reachable. Send \
+                 your own provider key (BYOK: the gateway key in X-Memory-Gateway-Authorization, your \
+                 provider key in Authorization), or let memgate keep the conversation with x-thread-id and \
+                 x-resource-id"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn set_model(response: &mut Value, model: &str) {

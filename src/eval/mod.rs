@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What `memgate eval longmemeval` was asked to do.
-#[derive(Debug, Clone)]
+/// What `memgate eval longmemeval` was asked to do. Its Debug hides the gateway key.
+#[derive(Clone)]
 pub struct Options {
     pub data: PathBuf,
     /// The model that answers, `provider/model`.
@@ -52,6 +52,22 @@ pub struct Options {
     pub url: Option<String>,
     pub key: Option<String>,
     pub config: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("data", &self.data)
+            .field("model", &self.model)
+            .field("judge", &self.judge)
+            .field("limit", &self.limit)
+            .field("concurrency", &self.concurrency)
+            .field("out", &self.out)
+            .field("url", &self.url)
+            .field("key", &crate::config::Redacted(self.key.as_deref()))
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 /// The tags the runner's requests carry, so `GET /v1/usage?group_by=tags` tells answers from

@@ -23,7 +23,7 @@ use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
 use crate::router::first_answer;
-use crate::store::{observations, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
+use crate::store::{observations, threads, NewMessage, Scope, StoreError, StoredMessage, ThreadRecord};
 use crate::tasks::Tasks;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -133,7 +133,11 @@ impl Memory {
     /// The key of the observation record a thread reads and feeds.
     pub fn scope_key(&self, thread: &ThreadRecord) -> String {
         match self.settings.scope {
-            MemoryScope::Thread => Scope::Thread(&thread.id).key(),
+            MemoryScope::Thread => Scope::Thread {
+                tenant: &thread.tenant,
+                id: &thread.id,
+            }
+            .key(),
             MemoryScope::Resource => Scope::Resource {
                 tenant: &thread.tenant,
                 resource: &thread.resource,
@@ -173,7 +177,7 @@ impl Memory {
     /// Whether an observer run for the thread, and a reflector run for its scope, are under way.
     pub fn activity(&self, thread: &ThreadRecord) -> (bool, bool) {
         (
-            self.busy(&observe_key(&thread.id)),
+            self.busy(&observe_key(&thread.tenant, &thread.id)),
             self.busy(&reflect_key(&self.scope_key(thread))),
         )
     }
@@ -196,8 +200,8 @@ impl Memory {
     }
 }
 
-fn observe_key(thread: &str) -> String {
-    format!("observe\0{thread}")
+fn observe_key(tenant: &str, thread: &str) -> String {
+    format!("observe\0{tenant}\0{thread}")
 }
 
 fn reflect_key(scope: &str) -> String {
@@ -224,14 +228,16 @@ pub fn pending_tokens(unobserved: &[StoredMessage]) -> u64 {
     unobserved.iter().map(|m| m.tokens).sum()
 }
 
-/// Who runs the observer and reflector calls for a turn: the model and the key of the request
-/// that triggered them (never stored).
+/// Who runs the observer and reflector calls for a turn: the model of the request that
+/// triggered them and the tenant they serve. Never the caller's BYOK key: memory's calls go to
+/// the observer/reflector model's provider with its configured key (README, Keys and BYOK).
 #[derive(Clone)]
 struct RunAs {
     model: String,
-    byok: Option<String>,
-    /// The key the usage is counted against.
+    /// The tenant of the thread the run serves, whose key its usage is counted against and
+    /// whose token limit (`tpm`) it is charged to.
     tenant: String,
+    limits: crate::limits::Limits,
 }
 
 /// One request's memory: what it brought that is new, to be stored with the answer.
@@ -259,11 +265,11 @@ struct View {
 
 fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreError> {
     let reader = app.store.read()?;
-    let unobserved = reader.messages_from(&thread.id, thread.cursor)?;
+    let unobserved = reader.messages_from(thread, thread.cursor)?;
     let recent = if recent <= unobserved.len() {
         unobserved[unobserved.len() - recent..].to_vec()
     } else {
-        reader.last_messages(&thread.id, recent)?
+        reader.last_messages(thread, recent)?
     };
     let record = reader.observations(&app.memory.scope_key(thread))?.unwrap_or_default();
     Ok(View {
@@ -286,10 +292,10 @@ impl Memory {
         let found = app
             .store
             .read()
-            .and_then(|r| r.thread(&at.thread, None))
+            .and_then(|r| r.thread(&caller.tenant, &at.thread))
             .map_err(store_error)?;
         let thread = match found {
-            Some(t) if t.tenant == caller.tenant && t.resource == at.resource => t,
+            Some(t) if t.resource == at.resource => t,
             Some(_) => {
                 return Err(store_error(StoreError::NotFound(format!(
                     "thread {:?} not found",
@@ -310,19 +316,21 @@ impl Memory {
         let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
         let by = RunAs {
             model: model.to_owned(),
-            byok: caller.byok.clone(),
             tenant: caller.tenant.clone(),
+            limits: caller.limits_or(app.default_limits),
         };
         let (limit, _) = app.memory.thresholds(&thread);
         let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
         // A failing observer is not waited for again until its backoff ends.
-        if pending as f64 > limit as f64 * BLOCK_AFTER && !app.memory.backing_off(&observe_key(&thread.id)) {
+        if pending as f64 > limit as f64 * BLOCK_AFTER
+            && !app.memory.backing_off(&observe_key(&thread.tenant, &thread.id))
+        {
             log::info!(target: "memgate::memory", "thread {:?}: {pending} unobserved tokens is past blockAfter; observing before forwarding", thread.id);
             observer::run(app, &thread.id, &by, true).await;
             let fresh = app
                 .store
                 .read()
-                .and_then(|r| r.thread(&thread.id, None))
+                .and_then(|r| r.thread(&thread.tenant, &thread.id))
                 .map_err(store_error)?;
             if let Some(t) = fresh {
                 seen = view(app, &t, recent).map_err(store_error)?;
@@ -345,17 +353,19 @@ impl Turn {
     pub async fn finish(self, answer: Option<Message>, complete: bool) -> Result<(), ApiError> {
         let mut messages: Vec<NewMessage> = self.new.into_iter().map(|m| to_store(m, false)).collect();
         messages.extend(answer.map(|m| to_store(m, !complete)));
-        let (id, tenant, resource) = (
+        let (id, tenant, born) = (
             self.thread.id.clone(),
             self.thread.tenant.clone(),
-            self.thread.resource.clone(),
+            self.thread.created_at,
         );
         let written = self
             .app
             .store
             .write(move |tx| {
-                let mut thread = threads::get(tx, &id, Some(&tenant))?
-                    .filter(|t| t.resource == resource)
+                // Deleted meanwhile (perhaps created again): the exchange is not stored, and
+                // nothing is recreated.
+                let mut thread = threads::get(tx, &tenant, &id)?
+                    .filter(|t| t.created_at == born)
                     .ok_or_else(|| StoreError::NotFound(format!("thread {id:?} was deleted during the request")))?;
                 threads::append(tx, &mut thread, messages, clock::now_ms())?;
                 Ok(thread)
@@ -384,8 +394,8 @@ pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
     };
     let by = RunAs {
         model,
-        byok: caller.byok.clone(),
         tenant: caller.tenant.clone(),
+        limits: caller.limits_or(app.default_limits),
     };
     maybe_observe(app, thread, &by);
 }
@@ -397,9 +407,9 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
     let pending = app
         .store
         .read()
-        .and_then(|r| r.messages_from(&thread.id, thread.cursor))
+        .and_then(|r| r.messages_from(thread, thread.cursor))
         .map_or(0, |m| pending_tokens(&m));
-    let key = observe_key(&thread.id);
+    let key = observe_key(&thread.tenant, &thread.id);
     if pending <= limit || app.memory.busy(&key) || app.memory.backing_off(&key) {
         return;
     }
@@ -413,7 +423,6 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
 /// Calls a model through the normal router, as memory's own client: a plain chat request,
 /// the answer's text and usage back. Errors are for the log.
 async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) -> Result<(String, Usage), String> {
-    let byok = by.byok.as_deref();
     let mut rest = crate::ir::Rest::new();
     let candidates = app.router().candidates(model, &mut rest).map_err(|e| e.message)?;
     rest.insert("temperature".to_owned(), serde_json::json!(0.3));
@@ -425,7 +434,7 @@ async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) 
     };
     let sent = first_answer(&app.client, &app.retry, &candidates, |c| {
         req.model.clone_from(&c.route.model);
-        c.route.provider.chat_request(&req, byok)
+        c.route.provider.chat_request(&req, None)
     })
     .await
     .map_err(|e| e.message)?;
@@ -436,12 +445,16 @@ async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) 
         .provider
         .chat_response(&body)
         .map_err(|e| e.message)?;
+    let spent = answer.usage.as_ref().map_or(0, |u| u.total_tokens);
+    // Memory's calls run on the operator's keys for the tenant's thread: they count against its
+    // tpm like its own requests, so tiny thresholds cannot buy unlimited model calls.
+    app.limiter.charge(&by.tenant, by.limits, spent);
     app.usage.record(crate::usage::Entry {
         key: by.tenant.clone(),
         provider: sent.candidate.route.provider.name.clone(),
         model: sent.candidate.name.clone(),
         counts: crate::store::usage::Counts {
-            memory_tokens: answer.usage.as_ref().map_or(0, |u| u.total_tokens),
+            memory_tokens: spent,
             ..Default::default()
         },
         ..Default::default()
@@ -489,43 +502,84 @@ fn instructed(instructions: &str, user: String) -> Vec<Message> {
         .collect()
 }
 
-/// Deletes a thread with its messages and (thread scope) its observations. `tenant` `None` is
-/// the admin CLI.
-pub fn delete_thread_op(
-    tx: &redb::WriteTransaction,
-    id: &str,
-    tenant: Option<&str>,
-) -> Result<ThreadRecord, StoreError> {
-    let thread = threads::owned(tx, id, tenant)?;
+/// Deletes the tenant's thread `id` with its messages and (thread scope) its observations.
+pub fn delete_thread_op(tx: &redb::WriteTransaction, tenant: &str, id: &str) -> Result<ThreadRecord, StoreError> {
+    let thread = threads::owned(tx, tenant, id)?;
     threads::delete(tx, &thread)?;
-    observations::delete(tx, &Scope::Thread(id).key())?;
+    observations::delete(tx, &Scope::Thread { tenant, id }.key())?;
     Ok(thread)
 }
 
 /// Erases everything of a resource: its threads, their messages and observations, and the
 /// resource's shared observations. Returns the write to run (on the writer, from async code or
 /// not), which reports the threads deleted. `tenant` `None` is the admin CLI: every tenant.
+///
+/// The threads are found inside the write, so one created while the erase waited its turn goes
+/// too; and writers that find their thread gone drop what they meant to store ([`Turn::finish`],
+/// the observer, [`count_failure`]), so nothing of the resource comes back after it.
 pub fn forget_resource(
-    store: &Store,
-    tenant: Option<&str>,
-    resource: &str,
-) -> Result<impl FnOnce(&redb::WriteTransaction) -> Result<Vec<ThreadRecord>, StoreError> + Send + 'static, StoreError>
-{
-    let reader = store.read()?;
-    let doomed = reader.threads(tenant, Some(resource))?;
-    // Shared records can outlive the threads that fed them, so they are found on their own.
-    let shared = reader.resource_scopes(tenant, resource)?;
-    Ok(move |tx: &redb::WriteTransaction| {
+    tenant: Option<String>,
+    resource: String,
+) -> impl FnOnce(&redb::WriteTransaction) -> Result<Vec<ThreadRecord>, StoreError> + Send + 'static {
+    move |tx: &redb::WriteTransaction| {
+        let doomed = threads::of_resource(tx, tenant.as_deref(), &resource)?;
+        // Shared records can outlive the threads that fed them, so they are found on their own.
+        let shared = observations::resource_scopes(tx, tenant.as_deref(), &resource)?;
         for t in &doomed {
-            // Deleted meanwhile is fine: the goal is that nothing remains.
-            match delete_thread_op(tx, &t.id, Some(&t.tenant)) {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            delete_thread_op(tx, &t.tenant, &t.id)?;
         }
         for key in &shared {
             observations::delete(tx, key)?;
         }
         Ok(doomed)
-    })
+    }
+}
+
+/// Counts a failed observer or reflector run in the record of `scope`, if `thread` (the one
+/// the run served) still exists: after an erase or delete the count is dropped, never left
+/// behind as a stub record of an erased scope.
+async fn count_failure(app: &App, thread: &ThreadRecord, scope: String) {
+    let (tenant, id, born) = (thread.tenant.clone(), thread.id.clone(), thread.created_at);
+    let counted = app
+        .store
+        .write(move |tx| {
+            if threads::get(tx, &tenant, &id)?.is_none_or(|t| t.created_at != born) {
+                return Ok(());
+            }
+            let mut record = observations::get(tx, &scope)?;
+            record.failures += 1;
+            observations::put(tx, &scope, &record)
+        })
+        .await;
+    if let Err(e) = counted {
+        log::warn!(target: "memgate::memory", "could not count a failed run of thread {:?}: {e}", thread.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn an_erase_takes_threads_created_after_it_was_prepared() {
+        let dir = std::env::temp_dir().join(format!("memgate-erase-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let bind = |id: &'static str| {
+            store
+                .write_blocking(move |tx| threads::bind(tx, id, "t_a", "alex", 1))
+                .unwrap()
+        };
+        bind("before");
+        let erase = forget_resource(Some("t_a".to_owned()), "alex".to_owned());
+        // A request binds a new thread between the erase's preparation and its commit.
+        bind("meanwhile");
+        let gone = store.write_blocking(erase).unwrap();
+        let mut ids: Vec<String> = gone.into_iter().map(|t| t.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["before", "meanwhile"]);
+        assert!(store.read().unwrap().threads(Some("t_a"), None).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -130,7 +130,7 @@ fn prompt(previous: &str, transcript: &str) -> Vec<Message> {
 /// a blocking one waits for it, then observes only if still needed. Never fails: problems are
 /// logged and retried by a later request.
 pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool) {
-    let key = observe_key(thread_id);
+    let key = observe_key(&by.tenant, thread_id);
     let lock = app.memory.lock(&key);
     let _held = if wait {
         lock.lock_arc().await
@@ -154,21 +154,13 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
             app.memory.ran(&key, false);
             app.metrics.memory_run(MemoryJob::Observer, false);
             log::warn!(target: "memgate::memory", "observer for thread {thread_id:?} failed (will retry later): {e}");
-            let scope = app
+            let thread = app
                 .store
                 .read()
                 .ok()
-                .and_then(|r| r.thread(thread_id, None).ok().flatten());
-            if let Some(t) = scope {
-                let scope = app.memory.scope_key(&t);
-                let _ = app
-                    .store
-                    .write(move |tx| {
-                        let mut record = observations::get(tx, &scope)?;
-                        record.failures += 1;
-                        observations::put(tx, &scope, &record)
-                    })
-                    .await;
+                .and_then(|r| r.thread(&by.tenant, thread_id).ok().flatten());
+            if let Some(t) = thread {
+                super::count_failure(app, &t, app.memory.scope_key(&t)).await;
             }
         }
     }
@@ -178,12 +170,12 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
 /// or `None` when there was nothing to observe.
 async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(u64, u64)>, String> {
     let reader = app.store.read().map_err(|e| e.to_string())?;
-    let Some(thread) = reader.thread(thread_id, None).map_err(|e| e.to_string())? else {
+    let Some(thread) = reader.thread(&by.tenant, thread_id).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
     let (limit, reflect_over) = app.memory.thresholds(&thread);
     let unobserved = reader
-        .messages_from(&thread.id, thread.cursor)
+        .messages_from(&thread, thread.cursor)
         .map_err(|e| e.to_string())?;
     let n = observe_count(&unobserved, limit);
     if n == 0 {
@@ -216,19 +208,20 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
             .collect();
         parsed = lines::parse(&kept.join("\n"), &clock::date_label(batch[0].created_at));
     }
-    let (cursor, next, born) = (
+    let (cursor, next, born, tenant) = (
         thread.cursor,
         batch[n - 1].seq + 1,
-        (thread.created_at, thread.tenant.clone()),
+        thread.created_at,
+        thread.tenant.clone(),
     );
     let observed_tokens: u64 = batch.iter().map(|m| m.tokens).sum();
     let id = thread.id.clone();
     let record = app
         .store
         .write(move |tx| {
-            // The same id recreated meanwhile (perhaps by another tenant) is another thread.
-            let same = |t: &ThreadRecord| (t.created_at, &t.tenant) == (born.0, &born.1);
-            let Some(mut thread) = threads::get(tx, &id, None)?.filter(same) else {
+            // The same id deleted and created again meanwhile is another thread.
+            let same = |t: &ThreadRecord| t.created_at == born;
+            let Some(mut thread) = threads::get(tx, &tenant, &id)?.filter(same) else {
                 return Err(StoreError::NotFound(format!(
                     "thread {id:?} was deleted while being observed"
                 )));

@@ -49,7 +49,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
         .store
         .read()
         .ok()
-        .and_then(|r| r.thread(thread_id, None).ok().flatten())
+        .and_then(|r| r.thread(&by.tenant, thread_id).ok().flatten())
     else {
         return;
     };
@@ -70,14 +70,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
             app.memory.ran(&key, false);
             app.metrics.memory_run(MemoryJob::Reflector, false);
             log::warn!(target: "memgate::memory", "reflector for thread {thread_id:?} failed (will retry later): {e}");
-            let _ = app
-                .store
-                .write(move |tx| {
-                    let mut record = observations::get(tx, &scope)?;
-                    record.failures += 1;
-                    observations::put(tx, &scope, &record)
-                })
-                .await;
+            super::count_failure(app, &thread, scope).await;
         }
     }
 }

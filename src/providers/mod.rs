@@ -63,8 +63,7 @@ const FOREIGN: [&str; 35] = [
     "plugins",
 ];
 
-/// A configured upstream, ready to build requests.
-#[derive(Debug)]
+/// A configured upstream, ready to build requests. Its Debug hides the key.
 pub struct Provider {
     /// The table name in `[providers.NAME]`, which is also the model prefix.
     pub name: String,
@@ -76,6 +75,19 @@ pub struct Provider {
     aliases: std::collections::BTreeMap<String, String>,
     /// The fixtures a `replay` provider answers from.
     replay: Option<replay::Fixtures>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &crate::config::Redacted(self.api_key.as_deref()))
+            .field("models", &self.models)
+            .field("aliases", &self.aliases)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Provider {

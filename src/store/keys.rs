@@ -3,7 +3,7 @@
 //! SHA-256 without salt or stretching is enough here: keys are 192 bits of OS randomness, so
 //! there is nothing to brute-force, and a lookup must stay a single hash per request.
 
-use super::{failed, Store, StoreError};
+use super::{failed, OrFail, Reader, Store, StoreError};
 use miniserde::{json, Deserialize, Serialize};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
@@ -12,6 +12,15 @@ use sha2::{Digest, Sha256};
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("keys");
 /// SHA-256 (hex) of a key → its name. Written together with `KEYS` in one transaction.
 const KEY_HASHES: TableDefinition<&str, &str> = TableDefinition::new("key_hashes");
+/// Tenant id → the name of the key that had it, for every key ever created: a name reused after
+/// revocation gets a new tenant id, and the old one stays listed here under the old name.
+const TENANTS: TableDefinition<&str, &str> = TableDefinition::new("key_tenants");
+
+/// The tenant of open mode (`[auth] mode = "none"`). Key tenants are `t_` + 32 hex digits, so
+/// no key can have it.
+pub const OPEN_TENANT: &str = "open";
+/// The name open mode's tenant is shown and addressed by; no key may take it.
+pub const OPEN_NAME: &str = "default";
 
 /// Prefix of every gateway key; lets log scrubbers and users recognise them.
 pub const KEY_PREFIX: &str = "msk_";
@@ -20,6 +29,9 @@ pub const KEY_PREFIX: &str = "msk_";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub name: String,
+    /// The key's tenant: its threads, observations and usage are filed under this id, never
+    /// under the name, which can be reused once the key is revoked. Set at creation, never changed.
+    pub tenant: String,
     pub hash: String,
     /// The first characters, so a user can tell keys apart in `keys list`.
     pub hint: String,
@@ -34,7 +46,75 @@ pub(super) fn init(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
     tx.open_table(KEY_HASHES)
         .map_err(|e| failed("open key_hashes")(e.into()))?;
+    tx.open_table(TENANTS).or_fail("open key_tenants")?;
     Ok(())
+}
+
+/// A new tenant id: `t_` and 16 bytes of OS randomness in hex.
+fn new_tenant() -> Result<String, StoreError> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| StoreError::Failed(format!("no OS randomness: {e}")))?;
+    Ok(format!(
+        "t_{}",
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+/// Schema 0 → 1: gives every key record a tenant id. Returns the tenant id of each name as
+/// schema 0 filed data under it (open mode's `default` included); a name no key has (none should
+/// exist) gets its own new tenant, so its data stays apart and reachable by the admin CLI.
+pub(super) fn migrate_v0(tx: &WriteTransaction) -> Result<Tenants, StoreError> {
+    let mut keys = tx.open_table(KEYS).or_fail("open keys")?;
+    let mut records = Vec::new();
+    for entry in keys.iter().or_fail("scan keys")? {
+        let (k, v) = entry.or_fail("scan keys")?;
+        records.push((k.value().to_owned(), v.value().to_owned()));
+    }
+    let mut tenants = Tenants::default();
+    for (name, json) in records {
+        let Ok(serde_json::Value::Object(mut record)) = serde_json::from_str(&json) else {
+            log::warn!("migration: key record {name:?} is unreadable; left as it is");
+            continue;
+        };
+        let tenant = new_tenant()?;
+        record.insert("tenant".to_owned(), tenant.clone().into());
+        let json = serde_json::Value::Object(record).to_string();
+        keys.insert(name.as_str(), json.as_str()).or_fail("write key")?;
+        tenants.0.insert(name, tenant);
+    }
+    drop(keys);
+    let mut table = tx.open_table(TENANTS).or_fail("open key_tenants")?;
+    for (name, tenant) in &tenants.0 {
+        table
+            .insert(tenant.as_str(), name.as_str())
+            .or_fail("write key_tenants")?;
+    }
+    Ok(tenants)
+}
+
+/// Schema 0's tenant names and their tenant ids, during the migration.
+#[derive(Default)]
+pub(super) struct Tenants(std::collections::HashMap<String, String>);
+
+impl Tenants {
+    /// The tenant id of a schema 0 tenant name.
+    pub(super) fn of(&mut self, tx: &WriteTransaction, name: &str) -> Result<String, StoreError> {
+        if let Some(t) = self.0.get(name) {
+            return Ok(t.clone());
+        }
+        let tenant = if name == OPEN_NAME {
+            OPEN_TENANT.to_owned()
+        } else {
+            let t = new_tenant()?;
+            tx.open_table(TENANTS)
+                .or_fail("open key_tenants")?
+                .insert(t.as_str(), name)
+                .or_fail("write key_tenants")?;
+            t
+        };
+        self.0.insert(name.to_owned(), tenant.clone());
+        Ok(tenant)
+    }
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -69,9 +149,15 @@ impl Store {
                 "key name {name:?} must be 1-64 characters of letters, digits, '-', '_', '.', '@'"
             )));
         }
+        if name == OPEN_NAME {
+            return Err(StoreError::Conflict(format!(
+                "the name {OPEN_NAME:?} is open mode's tenant (no key); pick another name"
+            )));
+        }
         let key = new_key()?;
         let record = KeyRecord {
             name: name.to_owned(),
+            tenant: new_tenant()?,
             hash: hash_hex(&key),
             hint: key[..KEY_PREFIX.len() + 6].to_owned(),
             created_at: now_secs(),
@@ -98,6 +184,10 @@ impl Store {
             hashes
                 .insert(record.hash.as_str(), name)
                 .map_err(|e| failed("write key")(e.into()))?;
+            tx.open_table(TENANTS)
+                .or_fail("open key_tenants")?
+                .insert(record.tenant.as_str(), name)
+                .or_fail("write key_tenants")?;
         }
         tx.commit().map_err(|e| failed("commit")(e.into()))?;
         Ok(key)
@@ -161,6 +251,45 @@ impl Store {
         let record: Option<KeyRecord> = json::from_str(v.value()).ok();
         // A name can be reused after revocation: the hash must match the current record.
         Ok(record.filter(|r| r.revoked_at.is_none() && r.hash == hash_hex(key)))
+    }
+}
+
+impl Reader {
+    /// The tenant id a name stands for in the admin CLI: the tenant of the key with that name
+    /// (the live one, or the last one revoked), open mode's for `default`, or a tenant id itself
+    /// (`t_…`, as `threads list` shows an older key's, or `open`).
+    pub fn resolve_tenant(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let keys = self.tx.open_table(KEYS).or_fail("open keys")?;
+        if let Some(v) = keys.get(name).or_fail("read key")? {
+            return Ok(json::from_str::<KeyRecord>(v.value()).ok().map(|r| r.tenant));
+        }
+        if name == OPEN_NAME || name == OPEN_TENANT {
+            return Ok(Some(OPEN_TENANT.to_owned()));
+        }
+        let tenants = self.tx.open_table(TENANTS).or_fail("open key_tenants")?;
+        Ok(tenants.get(name).or_fail("read key_tenants")?.map(|_| name.to_owned()))
+    }
+
+    /// How each tenant is shown: its key's name, `NAME(revoked)` once revoked (a later key may
+    /// have the name), `default` for open mode.
+    pub fn tenant_labels(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut labels = std::collections::HashMap::new();
+        labels.insert(OPEN_TENANT.to_owned(), OPEN_NAME.to_owned());
+        let tenants = self.tx.open_table(TENANTS).or_fail("open key_tenants")?;
+        for entry in tenants.iter().or_fail("scan key_tenants")? {
+            let (t, name) = entry.or_fail("scan key_tenants")?;
+            labels.insert(t.value().to_owned(), format!("{}(revoked)", name.value()));
+        }
+        let keys = self.tx.open_table(KEYS).or_fail("open keys")?;
+        for entry in keys.iter().or_fail("scan keys")? {
+            let (_, v) = entry.or_fail("scan keys")?;
+            if let Ok(r) = json::from_str::<KeyRecord>(v.value()) {
+                if r.revoked_at.is_none() {
+                    labels.insert(r.tenant, r.name);
+                }
+            }
+        }
+        Ok(labels)
     }
 }
 

@@ -9,11 +9,12 @@
 
 mod keys;
 pub mod observations;
+mod schema;
 pub mod threads;
 pub mod usage;
 mod writer;
 
-pub use keys::{KeyRecord, KEY_PREFIX};
+pub use keys::{KeyRecord, KEY_PREFIX, OPEN_NAME, OPEN_TENANT};
 pub use observations::{Generation, ObservationRecord, Scope};
 pub use threads::{NewMessage, StoredMessage, ThreadRecord};
 
@@ -108,15 +109,24 @@ impl Store {
         let store = Store {
             writer: Arc::new(writer::Writer::start(db.clone())?),
             db,
-            file: Arc::new(path),
+            file: Arc::new(path.clone()),
         };
-        store.write_blocking(|tx| {
+        let migrated = store.write_blocking(|tx| {
+            let migrated = schema::upgrade(tx)?;
             // Every table exists from the start, so readers never meet a missing one.
             keys::init(tx)?;
             threads::init(tx)?;
             usage::init(tx)?;
-            observations::init(tx)
+            observations::init(tx)?;
+            Ok(migrated)
         })?;
+        if let Some(from) = migrated {
+            log::info!(
+                "migrated {} from schema version {from} to {}",
+                path.display(),
+                schema::VERSION
+            );
+        }
         Ok(store)
     }
 

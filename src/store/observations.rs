@@ -15,7 +15,7 @@ const HISTORY: TableDefinition<(&str, u32), &str> = TableDefinition::new("observ
 /// Whose observations: one thread's, or a resource's shared by all its threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
-    Thread(&'a str),
+    Thread { tenant: &'a str, id: &'a str },
     Resource { tenant: &'a str, resource: &'a str },
 }
 
@@ -23,7 +23,7 @@ impl Scope<'_> {
     /// The record's key. The NUL separators cannot occur in ids (control characters are refused).
     pub fn key(&self) -> String {
         match self {
-            Scope::Thread(id) => format!("thread\0{id}"),
+            Scope::Thread { tenant, id } => format!("thread\0{tenant}\0{id}"),
             Scope::Resource { tenant, resource } => format!("resource\0{tenant}\0{resource}"),
         }
     }
@@ -117,35 +117,120 @@ pub fn delete(tx: &WriteTransaction, scope: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Schema 0 → 1: scope keys name tenant ids. A thread's record (`thread\0ID` in schema 0) moves
+/// under its thread's tenant; one whose thread is gone could not be read any more and is dropped.
+pub(super) fn migrate_v0(
+    tx: &WriteTransaction,
+    tenants: &mut super::keys::Tenants,
+    owner: &std::collections::HashMap<String, String>,
+) -> Result<(), StoreError> {
+    let mut rekey = |tx: &WriteTransaction, old: &str| -> Result<Option<String>, StoreError> {
+        let mut parts = old.split('\0');
+        Ok(match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("thread"), Some(id), None, _) => owner.get(id).map(|tenant| Scope::Thread { tenant, id }.key()),
+            (Some("resource"), Some(name), Some(resource), None) => Some(
+                Scope::Resource {
+                    tenant: &tenants.of(tx, name)?,
+                    resource,
+                }
+                .key(),
+            ),
+            _ => None,
+        })
+    };
+    let mut records = Vec::new();
+    for entry in tx
+        .open_table(OBSERVATIONS)
+        .or_fail("open observations")?
+        .iter()
+        .or_fail("scan observations")?
+    {
+        let (k, v) = entry.or_fail("scan observations")?;
+        records.push((k.value().to_owned(), v.value().to_owned()));
+    }
+    let mut history = Vec::new();
+    for entry in tx
+        .open_table(HISTORY)
+        .or_fail("open observation_history")?
+        .iter()
+        .or_fail("scan observation_history")?
+    {
+        let (k, v) = entry.or_fail("scan observation_history")?;
+        let (scope, generation) = k.value();
+        history.push((scope.to_owned(), generation, v.value().to_owned()));
+    }
+    let mut new_records = Vec::new();
+    for (old, json) in records {
+        match rekey(tx, &old)? {
+            Some(key) => new_records.push((key, json)),
+            None => log::warn!("migration: dropped the observations of a deleted thread"),
+        }
+    }
+    let mut new_history = Vec::new();
+    for (old, generation, json) in history {
+        if let Some(key) = rekey(tx, &old)? {
+            new_history.push((key, generation, json));
+        }
+    }
+    let mut table = tx.open_table(OBSERVATIONS).or_fail("open observations")?;
+    table.retain(|_, _| false).or_fail("clear observations")?;
+    for (key, json) in &new_records {
+        table
+            .insert(key.as_str(), json.as_str())
+            .or_fail("write observations")?;
+    }
+    let mut table = tx.open_table(HISTORY).or_fail("open observation_history")?;
+    table.retain(|_, _| false).or_fail("clear observation_history")?;
+    for (key, generation, json) in &new_history {
+        table
+            .insert((key.as_str(), *generation), json.as_str())
+            .or_fail("write observation_history")?;
+    }
+    Ok(())
+}
+
+/// Keys of `resource`'s shared records, as the writer sees them: of `tenant`, or (`None`) of every
+/// tenant.
+pub fn resource_scopes(tx: &WriteTransaction, tenant: Option<&str>, resource: &str) -> Result<Vec<String>, StoreError> {
+    scopes_of(
+        &tx.open_table(OBSERVATIONS).or_fail("open observations")?,
+        tenant,
+        resource,
+    )
+}
+
+fn scopes_of(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    tenant: Option<&str>,
+    resource: &str,
+) -> Result<Vec<String>, StoreError> {
+    if let Some(tenant) = tenant {
+        let key = Scope::Resource { tenant, resource }.key();
+        let found = table.get(key.as_str()).or_fail("read observations")?.is_some();
+        return Ok(found.then_some(key).into_iter().collect());
+    }
+    let suffix = format!("\0{resource}");
+    let mut keys = Vec::new();
+    for entry in table.range("resource\0"..).or_fail("read observations")? {
+        let (k, _) = entry.or_fail("read observations")?;
+        let key = k.value();
+        if !key.starts_with("resource\0") {
+            break;
+        }
+        // `resource\0TENANT\0RESOURCE`: ids hold no NUL, so the suffix is exact.
+        if key.ends_with(&suffix) && key.matches('\0').count() == 2 {
+            keys.push(key.to_owned());
+        }
+    }
+    Ok(keys)
+}
+
 impl Reader {
     /// The scope's record; `None` before its first observation.
     pub fn observations(&self, scope: &str) -> Result<Option<ObservationRecord>, StoreError> {
         let table = self.tx.open_table(OBSERVATIONS).or_fail("open observations")?;
         let found = table.get(scope).or_fail("read observations")?;
         found.map(|v| decode(v.value())).transpose()
-    }
-
-    /// Keys of `resource`'s shared records: the one of `tenant`, or (`None`) of every tenant.
-    pub fn resource_scopes(&self, tenant: Option<&str>, resource: &str) -> Result<Vec<String>, StoreError> {
-        if let Some(tenant) = tenant {
-            let key = Scope::Resource { tenant, resource }.key();
-            return Ok(self.observations(&key)?.map(|_| key).into_iter().collect());
-        }
-        let table = self.tx.open_table(OBSERVATIONS).or_fail("open observations")?;
-        let suffix = format!("\0{resource}");
-        let mut keys = Vec::new();
-        for entry in table.range("resource\0"..).or_fail("read observations")? {
-            let (k, _) = entry.or_fail("read observations")?;
-            let key = k.value();
-            if !key.starts_with("resource\0") {
-                break;
-            }
-            // `resource\0TENANT\0RESOURCE`: ids hold no NUL, so the suffix is exact.
-            if key.ends_with(&suffix) && key.matches('\0').count() == 2 {
-                keys.push(key.to_owned());
-            }
-        }
-        Ok(keys)
     }
 
     /// Replaced generations, oldest first.

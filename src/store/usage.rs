@@ -16,7 +16,7 @@ const SEP: char = '\u{1f}';
 pub struct UsageKey {
     /// Hours since the epoch.
     pub hour: u64,
-    /// The gateway key's name (the tenant).
+    /// The gateway key's tenant id (see `store::keys`); reports show the key's name.
     pub key: String,
     pub provider: String,
     pub model: String,
@@ -123,6 +123,34 @@ pub fn add(tx: &WriteTransaction, rows: &[(UsageKey, Counts)]) -> Result<(), Sto
             .or_fail("write usage")?;
     }
     Ok(())
+}
+
+/// Schema 0 → 1: rows are filed under the key's tenant id instead of its name.
+pub(super) fn migrate_v0(tx: &WriteTransaction, tenants: &mut super::keys::Tenants) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    for entry in tx
+        .open_table(USAGE)
+        .or_fail("open usage")?
+        .iter()
+        .or_fail("scan usage")?
+    {
+        let (k, v) = entry.or_fail("scan usage")?;
+        // An unreadable row stays as it is (reports skip it, as before).
+        if let Some(key) = UsageKey::decode(k.value()) {
+            rows.push((k.value().to_owned(), key, Counts::decode(v.value())));
+        }
+    }
+    let mut table = tx.open_table(USAGE).or_fail("open usage")?;
+    for (old, _, _) in &rows {
+        table.remove(old.as_str()).or_fail("clear usage")?;
+    }
+    drop(table);
+    let mut moved = Vec::with_capacity(rows.len());
+    for (_, mut key, counts) in rows {
+        key.key = tenants.of(tx, &key.key)?;
+        moved.push((key, counts));
+    }
+    add(tx, &moved)
 }
 
 impl Reader {

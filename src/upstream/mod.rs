@@ -24,13 +24,32 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// A request to a provider, built by an adapter.
-#[derive(Debug, Clone)]
+/// A request to a provider, built by an adapter. Its Debug hides the credential headers.
+#[derive(Clone)]
 pub struct UpstreamRequest {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| match *k {
+                "authorization" | "x-api-key" | "x-goog-api-key" => (*k, "<redacted>"),
+                _ => (*k, v.as_str()),
+            })
+            .collect();
+        f.debug_struct("UpstreamRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// The shared client; cheap to clone.
