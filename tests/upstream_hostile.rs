@@ -1,5 +1,5 @@
 //! Hostile upstreams through the real binary: a scripted upstream (exact bytes on a raw socket)
-//! sends heads with non-ASCII values and odd framing. The client must always get its answer or
+//! sends heads with non-ASCII values, odd framing, endless SSE lines and huge bodies. The client must always get its answer or
 //! a clean error, the gateway's memory must stay bounded, and the process must keep serving.
 
 #[path = "hostile/fuzz.rs"]
@@ -15,7 +15,7 @@ mod script;
 mod wire;
 
 use common::*;
-use script::{chunked, sized, Scripted};
+use script::{chunked, endless_chunks, sized, Scripted};
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -217,6 +217,93 @@ fn framing_an_upstream_gets_wrong_is_a_clean_502_and_close_framed_bodies_read_wh
             up.seen().len() - i
         );
     }
+    still_alive(&gw);
+}
+
+/// The gateway's peak resident memory, in KiB.
+fn peak_kib(gw: &Gateway) -> u64 {
+    wire::peak_rss_kib(gw.pid())
+}
+
+#[test]
+fn an_endless_sse_line_ends_the_stream_with_an_error_in_bounded_memory() {
+    let up = Scripted::start(|i, _, s| {
+        let head = format!("{SSE_HEAD}\r\ntransfer-encoding: chunked\r\n\r\n");
+        if s.write_all(head.as_bytes()).is_err() {
+            return false;
+        }
+        match i {
+            // One `data:` line that never ends.
+            0 => {
+                let _ = s.write_all(b"6\r\ndata: \r\n");
+                endless_chunks(s, b'a', 160 << 20);
+            }
+            // Endless short lines that never make up a whole event.
+            _ => {
+                let _ = s.write_all(b"6\r\ndata: \r\n");
+                let lines = b"data: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n".repeat(600);
+                let frame = [format!("{:x}\r\n", lines.len()).as_bytes(), &lines, b"\r\n"].concat();
+                for _ in 0..3000 {
+                    if s.write_all(&frame).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        false
+    });
+    let gw = gateway_for(&up, "");
+    let before = peak_kib(&gw);
+    for case in ["one endless line", "an endless event"] {
+        let (status, events) = stream(&gw);
+        assert_eq!(status, 200, "{case}");
+        let last = events.last().unwrap_or_else(|| panic!("{case}: no events"));
+        assert_ne!(last, "[DONE]", "{case}: {events:?}");
+        let e: Value = serde_json::from_str(last).unwrap();
+        let msg = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("max_sse_event_bytes"), "{case}: {e}");
+    }
+    let grew = peak_kib(&gw) - before;
+    eprintln!("peak RSS grew {grew} KiB over two 160 MiB-class SSE floods");
+    assert!(grew < 24 << 10, "the gateway grew by {grew} KiB");
+    still_alive(&gw);
+}
+
+#[test]
+fn a_huge_upstream_body_is_a_502_in_bounded_memory() {
+    let up = Scripted::start(|i, _, s| {
+        let head = format!("{JSON_HEAD}\r\ntransfer-encoding: chunked\r\n\r\n");
+        if i < 2 && s.write_all(head.as_bytes()).is_ok() {
+            let _ = s.write_all(b"6\r\n{\"x\":\"\r\n");
+            endless_chunks(s, b'a', 120 << 20);
+        } else {
+            // Declared past the bound: refused before any of it is read.
+            let _ = s.write_all(format!("{JSON_HEAD}\r\ncontent-length: {}\r\n\r\n{{", 1u64 << 40).as_bytes());
+        }
+        false
+    });
+    let gw = gateway_for(&up, "[retry]\nmax_attempts = 1\n");
+    let before = peak_kib(&gw);
+    for _ in 0..3 {
+        let e = chat(&gw).expect_error(502, "upstream_error");
+        assert!(
+            e["message"].as_str().unwrap().contains("max_upstream_body_bytes"),
+            "{e}"
+        );
+    }
+    let grew = peak_kib(&gw) - before;
+    eprintln!("peak RSS grew {grew} KiB over two 120 MiB bodies (default 32 MiB bound)");
+    assert!(grew < 56 << 10, "the gateway grew by {grew} KiB");
+    still_alive(&gw);
+
+    // The bound is configurable.
+    let up = Scripted::start(|_, _, s| {
+        let body = format!("{{\"pad\":\"{}\"}}", "a".repeat(2 << 20));
+        s.write_all(&sized(JSON_HEAD, body.as_bytes())).is_ok()
+    });
+    let gw = gateway_for(&up, "[limits]\nmax_upstream_body_bytes = 1048576\n");
+    let e = chat(&gw).expect_error(502, "upstream_error");
+    assert!(e["message"].as_str().unwrap().contains("1048576"), "{e}");
     still_alive(&gw);
 }
 

@@ -12,7 +12,7 @@ mod h1;
 mod pool;
 pub mod retry;
 
-use crate::config::Timeouts;
+use crate::config::{LimitsConfig, Timeouts};
 use crate::error::ApiError;
 use crate::http::sse;
 use conn::Conn;
@@ -39,13 +39,27 @@ pub struct UpstreamRequest {
 pub struct Client {
     pool: Arc<Pool>,
     timeouts: Arc<Timeouts>,
+    bounds: Bounds,
+}
+
+/// How much of an upstream answer is read (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// A non-streamed body, whole.
+    body: u64,
+    /// One SSE line or event.
+    sse_event: usize,
 }
 
 impl Client {
-    pub fn new(timeouts: Timeouts) -> Self {
+    pub fn new(timeouts: Timeouts, limits: &LimitsConfig) -> Self {
         Client {
             pool: Arc::new(Pool::default()),
             timeouts: Arc::new(timeouts),
+            bounds: Bounds {
+                body: limits.upstream_body_bytes(),
+                sse_event: usize::try_from(limits.sse_event_bytes()).unwrap_or(usize::MAX),
+            },
         }
     }
 
@@ -123,6 +137,10 @@ impl Client {
         };
         let content_type = head.header("content-type").unwrap_or_default().to_owned();
         let retry_after = retry::after(head.header("retry-after-ms"), head.header("retry-after"));
+        let declared = match head.framing {
+            h1::Framing::Length(n) => Some(n),
+            _ => None,
+        };
         let body = PooledBody {
             source: Source::Net(Box::new(h1::Body::new(conn.clone(), buf, head.framing))),
             home: head.reusable.then(|| Home {
@@ -136,6 +154,8 @@ impl Client {
             content_type,
             retry_after,
             body,
+            declared,
+            bounds: self.bounds,
             idle: Duration::from_millis(self.timeouts.idle_ms),
             origin,
         })
@@ -189,17 +209,23 @@ pub struct UpstreamResponse {
     /// How long the upstream asked us to wait before trying again (`Retry-After`).
     pub retry_after: Option<Duration>,
     body: PooledBody,
+    /// The body's `Content-Length`, when it has one.
+    declared: Option<u64>,
+    bounds: Bounds,
     idle: Duration,
     origin: String,
 }
 
-/// The most we read of a non-streamed upstream body (embeddings of a large batch are big).
-const MAX_UPSTREAM_BODY: u64 = 256 << 20;
-
 impl UpstreamResponse {
     /// A response that did not come over the network (a replayed fixture).
     pub fn from_bytes(status: u16, content_type: &str, body: Vec<u8>, origin: &str) -> UpstreamResponse {
+        let limits = LimitsConfig::default();
         UpstreamResponse {
+            declared: Some(body.len() as u64),
+            bounds: Bounds {
+                body: limits.upstream_body_bytes().max(body.len() as u64),
+                sse_event: usize::MAX,
+            },
             status,
             content_type: content_type.to_owned(),
             retry_after: None,
@@ -220,9 +246,22 @@ impl UpstreamResponse {
         self.content_type.starts_with("text/event-stream")
     }
 
-    /// Reads the whole body; each read must arrive within the idle timeout.
+    /// Reads the whole body, up to `[limits] max_upstream_body_bytes`; each read must arrive
+    /// within the idle timeout.
     pub async fn bytes(mut self) -> Result<Vec<u8>, ApiError> {
-        let mut out = Vec::new();
+        let max = self.bounds.body;
+        let origin = self.origin.clone();
+        let too_big = || {
+            bad_response(format!(
+                "{origin} sent a body over {max} bytes (limits.max_upstream_body_bytes)"
+            ))
+        };
+        if self.declared.is_some_and(|n| n > max) {
+            return Err(too_big());
+        }
+        // Whole up to the bound: growth never overshoots it (no doubling past it).
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(self.declared.map_or(0, |n| n as usize));
         let mut chunk = vec![0u8; 16 << 10];
         loop {
             let read = async { Some(self.body.read(&mut chunk).await) };
@@ -240,23 +279,23 @@ impl UpstreamResponse {
                     )))
                 }
                 Some(Ok(0)) => return Ok(out),
+                Some(Ok(n)) if n > max - out.len() => return Err(too_big()),
                 Some(Ok(n)) => {
-                    out.extend_from_slice(&chunk[..n]);
-                    if out.len() as u64 > MAX_UPSTREAM_BODY {
-                        return Err(ApiError::bad_gateway(format!(
-                            "{} response exceeds 256 MiB",
-                            self.origin
-                        )));
+                    if out.capacity() - out.len() < n {
+                        let target = (out.capacity() * 2).clamp(out.len() + n, max);
+                        out.reserve_exact(target - out.len());
                     }
+                    out.extend_from_slice(&chunk[..n]);
                 }
             }
         }
     }
 
-    /// The body as a stream of server-sent events.
+    /// The body as a stream of server-sent events, each line and event bounded by
+    /// `[limits] max_sse_event_bytes`.
     pub fn events(self) -> EventStream {
         EventStream {
-            reader: sse::Reader::new(BufReader::new(self.body)),
+            reader: sse::Reader::new(BufReader::new(self.body), self.bounds.sse_event),
             idle: self.idle,
             origin: self.origin,
         }

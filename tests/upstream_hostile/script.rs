@@ -108,3 +108,18 @@ pub fn chunked(head: &str, body: &[u8], pieces: usize, trailers: &[u8]) -> Vec<u
     out.extend_from_slice(b"\r\n");
     out
 }
+
+/// Writes `bytes` of `fill` as 64 KiB chunks of a chunked body, stopping when the reader
+/// goes away; returns how much was written.
+pub fn endless_chunks(stream: &mut TcpStream, fill: u8, bytes: usize) -> usize {
+    let block = vec![fill; 64 << 10];
+    let mut frame = format!("{:x}\r\n", block.len()).into_bytes();
+    frame.extend_from_slice(&block);
+    frame.extend_from_slice(b"\r\n");
+    let mut sent = 0;
+    while sent < bytes && stream.write_all(&frame).is_ok() {
+        sent += block.len();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    sent
+}
