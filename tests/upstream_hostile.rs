@@ -1,5 +1,6 @@
 //! Hostile upstreams through the real binary: a scripted upstream (exact bytes on a raw socket)
-//! sends heads with non-ASCII values, odd framing, endless SSE lines and huge bodies. The client must always get its answer or
+//! sends heads with non-ASCII values, odd framing, endless SSE lines and huge bodies, and a
+//! mock Gemini upstream receives hostile model names. The client must always get its answer or
 //! a clean error, the gateway's memory must stay bounded, and the process must keep serving.
 
 #[path = "hostile/fuzz.rs"]
@@ -305,6 +306,86 @@ fn a_huge_upstream_body_is_a_502_in_bounded_memory() {
     let e = chat(&gw).expect_error(502, "upstream_error");
     assert!(e["message"].as_str().unwrap().contains("1048576"), "{e}");
     still_alive(&gw);
+}
+
+#[test]
+fn model_names_stay_one_path_segment_under_gemini_models() {
+    let mock = Mock::start("fixtures/gemini");
+    let gw = Gateway::start(&format!(
+        "[providers.google]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key = \"gemini-operator-key\"\n",
+        mock.url
+    ));
+    let hostile = [
+        "google/../../v1beta/tunedModels#x",
+        "google/..%2F..%2Fv1beta%2FtunedModels",
+        "google/x?key=attacker",
+        "google/models/../cachedContents",
+        "google/..",
+        "google/.",
+        "google/models/..",
+        "google/a b\u{e9}",
+        "google/%2e%2e",
+        "google/x:generateContent?alt=sse#",
+    ];
+    for model in hostile {
+        for (path, body) in [
+            (
+                "/v1/chat/completions",
+                json!({"model": model, "messages": [{"role": "user", "content": "Count from 1 to 5"}]}),
+            ),
+            (
+                "/v1/chat/completions",
+                json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "Count from 1 to 5"}]}),
+            ),
+            ("/v1/embeddings", json!({"model": model, "input": "Text 1"})),
+            ("/v1/embeddings", json!({"model": model, "input": ["Text 1", "Text 2"]})),
+        ] {
+            mock.clear();
+            let res = gw.post(path, &[], &body);
+            for r in mock.requests() {
+                let got = r["path"].as_str().unwrap_or_default().to_owned();
+                let rest = got
+                    .strip_prefix("/v1beta/models/")
+                    .unwrap_or_else(|| panic!("{model:?} on {path} reached {got:?}"));
+                // One segment, even for a server that decodes it once before routing.
+                let decoded = percent_decode(rest);
+                assert!(!decoded.contains('/'), "{model:?} on {path} reached {got:?}");
+                assert!(!matches!(rest, "." | ".."), "{model:?} on {path} reached {got:?}");
+            }
+            if res.status == 400 {
+                res.expect_error(400, "invalid_request_error");
+                assert!(mock.requests().is_empty(), "{model:?}: refused yet sent");
+            }
+        }
+    }
+    let ok = gw.post(
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "google/models/gemini-2.5-flash", "messages": [{"role": "user", "content": "Count from 1 to 5"}]}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]
