@@ -6,10 +6,11 @@
 //! header from a third-party service would end the process); its chunked decoder does the same
 //! with trailers, can return `Pending` without a waker, reads a close-framed body as empty and
 //! refuses status codes http-types has no name for. This decoder bounds the head (64 KiB, 128
-//! fields), keeps any three-digit status, skips 1xx interim answers, drops header values that
-//! are not visible ASCII, and frames the body by `Transfer-Encoding: chunked` (our own
-//! incremental decoder with bounded size lines and trailers, which are read and discarded),
-//! `Content-Length`, or the connection's close. Body reads return as soon as bytes arrive.
+//! fields), keeps any final status from 200 to 599 (named or not), skips 1xx interim answers,
+//! drops header values that are not visible ASCII, and frames the body by `Transfer-Encoding:
+//! chunked` (our own incremental decoder with bounded size lines and trailers, which are read
+//! and discarded), `Content-Length`, or the connection's close. Body reads return as soon as
+//! bytes arrive.
 
 use futures_lite::{future::poll_fn, AsyncRead};
 use std::io;
@@ -131,6 +132,9 @@ pub(super) async fn read_head<R: AsyncRead + Unpin>(
             match res.parse(buf.unread()) {
                 Ok(httparse::Status::Complete(n)) => {
                     let status = res.code.unwrap_or_default();
+                    if !(100..=599).contains(&status) {
+                        return Err(HeadError::Malformed(format!("sent status {status}, outside 100-599")));
+                    }
                     let head = (!(100..200).contains(&status))
                         .then(|| head(status, res.version, res.headers, origin))
                         .transpose()
@@ -518,6 +522,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
             b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"HTTP/1.1 600 High\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"garbage\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
