@@ -43,7 +43,7 @@ impl App {
             store,
             router: RwLock::new(Arc::new(Router::new(config)?)),
             retry: config.retry.clone(),
-            client: Client::new(config.timeouts.clone()),
+            client: Client::new(config.timeouts.clone(), &config.limits),
             memory: Memory::new(config),
             usage: Default::default(),
             metrics: Default::default(),

@@ -295,6 +295,22 @@ pub struct LimitsConfig {
     pub max_connections: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
+    /// The largest non-streamed upstream body read (an embeddings batch is big); default 32 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upstream_body_bytes: Option<u64>,
+    /// The largest upstream SSE line or event (Gemini's are whole responses); default 4 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sse_event_bytes: Option<u64>,
+}
+
+impl LimitsConfig {
+    pub fn upstream_body_bytes(&self) -> u64 {
+        self.max_upstream_body_bytes.unwrap_or(32 << 20)
+    }
+
+    pub fn sse_event_bytes(&self) -> u64 {
+        self.max_sse_event_bytes.unwrap_or(4 << 20)
+    }
 }
 
 /// Where the config came from, for messages.
@@ -603,12 +619,15 @@ mod tests {
             max_attempts = 3
             [limits]
             rpm = 60
+            max_upstream_body_bytes = 1048576
             [fallbacks]
             "openai/gpt-4o" = ["anthropic/claude-sonnet-4"]
             "#,
         )
         .unwrap();
         assert_eq!(c.providers.len(), 3);
+        assert_eq!(c.limits.upstream_body_bytes(), 1 << 20);
+        assert_eq!(c.limits.sse_event_bytes(), 4 << 20);
         let masked = c.to_masked_toml();
         assert!(
             !masked.contains("sk-secret-value") && masked.contains("sk-s"),

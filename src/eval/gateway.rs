@@ -50,7 +50,7 @@ impl Gateway {
         Gateway {
             base: url.trim_end_matches('/').trim_end_matches("/v1").to_owned(),
             key,
-            client: Client::new(Timeouts::default()),
+            client: Client::new(Timeouts::default(), &Default::default()),
             local: None,
         }
     }
@@ -91,7 +91,7 @@ impl Gateway {
         Ok(Gateway {
             base: format!("http://{addr}"),
             key: None,
-            client: Client::new(config.timeouts.clone()),
+            client: Client::new(config.timeouts.clone(), &config.limits),
             local: Some(Local {
                 app,
                 server,

@@ -2,7 +2,8 @@
 //!
 //! The parser follows the WHATWG framing: lines end in LF, CRLF (Gemini) or CR; `data:` lines
 //! of one event are joined with LF; a blank line dispatches; lines starting with `:` are
-//! comments (keep-alives); one space after the colon is dropped.
+//! comments (keep-alives); one space after the colon is dropped. Lines and events are bounded
+//! (`[limits] max_sse_event_bytes`): an upstream cannot grow memory with a line that never ends.
 
 use futures_lite::{AsyncBufRead, AsyncBufReadExt};
 use std::io;
@@ -21,15 +22,18 @@ pub struct Event {
 pub struct Reader<R> {
     inner: R,
     line: Vec<u8>,
+    /// The longest line, and the most data one event may gather.
+    max: usize,
     /// A CR ended the last line, so an LF opening the next read belongs to it.
     after_cr: bool,
 }
 
 impl<R: AsyncBufRead + Unpin> Reader<R> {
-    pub fn new(inner: R) -> Self {
+    pub fn new(inner: R, max: usize) -> Self {
         Reader {
             inner,
             line: Vec::new(),
+            max,
             after_cr: false,
         }
     }
@@ -59,6 +63,9 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
             };
             match field {
                 "data" => {
+                    if ev.data.len() + usize::from(has_data) + value.len() > self.max {
+                        return Err(self.too_big("event"));
+                    }
                     if has_data {
                         ev.data.push('\n');
                     }
@@ -69,6 +76,13 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
                 _ => {} // `id:` and `retry:` mean nothing to a one-shot relay.
             }
         }
+    }
+
+    fn too_big(&self, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("an SSE {what} over {} bytes (limits.max_sse_event_bytes)", self.max),
+        )
     }
 
     async fn read_line(&mut self) -> io::Result<Option<String>> {
@@ -86,7 +100,11 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
                 start = 1;
             }
             self.after_cr = false;
-            match buf[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
+            let end = buf[start..].iter().position(|&b| b == b'\n' || b == b'\r');
+            if self.line.len() + end.unwrap_or(buf.len() - start) > self.max {
+                return Err(self.too_big("line"));
+            }
+            match end {
                 Some(i) => {
                     self.line.extend_from_slice(&buf[start..start + i]);
                     let end = buf[start + i];
@@ -136,17 +154,36 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8], chunk: usize) -> Vec<Event> {
+        parse_within(bytes, chunk, 1 << 20).unwrap()
+    }
+
+    fn parse_within(bytes: &[u8], chunk: usize, max: usize) -> io::Result<Vec<Event>> {
         // Feed in small chunks so line endings split across reads are exercised.
         let chunks: Vec<Vec<u8>> = bytes.chunks(chunk).map(<[u8]>::to_vec).collect();
         let stream = futures_lite::stream::iter(chunks.into_iter().map(Ok::<_, io::Error>));
-        let mut r = Reader::new(futures_lite::io::BufReader::new(StreamReader(Box::pin(stream))));
+        let mut r = Reader::new(futures_lite::io::BufReader::new(StreamReader(Box::pin(stream))), max);
         smol::block_on(async {
             let mut out = Vec::new();
-            while let Some(e) = r.next().await.unwrap() {
+            while let Some(e) = r.next().await? {
                 out.push(e);
             }
-            out
+            Ok(out)
         })
+    }
+
+    #[test]
+    fn lines_and_events_past_the_bound_are_errors() {
+        // `data: ` plus 10 bytes is a 16-byte line holding 10 bytes of data.
+        let line = format!("data: {}\n\n", "a".repeat(10));
+        for chunk in [1, 5, 100] {
+            assert_eq!(parse_within(line.as_bytes(), chunk, 16).unwrap().len(), 1);
+            let e = parse_within(line.as_bytes(), chunk, 15).unwrap_err();
+            assert!(e.to_string().contains("max_sse_event_bytes"), "{e}");
+        }
+        // Short lines that add up to an event over the bound.
+        let event = "data: aaaaa\n".repeat(4) + "\n";
+        assert_eq!(parse_within(event.as_bytes(), 3, 23).unwrap()[0].data.len(), 23);
+        assert!(parse_within(event.as_bytes(), 3, 22).is_err());
     }
 
     struct StreamReader<S>(std::pin::Pin<Box<S>>);

@@ -57,9 +57,32 @@ fn model_path(model: &str) -> &str {
     model.strip_prefix("models/").unwrap_or(model)
 }
 
+/// The model as one URL path segment under `/v1beta/models/`, sent with the operator's key.
+/// Bytes outside RFC 3986's unreserved set are percent-encoded, so `?`, `#`, `%` or `:` cannot
+/// end the segment, start a query or name another method. A `/`, `.` or `..` would leave the
+/// segment (servers decode `%2F` or normalise dot segments), so such a name is refused.
+fn model_segment(model: &str) -> Result<String, ApiError> {
+    let name = model_path(model);
+    if matches!(name, "" | "." | "..") || name.contains('/') {
+        return Err(ApiError::invalid_param(
+            "model",
+            format!("{model:?} is not a Gemini model name: it must be one path segment, such as gemini-2.5-flash"),
+        ));
+    }
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest) -> Result<UpstreamRequest, ApiError> {
     let body = generate_body(req)?;
-    let model = model_path(&req.model);
+    let model = model_segment(&req.model)?;
     let path = if req.is_stream() {
         format!("{model}:streamGenerateContent?alt=sse")
     } else {
@@ -606,7 +629,7 @@ pub(super) fn embeddings_request(
     key: Option<&str>,
     req: &PassthroughRequest,
 ) -> Result<UpstreamRequest, ApiError> {
-    let model = model_path(&req.model);
+    let model = model_segment(&req.model)?;
     let dims = req.rest.get("dimensions").and_then(Value::as_u64);
     let content = |text: &str| {
         let mut c = json!({"content": {"parts": [{"text": text}]}});
@@ -628,7 +651,7 @@ pub(super) fn embeddings_request(
                 .iter()
                 .map(|i| {
                     let mut c = content(i.as_str().ok_or_else(not_text)?);
-                    c["model"] = Value::String(format!("models/{model}"));
+                    c["model"] = Value::String(format!("models/{}", model_path(&req.model)));
                     Ok(c)
                 })
                 .collect::<Result<Vec<_>, ApiError>>()?;
@@ -667,6 +690,25 @@ pub(super) fn embeddings_response(body: &[u8], model: &str) -> Result<Value, Api
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_stays_one_path_segment() {
+        assert_eq!(model_segment("models/gemini-2.5-flash").unwrap(), "gemini-2.5-flash");
+        assert_eq!(
+            model_segment("x?key=a#b%2e:y é").unwrap(),
+            "x%3Fkey%3Da%23b%252e%3Ay%20%C3%A9"
+        );
+        for bad in [
+            "../../v1beta/tunedModels#x",
+            "models/..",
+            ".",
+            "",
+            "tunedModels/x",
+            "a/b",
+        ] {
+            assert_eq!(model_segment(bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
 
     #[test]
     fn chat_maps_to_contents_with_names_for_results() {

@@ -1,17 +1,18 @@
 //! The client side: HTTP/1.1 to providers over TCP or TLS, with a connection pool and timeouts.
 //!
-//! async-h1 sends one request per call and knows nothing of reuse, so this module keeps idle
-//! connections per host and hands one back only after its response body was read to the end.
+//! async-h1 encodes the request; the response is decoded by [`h1`], never by async-h1 (whose
+//! client decoder panics on hostile heads). This module keeps idle connections per host and
+//! hands one back only after its response body was read to its framed end.
 //! A pooled connection the server closed meanwhile is detected (a non-blocking peek sees EOF) or,
 //! if it closes in the race, the request is sent once more on a fresh connection: nothing was
 //! delivered upstream in either case.
 
 mod conn;
+mod h1;
 mod pool;
 pub mod retry;
-mod status;
 
-use crate::config::Timeouts;
+use crate::config::{LimitsConfig, Timeouts};
 use crate::error::ApiError;
 use crate::http::sse;
 use conn::Conn;
@@ -57,13 +58,27 @@ impl std::fmt::Debug for UpstreamRequest {
 pub struct Client {
     pool: Arc<Pool>,
     timeouts: Arc<Timeouts>,
+    bounds: Bounds,
+}
+
+/// How much of an upstream answer is read (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// A non-streamed body, whole.
+    body: u64,
+    /// One SSE line or event.
+    sse_event: usize,
 }
 
 impl Client {
-    pub fn new(timeouts: Timeouts) -> Self {
+    pub fn new(timeouts: Timeouts, limits: &LimitsConfig) -> Self {
         Client {
             pool: Arc::new(Pool::default()),
             timeouts: Arc::new(timeouts),
+            bounds: Bounds {
+                body: limits.upstream_body_bytes(),
+                sse_event: usize::try_from(limits.sse_event_bytes()).unwrap_or(usize::MAX),
+            },
         }
     }
 
@@ -75,7 +90,7 @@ impl Client {
             PoolKey::from_url(&url).ok_or_else(|| ApiError::bad_gateway(format!("bad upstream URL {}", req.url)))?;
         // Header values are written verbatim: a CR or LF would inject headers upstream, and a
         // non-ASCII byte makes http-types panic. Keys (configured or BYOK) are the values at risk.
-        if let Some((name, _)) = req.headers.iter().find(|(_, v)| !is_field_value(v)) {
+        if let Some((name, _)) = req.headers.iter().find(|(_, v)| !h1::is_field_value(v.as_bytes())) {
             return Err(ApiError::bad_gateway(format!(
                 "the {name} header for {} holds a byte HTTP forbids (CR, LF, NUL or non-ASCII); check the provider key",
                 key.origin()
@@ -86,10 +101,10 @@ impl Client {
         // the request, and sending it again would pay for the answer twice.
         let first = match self.pool.take(&key) {
             Some(conn) => self.exchange(conn, &key, &url, req).await,
-            None => Err(Exchange::Failed(String::new())),
+            None => Err(Exchange::Lost(String::new())),
         };
         let result = match first {
-            Err(Exchange::Failed(_)) => self.exchange(self.connect(&key).await?, &key, &url, req).await,
+            Err(Exchange::Lost(_)) => self.exchange(self.connect(&key).await?, &key, &url, req).await,
             other => other,
         };
         result.map_err(|e| match e {
@@ -98,7 +113,8 @@ impl Client {
                 key.origin(),
                 self.timeouts.first_byte_ms
             )),
-            Exchange::Failed(m) => ApiError::bad_gateway(format!("{} failed: {m}", key.origin())),
+            Exchange::Lost(m) => ApiError::bad_gateway(format!("{} failed: {m}", key.origin())),
+            Exchange::Malformed(m) => bad_response(format!("{} {m}", key.origin())),
         })
     }
 
@@ -132,73 +148,71 @@ impl Client {
             http.insert_header("content-type", "application/json");
         }
         let limit = Duration::from_millis(self.timeouts.first_byte_ms);
-        let sending = async { Some(send_once(conn.clone(), http).await) };
-        let res = match future::or(sending, sleep_none(limit)).await {
+        let origin = key.origin();
+        let sending = async { Some(send_once(conn.clone(), http, &origin).await) };
+        let (head, buf) = match future::or(sending, sleep_none(limit)).await {
             None => return Err(Exchange::Timeout),
-            Some(Err(e)) => return Err(Exchange::Failed(e.to_string())),
-            Some(Ok(res)) => res,
+            Some(r) => r?,
         };
-        let (mut res, status) = res;
-        let framed = res.len().is_some()
-            || res
-                .header("transfer-encoding")
-                .is_some_and(|v| v.as_str().eq_ignore_ascii_case("chunked"));
-        let closing = res
-            .header("connection")
-            .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
-        let content_type = res
-            .header("content-type")
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
-        let retry_after = retry::after(
-            res.header("retry-after-ms").map(|v| v.as_str()),
-            res.header("retry-after").map(|v| v.as_str()),
-        );
+        let content_type = head.header("content-type").unwrap_or_default().to_owned();
+        let retry_after = retry::after(head.header("retry-after-ms"), head.header("retry-after"));
+        let declared = match head.framing {
+            h1::Framing::Length(n) => Some(n),
+            _ => None,
+        };
         let body = PooledBody {
-            body: res.take_body(),
-            home: (framed && !closing).then(|| Home {
+            source: Source::Net(Box::new(h1::Body::new(conn.clone(), buf, head.framing))),
+            home: head.reusable.then(|| Home {
                 conn,
                 key: key.clone(),
                 pool: self.pool.clone(),
             }),
         };
         Ok(UpstreamResponse {
-            status,
+            status: head.status,
             content_type,
             retry_after,
             body,
+            declared,
+            bounds: self.bounds,
             idle: Duration::from_millis(self.timeouts.idle_ms),
-            origin: key.origin(),
+            origin,
         })
     }
 }
 
 enum Exchange {
     Timeout,
-    Failed(String),
+    /// The connection failed before any answer: safe to send again on a fresh one.
+    Lost(String),
+    /// The upstream answered with something that is not a response we accept.
+    Malformed(String),
+}
+
+/// A 502 for an upstream that answered, but unusably. Not `bad_gateway`: that code is
+/// retried, and this upstream already processed (and may have billed) the request.
+fn bad_response(message: String) -> ApiError {
+    ApiError::new(502, "upstream_error", Some("bad_response"), message)
 }
 
 /// Writes the request (head and body: always sized here) in one write, then reads the head.
 /// async-h1's own `connect` writes head and body apart: two packets where one does.
-/// Returns the response and its real status (which http-types may have no name for).
-async fn send_once(mut conn: Conn, req: Request) -> http_types::Result<(http_types::Response, u16)> {
+async fn send_once(mut conn: Conn, req: Request, origin: &str) -> Result<(h1::Head, h1::Buf), Exchange> {
     use futures_lite::AsyncWriteExt;
     let mut bytes = Vec::with_capacity(512 + req.len().unwrap_or(0));
-    async_h1::client::Encoder::new(req).read_to_end(&mut bytes).await?;
-    conn.write_all(&bytes).await?;
-    let reader = status::StatusFix::new(conn);
-    let original = reader.original.clone();
-    let res = async_h1::client::decode(reader).await?;
-    let real = match original.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => res.status().into(),
-        code => code,
-    };
-    Ok((res, real))
-}
-
-/// Visible ASCII, spaces and tabs: what an HTTP field value may hold.
-fn is_field_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    async_h1::client::Encoder::new(req)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| Exchange::Lost(e.to_string()))?;
+    conn.write_all(&bytes)
+        .await
+        .map_err(|e| Exchange::Lost(e.to_string()))?;
+    let mut buf = h1::Buf::default();
+    match h1::read_head(&mut conn, &mut buf, origin).await {
+        Ok(head) => Ok((head, buf)),
+        Err(h1::HeadError::Lost(m)) => Err(Exchange::Lost(m)),
+        Err(h1::HeadError::Malformed(m)) => Err(Exchange::Malformed(m)),
+    }
 }
 
 async fn sleep_none<T>(d: Duration) -> Option<T> {
@@ -214,22 +228,28 @@ pub struct UpstreamResponse {
     /// How long the upstream asked us to wait before trying again (`Retry-After`).
     pub retry_after: Option<Duration>,
     body: PooledBody,
+    /// The body's `Content-Length`, when it has one.
+    declared: Option<u64>,
+    bounds: Bounds,
     idle: Duration,
     origin: String,
 }
 
-/// The most we read of a non-streamed upstream body (embeddings of a large batch are big).
-const MAX_UPSTREAM_BODY: u64 = 256 << 20;
-
 impl UpstreamResponse {
     /// A response that did not come over the network (a replayed fixture).
     pub fn from_bytes(status: u16, content_type: &str, body: Vec<u8>, origin: &str) -> UpstreamResponse {
+        let limits = LimitsConfig::default();
         UpstreamResponse {
+            declared: Some(body.len() as u64),
+            bounds: Bounds {
+                body: limits.upstream_body_bytes().max(body.len() as u64),
+                sse_event: usize::MAX,
+            },
             status,
             content_type: content_type.to_owned(),
             retry_after: None,
             body: PooledBody {
-                body: Body::from_bytes(body),
+                source: Source::Bytes(futures_lite::io::Cursor::new(body)),
                 home: None,
             },
             idle: Duration::from_secs(60),
@@ -245,9 +265,22 @@ impl UpstreamResponse {
         self.content_type.starts_with("text/event-stream")
     }
 
-    /// Reads the whole body; each read must arrive within the idle timeout.
+    /// Reads the whole body, up to `[limits] max_upstream_body_bytes`; each read must arrive
+    /// within the idle timeout.
     pub async fn bytes(mut self) -> Result<Vec<u8>, ApiError> {
-        let mut out = Vec::new();
+        let max = self.bounds.body;
+        let origin = self.origin.clone();
+        let too_big = || {
+            bad_response(format!(
+                "{origin} sent a body over {max} bytes (limits.max_upstream_body_bytes)"
+            ))
+        };
+        if self.declared.is_some_and(|n| n > max) {
+            return Err(too_big());
+        }
+        // Whole up to the bound: growth never overshoots it (no doubling past it).
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(self.declared.map_or(0, |n| n as usize));
         let mut chunk = vec![0u8; 16 << 10];
         loop {
             let read = async { Some(self.body.read(&mut chunk).await) };
@@ -265,23 +298,23 @@ impl UpstreamResponse {
                     )))
                 }
                 Some(Ok(0)) => return Ok(out),
+                Some(Ok(n)) if n > max - out.len() => return Err(too_big()),
                 Some(Ok(n)) => {
-                    out.extend_from_slice(&chunk[..n]);
-                    if out.len() as u64 > MAX_UPSTREAM_BODY {
-                        return Err(ApiError::bad_gateway(format!(
-                            "{} response exceeds 256 MiB",
-                            self.origin
-                        )));
+                    if out.capacity() - out.len() < n {
+                        let target = (out.capacity() * 2).clamp(out.len() + n, max);
+                        out.reserve_exact(target - out.len());
                     }
+                    out.extend_from_slice(&chunk[..n]);
                 }
             }
         }
     }
 
-    /// The body as a stream of server-sent events.
+    /// The body as a stream of server-sent events, each line and event bounded by
+    /// `[limits] max_sse_event_bytes`.
     pub fn events(self) -> EventStream {
         EventStream {
-            reader: sse::Reader::new(BufReader::new(self.body)),
+            reader: sse::Reader::new(BufReader::new(self.body), self.bounds.sse_event),
             idle: self.idle,
             origin: self.origin,
         }
@@ -315,10 +348,15 @@ impl EventStream {
 
 /// A response body that returns its connection to the pool once read to the end.
 struct PooledBody {
-    body: Body,
-    /// `None` when the connection cannot carry another request (close-framed or `Connection: close`),
-    /// or when there is none (a replayed fixture).
+    source: Source,
+    /// `None` when the connection cannot carry another request (close-framed, `Connection:
+    /// close`, ambiguous framing), or when there is none (a replayed fixture).
     home: Option<Home>,
+}
+
+enum Source {
+    Net(Box<h1::Body<Conn>>),
+    Bytes(futures_lite::io::Cursor<Vec<u8>>),
 }
 
 /// Where a connection goes back to.
@@ -339,10 +377,16 @@ impl std::fmt::Debug for PooledBody {
 impl AsyncRead for PooledBody {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.body).poll_read(cx, buf);
+        let (r, clean) = match &mut this.source {
+            Source::Net(body) => {
+                let r = Pin::new(&mut **body).poll_read(cx, buf);
+                (r, body.ended_clean())
+            }
+            Source::Bytes(c) => (Pin::new(c).poll_read(cx, buf), false),
+        };
         match &r {
             Poll::Ready(Ok(0)) if !buf.is_empty() => {
-                if let Some(h) = this.home.take() {
+                if let Some(h) = this.home.take().filter(|_| clean) {
                     h.pool.put(h.key, h.conn);
                 }
             }

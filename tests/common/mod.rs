@@ -103,6 +103,8 @@ pub struct Gateway {
     pub dir: PathBuf,
     pub config: PathBuf,
     log: Arc<Mutex<String>>,
+    /// Collects stderr; joined after the process ends so the log holds its last lines.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -136,7 +138,7 @@ impl Gateway {
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(i) = line.find("listening on http://") {
@@ -156,6 +158,7 @@ impl Gateway {
             dir: dir.to_owned(),
             config: path,
             log,
+            reader: Some(reader),
         }
     }
 
@@ -204,7 +207,12 @@ impl Gateway {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        // The exit closed the pipe: the reader ends once it has logged the last line.
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        status
     }
 }
 

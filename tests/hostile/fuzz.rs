@@ -13,17 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// xorshift64*, as in `src/api/fuzz.rs`: small, seeded, reproducible.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }
@@ -108,34 +108,40 @@ fn seeds() -> Vec<Vec<u8>> {
 fn mutate(rng: &mut Rng, mut req: Vec<u8>) -> Vec<u8> {
     for _ in 0..=rng.below(4) {
         let at = rng.below(req.len() + 1);
-        match rng.below(6) {
-            0 if at < req.len() => req[at] = rng.next() as u8,
-            1 => {
-                let word = SPLICE[rng.below(SPLICE.len())];
-                req.splice(at..at, word.iter().copied());
-            }
-            2 => {
-                let end = (at + rng.below(16)).min(req.len());
-                req.drain(at..end);
-            }
-            3 => {
-                let end = (at + rng.below(64)).min(req.len());
-                let copy = req[at..end].repeat(1 + rng.below(8));
-                req.splice(at..at, copy);
-            }
-            4 => req.truncate(at),
-            _ => {
-                // Swap case or a digit: header names, methods and lengths.
-                if let Some(b) = req.get_mut(at) {
-                    *b = match *b {
-                        b'0'..=b'9' => b'0' + rng.below(10) as u8,
-                        c => c ^ 0x20,
-                    };
-                }
+        edit(rng, &mut req, at, SPLICE);
+    }
+    req
+}
+
+/// One random edit at `at`: a byte replaced, a word of `splice` inserted, bytes dropped or
+/// repeated, the rest cut off, or a letter's case or a digit changed.
+pub fn edit(rng: &mut Rng, req: &mut Vec<u8>, at: usize, splice: &[&[u8]]) {
+    match rng.below(6) {
+        0 if at < req.len() => req[at] = rng.next() as u8,
+        1 => {
+            let word = splice[rng.below(splice.len())];
+            req.splice(at..at, word.iter().copied());
+        }
+        2 => {
+            let end = (at + rng.below(16)).min(req.len());
+            req.drain(at..end);
+        }
+        3 => {
+            let end = (at + rng.below(64)).min(req.len());
+            let copy = req[at..end].repeat(1 + rng.below(8));
+            req.splice(at..at, copy);
+        }
+        4 => req.truncate(at),
+        _ => {
+            // Swap case or a digit: header names, methods and lengths.
+            if let Some(b) = req.get_mut(at) {
+                *b = match *b {
+                    b'0'..=b'9' => b'0' + rng.below(10) as u8,
+                    c => c ^ 0x20,
+                };
             }
         }
     }
-    req
 }
 
 /// What a fuzz run saw.
@@ -168,7 +174,7 @@ impl fmt::Display for Report {
     }
 }
 
-fn env(name: &str, default: u64) -> u64 {
+pub fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
