@@ -209,7 +209,11 @@ async fn dispatch(
     let method = req.method();
     let path = req.url().path().to_owned();
     if path == "/healthz" {
-        return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
+        // A store that cannot write fails every memory request: say so to the supervisor.
+        return Ok(match app.store.health().await {
+            Ok(()) => json_response(200, &serde_json::json!({"status": "ok"})),
+            Err(reason) => json_response(503, &serde_json::json!({"status": "unavailable", "reason": reason})),
+        });
     }
     if path == "/metrics" {
         if method != Method::Get {

@@ -106,9 +106,23 @@ pub fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(m) => ApiError::not_found(m),
         StoreError::Conflict(m) => ApiError::new_status(409, &m),
+        StoreError::Full(m) => {
+            log::error!("memory store: {m}");
+            ApiError::new(
+                507,
+                "server_error",
+                Some("insufficient_storage"),
+                "the gateway's disk is full: nothing of this request was stored; earlier data is safe",
+            )
+        }
         other => {
             log::error!("memory store: {other}");
-            ApiError::internal("the memory store failed; nothing was lost, try again")
+            ApiError::new(
+                503,
+                "server_error",
+                Some("store_unavailable"),
+                "the memory store failed; nothing of this request was stored, try again",
+            )
         }
     }
 }
