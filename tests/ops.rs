@@ -272,3 +272,84 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
     let res = gw.post("/v1/chat/completions", &[], &chat_body("Hello", false));
     assert_eq!(res.status, 200, "{}", res.text());
 }
+
+/// The CLI's `keys list` through the running server's admin socket works.
+fn cli_works(gw: &Gateway) {
+    let out = gw.cli(&["keys", "list"]);
+    assert!(
+        out.status.success(),
+        "the CLI failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+}
+
+#[test]
+fn admin_socket_drops_oversized_and_slow_requests_and_keeps_serving_the_cli() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let sock = gw.dir.join("data").join("admin.sock");
+
+    // A request line with no end: the server stops reading at its size cap and says why.
+    let mut big = UnixStream::connect(&sock).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0usize;
+    let started = Instant::now();
+    // The server closes its end once over the cap, so a write eventually fails.
+    while sent < (8 << 20) && big.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+    }
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply);
+    assert!(
+        sent < (8 << 20) && reply.contains("too large"),
+        "the server read {sent} bytes of one admin request and answered {reply:?}"
+    );
+    eprintln!(
+        "oversized admin request cut off after {sent} bytes, {:?}",
+        started.elapsed()
+    );
+    cli_works(&gw);
+
+    // A client that connects and says nothing is disconnected after the read timeout.
+    let mut slow = UnixStream::connect(&sock).unwrap();
+    slow.write_all(b"{\"op\":").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    cli_works(&gw);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = slow.read_to_end(&mut rest);
+    assert!(
+        read.is_ok() && started.elapsed() < Duration::from_secs(20),
+        "a silent admin client was kept: {read:?} after {:?}",
+        started.elapsed()
+    );
+    cli_works(&gw);
+}
+
+#[test]
+fn start_tightens_an_open_data_dir_and_database_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("perms");
+    let text = config(&mock, "");
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    drop(gw);
+    let data = dir.join("data");
+    let db = data.join("memgate.redb");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&data), mode(&db)), (0o700, 0o600), "a new install's modes");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    assert_eq!(mode(&data), 0o700, "data_dir mode");
+    assert_eq!(mode(&db), 0o600, "database mode");
+    let log = gw.log();
+    assert!(
+        log.contains("0755") && log.contains("0644") && log.contains("0700") && log.contains("0600"),
+        "the change was not logged: {log}"
+    );
+}

@@ -189,6 +189,7 @@ impl Store {
             ))
         })?;
         let path = dir.join(DB_FILE);
+        private_file(&path)?;
         let db = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(open_db(&path)?))),
             path,
@@ -271,11 +272,54 @@ impl Store {
     }
 }
 
+/// Creates `dir` 0700, or tightens an existing one to 0700 (logging the change): it holds the
+/// database and the admin socket, which are for the service user alone.
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
+        tighten(dir, 0o700);
         return Ok(());
     }
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Takes group and other permissions off `path` (if it exists) and logs it when it changed
+/// anything. A file we cannot chmod (not ours) is left as it is, with a warning.
+#[cfg(unix)]
+fn tighten(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let old = meta.permissions().mode() & 0o7777;
+    if old & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => log::warn!("{} was mode {old:04o}; tightened to {mode:04o}", path.display()),
+        Err(e) => log::warn!(
+            "{} is mode {old:04o}, readable by other users, and cannot be tightened to {mode:04o}: {e}",
+            path.display()
+        ),
+    }
+}
+
+/// Creates the database file 0600 (redb would create it with the umask's mode), or tightens
+/// one an older install left 0644.
+#[cfg(unix)]
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        tighten(path, 0o600);
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", path.display())))
 }
