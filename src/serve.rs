@@ -62,6 +62,9 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
         );
         crate::runtime::spawn(crate::usage::flusher(Arc::downgrade(&app))).detach();
         notify::send(&format!("READY=1\nSTATUS=serving on http://{bound}"));
+        if let Some(every) = notify::watchdog_interval() {
+            crate::runtime::spawn(notify::watchdog(every)).detach();
+        }
         let handler_app = app.clone();
         let handler = move |req, peer| crate::api::handle(handler_app.clone(), req, peer);
         let watch = async {

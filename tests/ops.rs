@@ -353,3 +353,122 @@ fn start_tightens_an_open_data_dir_and_database_file() {
         "the change was not logged: {log}"
     );
 }
+
+/// Every notification until one holding `until` (or panics after the socket's timeout).
+fn notifications_until(socket: &UnixDatagram, until: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    while !seen.iter().any(|n: &String| n.lines().any(|l| l.starts_with(until))) {
+        seen.push(notification(socket));
+    }
+    seen
+}
+
+fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, String) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (socket, path.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn watchdog_pings_come_every_half_interval_and_only_for_our_pid() {
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("watchdog");
+    let (socket, target) = notify_socket(&dir);
+    let gw = Gateway::start_in(
+        &temp_dir("watchdog-gw"),
+        &config(&mock, ""),
+        &[("NOTIFY_SOCKET", &target), ("WATCHDOG_USEC", "400000")],
+    );
+    notifications_until(&socket, "READY=1");
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        if notification(&socket).lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    // Every 200 ms over 1.5 s: about 7; generous bounds, this is not a timing test.
+    assert!(
+        (3..=15).contains(&pings),
+        "{pings} WATCHDOG=1 in 1.5 s with WATCHDOG_USEC=400000"
+    );
+    drop(gw);
+
+    // WATCHDOG_PID names another process: the watchdog is not ours to feed.
+    let gw = Gateway::start_in(
+        &temp_dir("watchdog-gw"),
+        &config(&mock, ""),
+        &[
+            ("NOTIFY_SOCKET", &target),
+            ("WATCHDOG_USEC", "200000"),
+            ("WATCHDOG_PID", "1"),
+        ],
+    );
+    notifications_until(&socket, "READY=1");
+    socket.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    let mut buf = [0u8; 256];
+    let got = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(got.is_err(), "pinged for another pid's watchdog: {got:?}: {}", gw.log());
+}
+
+#[test]
+fn a_database_left_by_kill_9_is_repaired_with_more_start_time_asked_before_ready() {
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("repair");
+    let text = config(&mock, "");
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    let res = gw.post(
+        "/v1/memory/threads/repair-thread/messages",
+        &[],
+        &json!({"messages": [{"role": "user", "content": "kept"}]}),
+    );
+    assert_eq!(res.status, 404, "{}", res.text());
+    let res = gw.post(
+        "/v1/memory/threads",
+        &[],
+        &json!({"id": "repair-thread", "resourceId": "u"}),
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    gw.kill();
+
+    let (socket, target) = notify_socket(&temp_dir("repair-notify"));
+    let gw = Gateway::start_in(&dir, &text, &[("NOTIFY_SOCKET", &target)]);
+    let seen = notifications_until(&socket, "READY=1");
+    let extend = seen
+        .iter()
+        .position(|n| n.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")));
+    assert!(
+        extend.is_some_and(|i| i + 1 < seen.len()),
+        "no EXTEND_TIMEOUT_USEC before READY=1: {seen:?}: {}",
+        gw.log()
+    );
+    assert!(gw.log().contains("repair"), "{}", gw.log());
+    assert_eq!(gw.get("/v1/memory/threads/repair-thread", &[]).status, 200);
+}
+
+#[test]
+fn a_provider_key_comes_from_a_systemd_credential() {
+    let mock = Mock::start("fixtures/openai");
+    let creds = temp_dir("credentials");
+    std::fs::write(creds.join("MEMGATE_TEST_OPENAI_KEY"), "sk-from-credential\n").unwrap();
+    let text = format!(
+        "default_provider = \"openai\"\n[providers.openai]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         api_key_env = \"MEMGATE_TEST_OPENAI_KEY\"\nmodels = [\"gpt-4o-mini\"]\n",
+        mock.url
+    );
+    let gw = Gateway::start_in(
+        &temp_dir("credential-gw"),
+        &text,
+        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
+    );
+    let res = gw.post("/v1/chat/completions", &[], &chat_body("Hello", false));
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        mock.last_header("authorization").as_deref(),
+        Some("Bearer sk-from-credential")
+    );
+    assert!(!gw.log().contains("sk-from-credential"), "the key reached the log");
+}

@@ -127,7 +127,18 @@ pub struct Reader {
 
 /// Opens the file with our settings; `Locked` when another handle holds it.
 fn open_db(path: &Path) -> Result<Database, StoreError> {
-    match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
+    let mut builder = Database::builder();
+    let shown = path.display().to_string();
+    let last = std::sync::Mutex::new(None);
+    // A file not closed cleanly (kill -9, power loss) is walked whole before it opens.
+    builder.set_cache_size(CACHE_BYTES).set_repair_callback(move |session| {
+        log::warn!(
+            "repairing {shown} (not closed cleanly): {:.0}%",
+            session.progress() * 100.0
+        );
+        crate::notify::extend_timeout(&last);
+    });
+    match builder.create(path) {
         Ok(db) => Ok(db),
         Err(DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked(path.to_owned())),
         Err(e) => Err(StoreError::Failed(format!("cannot open {}: {e}", path.display()))),
