@@ -259,6 +259,9 @@ pub struct LimitsConfig {
     pub max_connections: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
+    /// Message bytes each key (tenant) may store; unset or 0: no quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stored_bytes_per_key: Option<u64>,
 }
 
 /// Where the config came from, for messages.

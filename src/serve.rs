@@ -36,6 +36,7 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
         ),
         e => e.to_string(),
     })?;
+    store.set_quota(config.limits.max_stored_bytes_per_key);
     let app = Arc::new(App::new(&config, listen, store.clone())?);
     let server = Server::new(server_options(&config));
     let mut live = Live::new(config, file);

@@ -1,4 +1,5 @@
-//! Writes that really fail: the database on a tmpfs of a few MiB, filled until a commit fails.
+//! Storage limits. Writes that really fail: the database on a tmpfs of a few MiB, filled until
+//! a commit fails. Per-key quotas of stored bytes, and caps on what requests put in storage.
 //!
 //! Mounting needs root (CI runs as root); elsewhere the test says `skipped:` and passes, and
 //! under `CI=true` it fails instead.
@@ -164,4 +165,176 @@ fn a_full_disk_fails_writes_cleanly_healthz_says_so_and_space_coming_back_heals_
         acknowledged.len()
     );
     assert!(texts.iter().zip(&acknowledged).all(|(a, b)| a == b));
+}
+
+/// Asserts an error in Anthropic's shape whose message holds `word`.
+fn anthropic_error_saying(res: &Resp, word: &str) {
+    let body = res.json();
+    assert_eq!(body["type"], "error", "{}", res.text());
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains(word)),
+        "{}",
+        res.text()
+    );
+}
+
+fn chat(model_extra: Value) -> Value {
+    let mut body = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]});
+    for (k, v) in model_extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[test]
+fn user_tags_title_and_metadata_over_their_caps_are_refused_naming_field_and_cap() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&format!(
+        "default_provider = \"openai\"\n{}",
+        provider("openai", &mock, "")
+    ));
+    let refused = |res: Resp, field: &str, cap: &str| {
+        let e = res.expect_error(400, "invalid_request_error");
+        assert_eq!(e["param"], field, "{e}");
+        assert!(e["message"].as_str().unwrap().contains(cap), "{e}");
+    };
+    let long = "u".repeat(257);
+    refused(
+        gw.post("/v1/chat/completions", &[], &chat(json!({"user": long}))),
+        "user",
+        "256",
+    );
+    let tags: Vec<String> = (0..17).map(|i| format!("t{i}")).collect();
+    refused(
+        gw.post("/v1/chat/completions", &[], &chat(json!({"tags": tags}))),
+        "tags",
+        "16",
+    );
+    refused(
+        gw.post("/v1/chat/completions", &[], &chat(json!({"tags": ["x".repeat(65)]}))),
+        "tags",
+        "64",
+    );
+    // Anthropic's Messages API: `metadata.user_id` is the same `user`, refused in its format.
+    let res = gw.post(
+        "/v1/messages",
+        &[],
+        &json!({"model": "openai/gpt-4o-mini", "max_tokens": 16, "metadata": {"user_id": "u".repeat(257)},
+                "messages": [{"role": "user", "content": "Hello"}]}),
+    );
+    assert_eq!(res.status, 400, "{}", res.text());
+    anthropic_error_saying(&res, "256");
+    assert!(mock.requests().is_empty(), "a refused request reached the upstream");
+    // At the caps, all is well.
+    let ok = gw.post(
+        "/v1/chat/completions",
+        &[],
+        &chat(json!({"user": "u".repeat(256), "tags": (0..16).map(|i| format!("{i:0>64}")).collect::<Vec<_>>()})),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+
+    let thread = |extra: Value| {
+        let mut body = json!({"resourceId": "r"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        gw.post("/v1/memory/threads", &[], &body)
+    };
+    refused(thread(json!({"title": "t".repeat(1025)})), "title", "1024");
+    refused(
+        thread(json!({"metadata": {"blob": "m".repeat(16 << 10)}})),
+        "metadata",
+        "16384",
+    );
+    let many: serde_json::Map<String, Value> = (0..65).map(|i| (format!("k{i}"), json!(i))).collect();
+    refused(thread(json!({"metadata": many})), "metadata", "64");
+    let res = thread(json!({"id": "capped", "title": "t".repeat(1024)}));
+    assert_eq!(res.status, 201, "{}", res.text());
+    let patch = request(
+        &gw.addr,
+        "PATCH",
+        "/v1/memory/threads/capped",
+        &[],
+        json!({"title": "t".repeat(1025)}).to_string().as_bytes(),
+    );
+    refused(patch, "title", "1024");
+}
+
+/// Stores a message of 10 kB in `id` with the key in `auth`.
+fn save_10k(gw: &Gateway, auth: &str, id: &str, i: usize) -> Resp {
+    gw.post(
+        &format!("/v1/memory/threads/{id}/messages"),
+        &[("authorization", auth)],
+        &json!({"messages": [{"role": "user", "content": format!("{i} {}", "q".repeat(10_000))}]}),
+    )
+}
+
+#[test]
+fn a_key_over_its_stored_bytes_quota_is_refused_until_it_deletes() {
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("quota");
+    let config = format!(
+        "[auth]\nmode = \"keys\"\n[limits]\nmax_stored_bytes_per_key = 100000\n{}",
+        provider("openai", &mock, "")
+    );
+    let config = config.as_str();
+    let gw = Gateway::start_in(&dir, config, &[]);
+    let (a, b) = (
+        format!("Bearer {}", gw.create_key("quota-a")),
+        format!("Bearer {}", gw.create_key("quota-b")),
+    );
+    for (auth, id) in [(&a, "qa"), (&a, "qa2"), (&b, "qb")] {
+        let res = gw.post(
+            "/v1/memory/threads",
+            &[("authorization", auth)],
+            &json!({"id": id, "resourceId": "r"}),
+        );
+        assert_eq!(res.status, 201, "{}", res.text());
+    }
+    let save = |auth: &str, id: &str, i: usize| save_10k(&gw, auth, id, i);
+    let mut stored = 0;
+    let refused = loop {
+        let res = save(&a, if stored % 2 == 0 { "qa" } else { "qa2" }, stored);
+        if res.status != 201 {
+            break res;
+        }
+        stored += 1;
+        assert!(stored < 20, "100 kB quota took {stored} messages of 10 kB");
+    };
+    assert!(
+        (8..=10).contains(&stored),
+        "{stored} messages of 10 kB fit a 100 kB quota"
+    );
+    let e = refused.expect_error(429, "insufficient_quota");
+    assert_eq!(e["code"], "storage_quota_exceeded", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("max_stored_bytes_per_key"),
+        "{e}"
+    );
+    // Another key's quota is its own.
+    assert_eq!(save(&b, "qb", 0).status, 201);
+    // The count survives a restart (it lives in the database, not in memory).
+    drop(gw);
+    let gw = Gateway::start_in(&dir, config, &[]);
+    let save = |auth: &str, id: &str, i: usize| save_10k(&gw, auth, id, i);
+    save(&a, "qa", 99).expect_error(429, "insufficient_quota");
+    // A chat turn with memory is refused before the model is called, in the caller's format.
+    let res = gw.post(
+        "/v1/messages",
+        &[("x-api-key", a.trim_start_matches("Bearer ")), ("x-thread-id", "qa"), ("x-resource-id", "r")],
+        &json!({"model": "openai/gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "q".repeat(20_000)}]}),
+    );
+    assert_eq!(res.status, 429, "{}", res.text());
+    anthropic_error_saying(&res, "quota");
+    assert!(mock.requests().is_empty(), "the refused turn reached the upstream");
+    // Deleting a thread gives its bytes back.
+    let res = request(
+        &gw.addr,
+        "DELETE",
+        "/v1/memory/threads/qa",
+        &[("authorization", &a)],
+        b"",
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(save(&a, "qa2", 100).status, 201);
 }

@@ -395,13 +395,16 @@ pub(crate) fn routes(ctx: &mut Ctx, model: &mut String, rest: &mut Rest) -> Resu
     let candidates = ctx.app.router().candidates(&asked, rest)?;
     model.clone_from(&candidates[0].route.model);
     // `tags` is memgate's (usage); `user` is OpenAI's and goes on as well.
-    let tags = usage::tags(rest.remove("tags").as_ref());
+    let tags = rest.remove("tags");
+    let user = rest
+        .get("user")
+        .or_else(|| rest.get("metadata").and_then(|m| m.get("user_id")))
+        .and_then(|u| u.as_str());
+    // Both are kept in every usage row: refused over their caps rather than stored.
+    crate::store::quota::check_usage_fields(user, tags.as_ref()).map_err(memory::cap_error)?;
     if let Some(log) = &mut ctx.log {
-        log.tags = tags;
-        let user = rest
-            .get("user")
-            .or_else(|| rest.get("metadata").and_then(|m| m.get("user_id")));
-        log.user = user.and_then(|u| u.as_str()).unwrap_or_default().to_owned();
+        log.tags = usage::tags(tags.as_ref());
+        log.user = user.unwrap_or_default().to_owned();
     }
     Ok((asked, candidates))
 }

@@ -23,7 +23,7 @@ use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
 use crate::router::first_answer;
-use crate::store::{observations, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
+use crate::store::{observations, quota, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
 use crate::tasks::Tasks;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -106,6 +106,7 @@ pub fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(m) => ApiError::not_found(m),
         StoreError::Conflict(m) => ApiError::new_status(409, &m),
+        StoreError::Quota(m) => ApiError::new(429, "insufficient_quota", Some("storage_quota_exceeded"), m),
         StoreError::Full(m) => {
             log::error!("memory store: {m}");
             ApiError::new(
@@ -322,6 +323,11 @@ impl Memory {
         let recent = conversation.len().saturating_sub(1);
         let mut seen = view(app, &thread, recent).map_err(store_error)?;
         let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
+        // Checked before the model is called: a refused turn costs no tokens.
+        app.store
+            .read()
+            .and_then(|r| quota::admit(&r, &caller.tenant, quota::message_bytes(&new), app.store.quota()))
+            .map_err(store_error)?;
         let by = RunAs {
             model: model.to_owned(),
             byok: caller.byok.clone(),
@@ -364,6 +370,7 @@ impl Turn {
             self.thread.tenant.clone(),
             self.thread.resource.clone(),
         );
+        let bytes = quota::message_bytes(messages.iter().map(|m| &m.message));
         let written = self
             .app
             .store
@@ -371,6 +378,8 @@ impl Turn {
                 let mut thread = threads::get(tx, &id, Some(&tenant))?
                     .filter(|t| t.resource == resource)
                     .ok_or_else(|| StoreError::NotFound(format!("thread {id:?} was deleted during the request")))?;
+                // The quota was checked when the turn began; the answer is stored whole.
+                quota::charge(tx, &tenant, &id, bytes, None)?;
                 threads::append(tx, &mut thread, messages, clock::now_ms())?;
                 Ok(thread)
             })
@@ -512,6 +521,7 @@ pub fn delete_thread_op(
 ) -> Result<ThreadRecord, StoreError> {
     let thread = threads::owned(tx, id, tenant)?;
     threads::delete(tx, &thread)?;
+    quota::release(tx, &thread.tenant, id)?;
     observations::delete(tx, &Scope::Thread(id).key())?;
     Ok(thread)
 }

@@ -9,6 +9,7 @@
 
 mod keys;
 pub mod observations;
+pub mod quota;
 pub mod threads;
 pub mod usage;
 mod writer;
@@ -19,6 +20,7 @@ pub use threads::{NewMessage, StoredMessage, ThreadRecord};
 
 use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,8 @@ pub(crate) struct Shared {
     path: PathBuf,
     /// Why writes fail, from the last failed commit until one succeeds.
     failing: Mutex<Option<(String, Instant)>>,
+    /// `[limits] max_stored_bytes_per_key`; 0 is none.
+    quota: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -73,6 +77,8 @@ pub enum StoreError {
     Failed(String),
     /// A write failed for want of space (disk full, file size limit): nothing of it was kept.
     Full(String),
+    /// A caller error: the write would pass the tenant's quota of stored bytes.
+    Quota(String),
     /// A caller error, such as a key name that already exists.
     Conflict(String),
     NotFound(String),
@@ -82,9 +88,11 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Locked(p) => write!(f, "{} is in use by another process", p.display()),
-            StoreError::Failed(m) | StoreError::Full(m) | StoreError::Conflict(m) | StoreError::NotFound(m) => {
-                f.write_str(m)
-            }
+            StoreError::Failed(m)
+            | StoreError::Full(m)
+            | StoreError::Quota(m)
+            | StoreError::Conflict(m)
+            | StoreError::NotFound(m) => f.write_str(m),
         }
     }
 }
@@ -205,6 +213,7 @@ impl Store {
             db: RwLock::new(Some(Arc::new(open_db(&path)?))),
             path,
             failing: Mutex::new(None),
+            quota: AtomicU64::new(0),
         });
         let store = Store {
             writer: Arc::new(writer::Writer::start(db.clone())?),
@@ -215,9 +224,20 @@ impl Store {
             keys::init(tx)?;
             threads::init(tx)?;
             usage::init(tx)?;
+            quota::init(tx)?;
             observations::init(tx)
         })?;
         Ok(store)
+    }
+
+    /// Sets each tenant's quota of stored message bytes (`None` or 0: no quota).
+    pub fn set_quota(&self, bytes: Option<u64>) {
+        self.db.quota.store(bytes.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Each tenant's quota of stored message bytes, if there is one (see `quota`).
+    pub fn quota(&self) -> Option<u64> {
+        Some(self.db.quota.load(Ordering::Relaxed)).filter(|&q| q > 0)
     }
 
     /// The database file's size in bytes (0 if it cannot be read).

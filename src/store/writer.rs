@@ -6,8 +6,8 @@
 //! concurrent exchanges cost one fsync instead of N, and no executor thread ever blocks on a
 //! commit. A caller's write is durable exactly when its future resolves `Ok`.
 //!
-//! Invariant every op keeps: it returns a caller error ([`StoreError::Conflict`] or
-//! [`StoreError::NotFound`]) only before its first write, so its group can still commit. An
+//! Invariant every op keeps: it returns a caller error ([`StoreError::Conflict`],
+//! [`StoreError::NotFound`] or [`StoreError::Quota`]) only before its first write, so its group can still commit. An
 //! I/O failure ([`StoreError::Failed`]) in any op, or in the commit, rolls the whole group back
 //! and every op in it reports the failure.
 //!
@@ -55,7 +55,7 @@ where
     fn finish(self: Box<Self>, failure: Option<&StoreError>) {
         let result = match (failure, self.result) {
             // A caller error stands even if the group failed: the op wrote nothing.
-            (_, Some(Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))))) => Err(e),
+            (_, Some(Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_) | StoreError::Quota(_))))) => Err(e),
             (Some(f), _) => Err(f.clone()),
             (None, Some(r)) => r,
             (None, None) => Err(StoreError::Failed("write was never run".to_owned())),

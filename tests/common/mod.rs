@@ -173,6 +173,17 @@ impl Gateway {
             .unwrap()
     }
 
+    /// Creates a gateway key through the CLI (the running server's admin socket); returns it.
+    pub fn create_key(&self, name: &str) -> String {
+        let out = self.cli(&["keys", "create", name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|w| w.starts_with("msk_"))
+            .expect("the CLI printed no key")
+            .to_owned()
+    }
+
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
         request(&self.addr, "POST", path, headers, body.to_string().as_bytes())
     }
