@@ -167,6 +167,32 @@ fn a_full_disk_fails_writes_cleanly_healthz_says_so_and_space_coming_back_heals_
     assert!(texts.iter().zip(&acknowledged).all(|(a, b)| a == b));
 }
 
+#[test]
+fn a_database_that_cannot_be_reopened_after_a_failed_write_exits_non_zero_for_a_restart() {
+    let Some(fs) = Tmpfs::mount("6m") else { return };
+    let data = fs.0.join("data");
+    let mut gw = Gateway::start_in(&temp_dir("no-reopen"), &format!("data_dir = {data:?}\n"), &[]);
+    let res = gw.post(
+        "/v1/memory/threads",
+        &[],
+        &json!({"id": "full-thread", "resourceId": "u"}),
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    // The open handle keeps writing to the unlinked file; a reopen finds no file.
+    std::fs::remove_file(data.join("memgate.redb")).unwrap();
+    fill_leaving(&fs.0, &fs.0.join("filler"), 256 << 10);
+    let refused = (0..200)
+        .map(|i| save(&gw, &message(i)))
+        .find(|r| r.status != 201)
+        .expect("nothing failed on a full disk");
+    refused.expect_error(507, "server_error");
+    let status = gw.exited(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", gw.log());
+    assert!(gw.log().contains("cannot reopen the database"), "{}", gw.log());
+    // It was not recreated empty.
+    assert!(!data.join("memgate.redb").exists());
+}
+
 /// Asserts an error in Anthropic's shape whose message holds `word`.
 fn anthropic_error_saying(res: &Resp, word: &str) {
     let body = res.json();

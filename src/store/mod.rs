@@ -133,8 +133,9 @@ pub struct Reader {
     tx: ReadTransaction,
 }
 
-/// Opens the file with our settings; `Locked` when another handle holds it.
-fn open_db(path: &Path) -> Result<Database, StoreError> {
+/// Opens the file with our settings (creating it if `create`); `Locked` when another handle
+/// holds it.
+fn open_db(path: &Path, create: bool) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     let shown = path.display().to_string();
     let last = std::sync::Mutex::new(None);
@@ -146,7 +147,12 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         );
         crate::notify::extend_timeout(&last);
     });
-    match builder.create(path) {
+    let opened = if create {
+        builder.create(path)
+    } else {
+        builder.open(path)
+    };
+    match opened {
         Ok(db) => Ok(db),
         Err(DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked(path.to_owned())),
         Err(e) => Err(StoreError::Failed(format!("cannot open {}: {e}", path.display()))),
@@ -172,7 +178,8 @@ impl Shared {
         // Read snapshots still running on the old handle hold the file's lock a moment longer.
         let until = Instant::now() + REOPEN_WAIT;
         loop {
-            match open_db(&self.path) {
+            // Never `create`: a file that vanished must not come back empty.
+            match open_db(&self.path, false) {
                 Ok(db) => {
                     *slot = Some(Arc::new(db));
                     log::warn!("database {} reopened after a failed write", self.path.display());
@@ -210,7 +217,7 @@ impl Store {
         let path = dir.join(DB_FILE);
         private_file(&path)?;
         let db = Arc::new(Shared {
-            db: RwLock::new(Some(Arc::new(open_db(&path)?))),
+            db: RwLock::new(Some(Arc::new(open_db(&path, true)?))),
             path,
             failing: Mutex::new(None),
             quota: AtomicU64::new(0),
