@@ -83,7 +83,8 @@ fn a_full_disk_fails_writes_cleanly_healthz_says_so_and_space_coming_back_heals_
     let Some(fs) = Tmpfs::mount("6m") else { return };
     let data = fs.0.join("data");
     let dir = temp_dir("full");
-    let config = format!("data_dir = {data:?}\n");
+    let mock = Mock::start("fixtures/openai");
+    let config = format!("data_dir = {data:?}\n{}", provider("openai", &mock, ""));
     let gw = Gateway::start_in(&dir, &config, &[]);
     let res = gw.post(
         "/v1/memory/threads",
@@ -128,6 +129,15 @@ fn a_full_disk_fails_writes_cleanly_healthz_says_so_and_space_coming_back_heals_
     );
     save(&gw, &message(9999)).expect_error(507, "server_error");
     assert_eq!(gw.get("/healthz", &[]).status, 503);
+    // A chat turn whose exchange cannot be stored gets the same error, in its own format.
+    let memory = [("x-thread-id", "full-thread"), ("x-resource-id", "full-user")];
+    let ask = json!({"model": "openai/gpt-4o-mini", "max_tokens": 16,
+                     "messages": [{"role": "user", "content": format!("Hello {}", "x".repeat(24 << 10))}]});
+    let res = gw.post("/v1/chat/completions", &memory, &ask);
+    assert_eq!(res.json()["error"]["code"], "insufficient_storage", "{}", res.text());
+    let res = gw.post("/v1/messages", &memory, &ask);
+    assert_eq!(res.status, 507, "{}", res.text());
+    anthropic_error_saying(&res, "disk is full");
 
     // Space comes back: the same process writes again.
     std::fs::remove_file(&filler).unwrap();
