@@ -472,3 +472,41 @@ fn a_provider_key_comes_from_a_systemd_credential() {
     );
     assert!(!gw.log().contains("sk-from-credential"), "the key reached the log");
 }
+
+/// CPU time (user + system, in clock ticks) the process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn admin_accept_failures_back_off_instead_of_spinning() {
+    use std::os::unix::net::UnixStream;
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let sock = gw.dir.join("data").join("admin.sock");
+    let status = Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit failed");
+    // Silent clients use up the descriptors; the rest wait in the backlog, where every accept
+    // fails with EMFILE until the read timeout closes some.
+    let held: Vec<UnixStream> = (0..100).filter_map(|_| UnixStream::connect(&sock).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(gw.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(gw.pid()) - before;
+    // A loop retrying at once burns a core (about 200 ticks in 2 s).
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in 2 s with accept failing: {}",
+        gw.log()
+    );
+    assert!(gw.log().contains("accept failed"), "{}", gw.log());
+    drop(held);
+    cli_works(&gw);
+}
