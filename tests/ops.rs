@@ -510,3 +510,53 @@ fn admin_accept_failures_back_off_instead_of_spinning() {
     drop(held);
     cli_works(&gw);
 }
+
+#[test]
+fn admin_socket_answers_no_other_user_even_when_its_modes_were_loosened() {
+    use std::os::unix::fs::PermissionsExt;
+    let python = "/usr/bin/python3";
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !root || !std::path::Path::new(python).exists() || Command::new("setpriv").arg("--help").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "this test needs root, setpriv and {python} under CI"
+        );
+        eprintln!("skipped: needs root, setpriv and {python} to connect as another user");
+        return;
+    }
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let data = gw.dir.join("data");
+    let sock = data.join("admin.sock");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let client = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ntry:\n\
+         \x20   s.sendall(b'{{\"op\":\"keys.list\"}}\\n')\n    print(repr(s.recv(65536)))\n\
+         except OSError:\n    print(\"closed\")\n",
+        sock.to_str().unwrap()
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            python,
+            "-c",
+            &client,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && matches!(said.trim(), "b''" | "closed"),
+        "another user got {said:?} ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        gw.log().contains("refused a connection: peer uid 65534"),
+        "{}",
+        gw.log()
+    );
+    cli_works(&gw);
+}
