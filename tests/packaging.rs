@@ -43,7 +43,7 @@ fn systemd_unit_verifies_and_is_hardened() {
         "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "WatchdogSec=",
-        "LoadCredential=OPENAI_API_KEY:",
+        "LoadCredential=OPENAI_API_KEY\n",
         "PrivateUsers=yes",
         "PrivateMounts=yes",
         "ProcSubset=pid",
