@@ -36,6 +36,12 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
         ),
         e => e.to_string(),
     })?;
+    if store.repaired() {
+        log::warn!(
+            "{} was not closed cleanly (a crash or kill -9); it was repaired to its last commit",
+            data_dir.join(crate::store::DB_FILE).display()
+        );
+    }
     store.set_quota(config.limits.max_stored_bytes_per_key);
     let app = Arc::new(App::new(&config, listen, store.clone())?);
     let server = Server::new(server_options(&config));

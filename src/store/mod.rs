@@ -20,7 +20,7 @@ pub use threads::{NewMessage, StoredMessage, ThreadRecord};
 
 use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     failing: Mutex<Option<(String, Instant)>>,
     /// `[limits] max_stored_bytes_per_key`; 0 is none.
     quota: AtomicU64,
+    /// The file had to be repaired when it was opened (it was not closed cleanly).
+    repaired: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,17 +136,16 @@ pub struct Reader {
 }
 
 /// Opens the file with our settings (creating it if `create`); `Locked` when another handle
-/// holds it.
-fn open_db(path: &Path, create: bool) -> Result<Database, StoreError> {
+/// holds it. Sets `repaired` if the file was not closed cleanly and had to be repaired.
+fn open_db(path: &Path, create: bool, repaired: &Arc<AtomicBool>) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     let shown = path.display().to_string();
-    let last = std::sync::Mutex::new(None);
-    // A file not closed cleanly (kill -9, power loss) is walked whole before it opens.
+    let (last, flag) = (Mutex::new(None), repaired.clone());
+    // A file not closed cleanly (kill -9, power loss) is walked whole before it opens. Progress
+    // is for debugging only: the CLI, which may open such a file too, keeps stderr clean.
     builder.set_cache_size(CACHE_BYTES).set_repair_callback(move |session| {
-        log::warn!(
-            "repairing {shown} (not closed cleanly): {:.0}%",
-            session.progress() * 100.0
-        );
+        flag.store(true, Ordering::Relaxed);
+        log::debug!("repairing {shown}: {:.0}%", session.progress() * 100.0);
         crate::notify::extend_timeout(&last);
     });
     let opened = if create {
@@ -179,7 +180,7 @@ impl Shared {
         let until = Instant::now() + REOPEN_WAIT;
         loop {
             // Never `create`: a file that vanished must not come back empty.
-            match open_db(&self.path, false) {
+            match open_db(&self.path, false, &self.repaired) {
                 Ok(db) => {
                     *slot = Some(Arc::new(db));
                     log::warn!("database {} reopened after a failed write", self.path.display());
@@ -216,11 +217,13 @@ impl Store {
         })?;
         let path = dir.join(DB_FILE);
         private_file(&path)?;
+        let repaired = Arc::new(AtomicBool::new(false));
         let db = Arc::new(Shared {
-            db: RwLock::new(Some(Arc::new(open_db(&path, true)?))),
+            db: RwLock::new(Some(Arc::new(open_db(&path, true, &repaired)?))),
             path,
             failing: Mutex::new(None),
             quota: AtomicU64::new(0),
+            repaired,
         });
         let store = Store {
             writer: Arc::new(writer::Writer::start(db.clone())?),
@@ -235,6 +238,12 @@ impl Store {
             observations::init(tx)
         })?;
         Ok(store)
+    }
+
+    /// Whether the file was not closed cleanly (a crash, kill -9) and redb repaired it to its
+    /// last commit when it was opened.
+    pub fn repaired(&self) -> bool {
+        self.db.repaired.load(Ordering::Relaxed)
     }
 
     /// Sets each tenant's quota of stored message bytes (`None` or 0: no quota).
