@@ -440,34 +440,96 @@ pub fn bind(dir: &Path) -> std::io::Result<smol::net::unix::UnixListener> {
     Ok(listener)
 }
 
+/// Longest admin request line; real ones are a few hundred bytes.
+const MAX_REQUEST: usize = 64 << 10;
+/// How long a client may take to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Backoff after a failed accept (out of file descriptors), doubling up to the second.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
 /// Serves admin requests on a socket from [`bind`] until the process ends.
+///
+/// Who may connect: the socket file is 0600 in the 0700 data_dir, and each peer's uid (the
+/// kernel's SO_PEERCRED, through rustix) must be ours or root's, so a socket or directory
+/// whose mode was loosened still lets no other local user drive the database.
 pub async fn listen(listener: smol::net::unix::UnixListener, store: Store) {
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let store = store.clone();
-        crate::runtime::spawn(async move {
-            use futures_lite::{AsyncBufReadExt, AsyncWriteExt};
-            let mut line = String::new();
-            let mut reader = futures_lite::io::BufReader::new(stream.clone());
-            if reader.read_line(&mut line).await.is_err() {
-                return;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                stream
             }
-            let reply = match json::from_str::<AdminRequest>(line.trim()) {
-                Ok(req) => smol::unblock(move || execute(&store, &req)).await,
-                Err(_) => AdminReply {
-                    error: Some("malformed admin request".to_owned()),
-                    ..<AdminReply as Default>::default()
-                },
-            };
-            let mut out = json::to_string(&reply);
-            out.push('\n');
-            let mut stream = stream;
-            let _ = stream.write_all(out.as_bytes()).await;
-        })
-        .detach();
+            Err(e) => {
+                // EMFILE and kin stay true until something closes: retrying at once would spin.
+                log::warn!(
+                    "admin socket: accept failed ({e}); retrying in {} ms",
+                    backoff.as_millis()
+                );
+                smol::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
+        if let Err(why) = allowed(&stream) {
+            log::warn!("admin socket: refused a connection: {why}");
+            continue;
+        }
+        let store = store.clone();
+        crate::runtime::spawn(serve_one(stream, store)).detach();
     }
+}
+
+/// Whether the connecting process runs as our user or root.
+fn allowed(stream: &smol::net::unix::UnixStream) -> Result<(), String> {
+    let peer = rustix::net::sockopt::socket_peercred(stream).map_err(|e| format!("no peer credentials: {e}"))?;
+    let ours = rustix::process::geteuid();
+    if peer.uid == ours || peer.uid.is_root() {
+        Ok(())
+    } else {
+        Err(format!(
+            "peer uid {} (pid {}) is neither ours ({}) nor root",
+            peer.uid.as_raw(),
+            peer.pid.as_raw_nonzero(),
+            ours.as_raw()
+        ))
+    }
+}
+
+/// One request line (bounded in size and time), one reply line.
+async fn serve_one(stream: smol::net::unix::UnixStream, store: Store) {
+    use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut line = Vec::new();
+    let mut reader = futures_lite::io::BufReader::new(stream.clone()).take(MAX_REQUEST as u64 + 1);
+    let read = async { Some(reader.read_until(b'\n', &mut line).await) };
+    let timeout = async {
+        smol::Timer::after(READ_TIMEOUT).await;
+        None
+    };
+    let refuse = |why: String| AdminReply {
+        error: Some(why),
+        ..<AdminReply as Default>::default()
+    };
+    let reply = match futures_lite::future::or(read, timeout).await {
+        None => refuse(format!("no request line within {} s", READ_TIMEOUT.as_secs())),
+        Some(Err(_)) => return,
+        Some(Ok(_)) if line.len() > MAX_REQUEST => {
+            refuse(format!("admin request too large (over {MAX_REQUEST} bytes)"))
+        }
+        Some(Ok(_)) => match std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| json::from_str::<AdminRequest>(l.trim()).ok())
+        {
+            Some(req) => smol::unblock(move || execute(&store, &req)).await,
+            None => refuse("malformed admin request".to_owned()),
+        },
+    };
+    let mut out = json::to_string(&reply);
+    out.push('\n');
+    let mut stream = stream;
+    let _ = stream.write_all(out.as_bytes()).await;
+    // Closing with unread input would reset the connection before the client reads the reply.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// The CLI's way to the data: the file itself, or the running server's socket.

@@ -219,13 +219,29 @@ impl ProviderConfig {
         Some(url.trim_end_matches('/').to_owned())
     }
 
-    /// The configured key: `api_key`, else the value of the `api_key_env` variable.
+    /// The configured key: `api_key`, else the `api_key_env` variable, else the systemd
+    /// credential of that name (see [`secret`]).
     pub fn api_key(&self) -> Option<String> {
         self.api_key
             .clone()
-            .or_else(|| std::env::var(self.api_key_env.as_deref()?).ok())
             .filter(|k| !k.is_empty())
+            .or_else(|| secret(self.api_key_env.as_deref()?))
     }
+}
+
+/// A secret named `name`: the environment variable, else `$CREDENTIALS_DIRECTORY/name` (a
+/// systemd credential from `LoadCredential=`), trailing newline removed. Empty counts as unset.
+pub fn secret(name: &str) -> Option<String> {
+    if let Some(v) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        return Some(v);
+    }
+    // A plain file name only: the name comes from the config, the directory from systemd.
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let text = std::fs::read_to_string(Path::new(&dir).join(name)).ok()?;
+    Some(text.trim_end_matches(['\r', '\n']).to_owned()).filter(|v| !v.is_empty())
 }
 
 /// `[memory]`: observational memory (filled in by the memory feature).
@@ -301,6 +317,9 @@ pub struct LimitsConfig {
     /// The largest upstream SSE line or event (Gemini's are whole responses); default 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sse_event_bytes: Option<u64>,
+    /// Message bytes each key (tenant) may store; unset or 0: no quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stored_bytes_per_key: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -396,7 +415,7 @@ impl Config {
 
     /// Providers found in the usual environment variables, plus keyless local Ollama.
     fn detect_providers(&mut self) {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let env = secret;
         let mut add = |name: &str, kind, base: Option<String>, key_env: Option<&str>| {
             self.providers.insert(
                 name.to_owned(),

@@ -5,6 +5,7 @@
 //! (not run by systemd, or `Type=simple`) every call does nothing.
 
 use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
 
 /// Sends `state`, newline-separated `KEY=VALUE` lines such as `READY=1` or `STATUS=…`.
 ///
@@ -20,6 +21,45 @@ pub fn send(state: &str) {
             target.to_string_lossy()
         );
     }
+}
+
+/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC` (systemd's `WatchdogSec=`), when it
+/// is set and `$WATCHDOG_PID` is unset or names this process.
+pub fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Feeds systemd's watchdog for ever. Spawned on the executor that serves requests: if that
+/// executor wedges, the pings stop and systemd restarts the service.
+pub async fn watchdog(every: Duration) {
+    loop {
+        send("WATCHDOG=1");
+        smol::Timer::after(every).await;
+    }
+}
+
+/// How much more start (or stop) time to ask for while a long step runs.
+const EXTEND_BY: Duration = Duration::from_secs(30);
+
+/// Asks systemd for [`EXTEND_BY`] more time, at most once per second of `last`: called from
+/// redb's repair callback while a database that was not closed cleanly is checked at start,
+/// so `Type=notify`'s start timeout does not kill a long repair.
+pub fn extend_timeout(last: &std::sync::Mutex<Option<Instant>>) {
+    let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        return;
+    }
+    *last = Some(Instant::now());
+    send(&format!(
+        "EXTEND_TIMEOUT_USEC={}\nSTATUS=repairing the database (it was not closed cleanly)",
+        EXTEND_BY.as_micros()
+    ));
 }
 
 fn send_to(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {

@@ -36,6 +36,13 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
         ),
         e => e.to_string(),
     })?;
+    if store.repaired() {
+        log::warn!(
+            "{} was not closed cleanly (a crash or kill -9); it was repaired to its last commit",
+            data_dir.join(crate::store::DB_FILE).display()
+        );
+    }
+    store.set_quota(config.limits.max_stored_bytes_per_key);
     let app = Arc::new(App::new(&config, listen, store.clone())?);
     let server = Server::new(server_options(&config));
     let mut live = Live::new(config, file);
@@ -62,6 +69,9 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
         );
         crate::runtime::spawn(crate::usage::flusher(Arc::downgrade(&app))).detach();
         notify::send(&format!("READY=1\nSTATUS=serving on http://{bound}"));
+        if let Some(every) = notify::watchdog_interval() {
+            crate::runtime::spawn(notify::watchdog(every)).detach();
+        }
         let handler_app = app.clone();
         let handler = move |req, peer| crate::api::handle(handler_app.clone(), req, peer);
         let watch = async {

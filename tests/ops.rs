@@ -273,3 +273,291 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
     let res = gw.post("/v1/chat/completions", &[], &chat_body("Hello", false));
     assert_eq!(res.status, 200, "{}", res.text());
 }
+
+/// The CLI's `keys list` through the running server's admin socket works.
+fn cli_works(gw: &Gateway) {
+    let out = gw.cli(&["keys", "list"]);
+    assert!(
+        out.status.success(),
+        "the CLI failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+}
+
+#[test]
+fn admin_socket_drops_oversized_and_slow_requests_and_keeps_serving_the_cli() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let sock = gw.dir.join("data").join("admin.sock");
+
+    // A request line with no end: the server stops reading at its size cap and says why.
+    let mut big = UnixStream::connect(&sock).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0usize;
+    let started = Instant::now();
+    // The server closes its end once over the cap, so a write eventually fails.
+    while sent < (8 << 20) && big.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+    }
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply);
+    assert!(
+        sent < (8 << 20) && reply.contains("too large"),
+        "the server read {sent} bytes of one admin request and answered {reply:?}"
+    );
+    eprintln!(
+        "oversized admin request cut off after {sent} bytes, {:?}",
+        started.elapsed()
+    );
+    cli_works(&gw);
+
+    // A client that connects and says nothing is disconnected after the read timeout.
+    let mut slow = UnixStream::connect(&sock).unwrap();
+    slow.write_all(b"{\"op\":").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    cli_works(&gw);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = slow.read_to_end(&mut rest);
+    assert!(
+        read.is_ok() && started.elapsed() < Duration::from_secs(20),
+        "a silent admin client was kept: {read:?} after {:?}",
+        started.elapsed()
+    );
+    cli_works(&gw);
+}
+
+#[test]
+fn start_tightens_an_open_data_dir_and_database_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("perms");
+    let text = config(&mock, "");
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    drop(gw);
+    let data = dir.join("data");
+    let db = data.join("memgate.redb");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&data), mode(&db)), (0o700, 0o600), "a new install's modes");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    assert_eq!(mode(&data), 0o700, "data_dir mode");
+    assert_eq!(mode(&db), 0o600, "database mode");
+    let log = gw.log();
+    assert!(
+        log.contains("0755") && log.contains("0644") && log.contains("0700") && log.contains("0600"),
+        "the change was not logged: {log}"
+    );
+}
+
+/// Every notification until one holding `until` (or panics after the socket's timeout).
+fn notifications_until(socket: &UnixDatagram, until: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    while !seen.iter().any(|n: &String| n.lines().any(|l| l.starts_with(until))) {
+        seen.push(notification(socket));
+    }
+    seen
+}
+
+fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, String) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (socket, path.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn watchdog_pings_come_every_half_interval_and_only_for_our_pid() {
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("watchdog");
+    let (socket, target) = notify_socket(&dir);
+    let gw = Gateway::start_in(
+        &temp_dir("watchdog-gw"),
+        &config(&mock, ""),
+        &[("NOTIFY_SOCKET", &target), ("WATCHDOG_USEC", "400000")],
+    );
+    notifications_until(&socket, "READY=1");
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        if notification(&socket).lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    // Every 200 ms over 1.5 s: about 7; generous bounds, this is not a timing test.
+    assert!(
+        (3..=15).contains(&pings),
+        "{pings} WATCHDOG=1 in 1.5 s with WATCHDOG_USEC=400000"
+    );
+    drop(gw);
+
+    // WATCHDOG_PID names another process: the watchdog is not ours to feed.
+    let gw = Gateway::start_in(
+        &temp_dir("watchdog-gw"),
+        &config(&mock, ""),
+        &[
+            ("NOTIFY_SOCKET", &target),
+            ("WATCHDOG_USEC", "200000"),
+            ("WATCHDOG_PID", "1"),
+        ],
+    );
+    notifications_until(&socket, "READY=1");
+    socket.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    let mut buf = [0u8; 256];
+    let got = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(got.is_err(), "pinged for another pid's watchdog: {got:?}: {}", gw.log());
+}
+
+#[test]
+fn a_database_left_by_kill_9_is_repaired_with_more_start_time_asked_before_ready() {
+    let mock = Mock::start("fixtures/openai");
+    let dir = temp_dir("repair");
+    let text = config(&mock, "");
+    let gw = Gateway::start_in(&dir, &text, &[]);
+    let res = gw.post(
+        "/v1/memory/threads/repair-thread/messages",
+        &[],
+        &json!({"messages": [{"role": "user", "content": "kept"}]}),
+    );
+    assert_eq!(res.status, 404, "{}", res.text());
+    let res = gw.post(
+        "/v1/memory/threads",
+        &[],
+        &json!({"id": "repair-thread", "resourceId": "u"}),
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    gw.kill();
+
+    let (socket, target) = notify_socket(&temp_dir("repair-notify"));
+    let gw = Gateway::start_in(&dir, &text, &[("NOTIFY_SOCKET", &target)]);
+    let seen = notifications_until(&socket, "READY=1");
+    let extend = seen
+        .iter()
+        .position(|n| n.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")));
+    assert!(
+        extend.is_some_and(|i| i + 1 < seen.len()),
+        "no EXTEND_TIMEOUT_USEC before READY=1: {seen:?}: {}",
+        gw.log()
+    );
+    assert!(gw.log().contains("repair"), "{}", gw.log());
+    assert_eq!(gw.get("/v1/memory/threads/repair-thread", &[]).status, 200);
+}
+
+#[test]
+fn a_provider_key_comes_from_a_systemd_credential() {
+    let mock = Mock::start("fixtures/openai");
+    let creds = temp_dir("credentials");
+    std::fs::write(creds.join("MEMGATE_TEST_OPENAI_KEY"), "sk-from-credential\n").unwrap();
+    let text = format!(
+        "default_provider = \"openai\"\n[providers.openai]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         api_key_env = \"MEMGATE_TEST_OPENAI_KEY\"\nmodels = [\"gpt-4o-mini\"]\n",
+        mock.url
+    );
+    let gw = Gateway::start_in(
+        &temp_dir("credential-gw"),
+        &text,
+        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
+    );
+    let res = gw.post("/v1/chat/completions", &[], &chat_body("Hello", false));
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        mock.last_header("authorization").as_deref(),
+        Some("Bearer sk-from-credential")
+    );
+    assert!(!gw.log().contains("sk-from-credential"), "the key reached the log");
+}
+
+/// CPU time (user + system, in clock ticks) the process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn admin_accept_failures_back_off_instead_of_spinning() {
+    use std::os::unix::net::UnixStream;
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let sock = gw.dir.join("data").join("admin.sock");
+    let status = Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit failed");
+    // Silent clients use up the descriptors; the rest wait in the backlog, where every accept
+    // fails with EMFILE until the read timeout closes some.
+    let held: Vec<UnixStream> = (0..100).filter_map(|_| UnixStream::connect(&sock).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(gw.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(gw.pid()) - before;
+    // A loop retrying at once burns a core (about 200 ticks in 2 s).
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in 2 s with accept failing: {}",
+        gw.log()
+    );
+    assert!(gw.log().contains("accept failed"), "{}", gw.log());
+    drop(held);
+    cli_works(&gw);
+}
+
+#[test]
+fn admin_socket_answers_no_other_user_even_when_its_modes_were_loosened() {
+    use std::os::unix::fs::PermissionsExt;
+    let python = "/usr/bin/python3";
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !root || !std::path::Path::new(python).exists() || Command::new("setpriv").arg("--help").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "this test needs root, setpriv and {python} under CI"
+        );
+        eprintln!("skipped: needs root, setpriv and {python} to connect as another user");
+        return;
+    }
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&config(&mock, ""));
+    let data = gw.dir.join("data");
+    let sock = data.join("admin.sock");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let client = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ntry:\n\
+         \x20   s.sendall(b'{{\"op\":\"keys.list\"}}\\n')\n    print(repr(s.recv(65536)))\n\
+         except OSError:\n    print(\"closed\")\n",
+        sock.to_str().unwrap()
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            python,
+            "-c",
+            &client,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && matches!(said.trim(), "b''" | "closed"),
+        "another user got {said:?} ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        gw.log().contains("refused a connection: peer uid 65534"),
+        "{}",
+        gw.log()
+    );
+    cli_works(&gw);
+}

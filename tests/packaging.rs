@@ -42,6 +42,13 @@ fn systemd_unit_verifies_and_is_hardened() {
         "ExecStart=/usr/local/bin/memgate serve --config /etc/memgate/memgate.toml",
         "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
+        "LoadCredential=OPENAI_API_KEY\n",
+        "PrivateUsers=yes",
+        "PrivateMounts=yes",
+        "ProcSubset=pid",
+        "MemoryMax=",
+        "TasksMax=",
     ] {
         assert!(unit.contains(directive), "unit lacks {directive:?}");
     }
@@ -63,6 +70,33 @@ fn systemd_unit_verifies_and_is_hardened() {
         out.status.success() && ours.is_empty(),
         "systemd-analyze verify: {stderr}"
     );
+    let score = exposure(&path);
+    eprintln!("systemd-analyze security: overall exposure {score}");
+    assert!(score <= 1.0, "the unit's exposure is {score}, over 1.0");
+}
+
+/// The overall exposure `systemd-analyze security --offline=true` gives a unit file.
+fn exposure(unit: &std::path::Path) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no overall exposure in: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    line.split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable exposure line {line:?}"))
 }
 
 #[test]

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::http::json_response;
 use crate::ir::Message;
 use crate::memory::{self, lines, store_error};
-use crate::store::{threads, NewMessage, StoredMessage, ThreadRecord};
+use crate::store::{quota, threads, NewMessage, StoredMessage, ThreadRecord};
 use http_types::{Method, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -203,6 +203,7 @@ struct NewThread {
 
 async fn create_thread(ctx: &Ctx, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
     let new: NewThread = parse_body(body)?;
+    quota::check_thread_fields(new.title.as_deref(), new.metadata.as_ref()).map_err(cap_error)?;
     let id = match new.id {
         Some(id) => id,
         None => format!("thread_{:x}", clock::now_ms()) + &random_suffix(),
@@ -219,6 +220,11 @@ async fn create_thread(ctx: &Ctx, tenant: &str, body: &[u8]) -> Result<Response,
         .await
         .map_err(store_error)?;
     Ok(json_response(201, &thread_json(&record)))
+}
+
+/// A field over its storage cap: 400 naming the field.
+pub(super) fn cap_error((field, message): quota::CapError) -> ApiError {
+    ApiError::invalid_param(field, message)
 }
 
 fn random_suffix() -> String {
@@ -238,6 +244,7 @@ struct ThreadPatch {
 
 async fn update_thread(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let patch: ThreadPatch = parse_body(body)?;
+    quota::check_thread_fields(patch.title.as_deref(), patch.metadata.as_ref()).map_err(cap_error)?;
     let thread = on_thread(ctx, tenant, id, move |tx, mut t| {
         if patch.title.is_some() {
             t.title = patch.title;
@@ -317,7 +324,12 @@ async fn save_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result
             Ok(new)
         })
         .collect::<Result<Vec<NewMessage>, ApiError>>()?;
+    let (bytes, limit) = (
+        quota::message_bytes(new.iter().map(|m| &m.message)),
+        ctx.app.store.quota(),
+    );
     let (thread, stored) = on_thread(ctx, tenant, id, move |tx, mut t| {
+        quota::charge(tx, &t.tenant, &t.id, bytes, limit)?;
         let stored = threads::append(tx, &mut t, new, clock::now_ms())?;
         Ok((t, stored))
     })

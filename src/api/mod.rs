@@ -220,7 +220,11 @@ async fn dispatch(
     let method = req.method();
     let path = req.url().path().to_owned();
     if path == "/healthz" {
-        return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
+        // A store that cannot write fails every memory request: say so to the supervisor.
+        return Ok(match app.store.health().await {
+            Ok(()) => json_response(200, &serde_json::json!({"status": "ok"})),
+            Err(reason) => json_response(503, &serde_json::json!({"status": "unavailable", "reason": reason})),
+        });
     }
     if path == "/metrics" {
         if method != Method::Get {
@@ -439,13 +443,16 @@ pub(crate) fn routes(ctx: &mut Ctx, model: &mut String, rest: &mut Rest) -> Resu
     let candidates = ctx.app.router().candidates(&asked, rest)?;
     model.clone_from(&candidates[0].route.model);
     // `tags` is memgate's (usage); `user` is OpenAI's and goes on as well.
-    let tags = usage::tags(rest.remove("tags").as_ref());
+    let tags = rest.remove("tags");
+    let user = rest
+        .get("user")
+        .or_else(|| rest.get("metadata").and_then(|m| m.get("user_id")))
+        .and_then(|u| u.as_str());
+    // Both are kept in every usage row: refused over their caps rather than stored.
+    crate::store::quota::check_usage_fields(user, tags.as_ref()).map_err(memory::cap_error)?;
     if let Some(log) = &mut ctx.log {
-        log.tags = tags;
-        let user = rest
-            .get("user")
-            .or_else(|| rest.get("metadata").and_then(|m| m.get("user_id")));
-        log.user = user.and_then(|u| u.as_str()).unwrap_or_default().to_owned();
+        log.tags = usage::tags(tags.as_ref());
+        log.user = user.unwrap_or_default().to_owned();
     }
     Ok((asked, candidates))
 }

@@ -23,7 +23,7 @@ use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
 use crate::router::first_answer;
-use crate::store::{observations, threads, NewMessage, Scope, StoreError, StoredMessage, ThreadRecord};
+use crate::store::{observations, quota, threads, NewMessage, Scope, StoreError, StoredMessage, ThreadRecord};
 use crate::tasks::Tasks;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -106,9 +106,24 @@ pub fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(m) => ApiError::not_found(m),
         StoreError::Conflict(m) => ApiError::new_status(409, &m),
+        StoreError::Quota(m) => ApiError::new(429, "insufficient_quota", Some("storage_quota_exceeded"), m),
+        StoreError::Full(m) => {
+            log::error!("memory store: {m}");
+            ApiError::new(
+                507,
+                "server_error",
+                Some("insufficient_storage"),
+                "the gateway's disk is full: nothing of this request was stored; earlier data is safe",
+            )
+        }
         other => {
             log::error!("memory store: {other}");
-            ApiError::internal("the memory store failed; nothing was lost, try again")
+            ApiError::new(
+                503,
+                "server_error",
+                Some("store_unavailable"),
+                "the memory store failed; nothing of this request was stored, try again",
+            )
         }
     }
 }
@@ -314,6 +329,11 @@ impl Memory {
         let recent = conversation.len().saturating_sub(1);
         let mut seen = view(app, &thread, recent).map_err(store_error)?;
         let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
+        // Checked before the model is called: a refused turn costs no tokens.
+        app.store
+            .read()
+            .and_then(|r| quota::admit(&r, &caller.tenant, quota::message_bytes(&new), app.store.quota()))
+            .map_err(store_error)?;
         let by = RunAs {
             model: model.to_owned(),
             tenant: caller.tenant.clone(),
@@ -358,6 +378,7 @@ impl Turn {
             self.thread.tenant.clone(),
             self.thread.created_at,
         );
+        let bytes = quota::message_bytes(messages.iter().map(|m| &m.message));
         let written = self
             .app
             .store
@@ -367,6 +388,8 @@ impl Turn {
                 let mut thread = threads::get(tx, &tenant, &id)?
                     .filter(|t| t.created_at == born)
                     .ok_or_else(|| StoreError::NotFound(format!("thread {id:?} was deleted during the request")))?;
+                // The quota was checked when the turn began; the answer is stored whole.
+                quota::charge(tx, &tenant, &id, bytes, None)?;
                 threads::append(tx, &mut thread, messages, clock::now_ms())?;
                 Ok(thread)
             })
@@ -506,6 +529,7 @@ fn instructed(instructions: &str, user: String) -> Vec<Message> {
 pub fn delete_thread_op(tx: &redb::WriteTransaction, tenant: &str, id: &str) -> Result<ThreadRecord, StoreError> {
     let thread = threads::owned(tx, tenant, id)?;
     threads::delete(tx, &thread)?;
+    quota::release(tx, tenant, id)?;
     observations::delete(tx, &Scope::Thread { tenant, id }.key())?;
     Ok(thread)
 }

@@ -6,13 +6,18 @@
 //! concurrent exchanges cost one fsync instead of N, and no executor thread ever blocks on a
 //! commit. A caller's write is durable exactly when its future resolves `Ok`.
 //!
-//! Invariant every op keeps: it returns a caller error ([`StoreError::Conflict`] or
-//! [`StoreError::NotFound`]) only before its first write, so its group can still commit. An
+//! Invariant every op keeps: it returns a caller error ([`StoreError::Conflict`],
+//! [`StoreError::NotFound`] or [`StoreError::Quota`]) only before its first write, so its group can still commit. An
 //! I/O failure ([`StoreError::Failed`]) in any op, or in the commit, rolls the whole group back
 //! and every op in it reports the failure.
+//!
+//! After a failed commit redb refuses every later write until the file is opened again: once
+//! the group's callers have their error, the thread reopens the database (redb recovers it to
+//! the last commit, so nothing acknowledged is lost) and carries on with the next group. If it
+//! cannot reopen, the process exits non-zero so a supervisor (systemd's `Restart=`) restarts it.
 
-use super::StoreError;
-use redb::{Database, WriteTransaction};
+use super::{Shared, StoreError};
+use redb::{TableDefinition, WriteTransaction};
 use std::sync::Arc;
 
 /// Most ops committed together; bounds the time a group holds its callers.
@@ -40,7 +45,7 @@ where
     fn run(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
         let result = self.op.take().map(|op| op(tx));
         let io = match &result {
-            Some(Err(e @ StoreError::Failed(_))) => Err(e.clone()),
+            Some(Err(e @ (StoreError::Failed(_) | StoreError::Full(_)))) => Err(e.clone()),
             _ => Ok(()),
         };
         self.result = result;
@@ -50,7 +55,7 @@ where
     fn finish(self: Box<Self>, failure: Option<&StoreError>) {
         let result = match (failure, self.result) {
             // A caller error stands even if the group failed: the op wrote nothing.
-            (_, Some(Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))))) => Err(e),
+            (_, Some(Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_) | StoreError::Quota(_))))) => Err(e),
             (Some(f), _) => Err(f.clone()),
             (None, Some(r)) => r,
             (None, None) => Err(StoreError::Failed("write was never run".to_owned())),
@@ -79,7 +84,7 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub fn start(db: Arc<Database>) -> Result<Writer, StoreError> {
+    pub fn start(db: Arc<Shared>) -> Result<Writer, StoreError> {
         let (jobs, queue) = async_channel::unbounded::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("memgate-writer".to_owned())
@@ -132,7 +137,7 @@ fn gone() -> StoreError {
     StoreError::Failed("the database writer has stopped".to_owned())
 }
 
-fn run(db: &Database, queue: &async_channel::Receiver<Box<dyn Job>>) {
+fn run(db: &Shared, queue: &async_channel::Receiver<Box<dyn Job>>) {
     while let Ok(first) = queue.recv_blocking() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -143,19 +148,42 @@ fn run(db: &Database, queue: &async_channel::Receiver<Box<dyn Job>>) {
         }
         let failure = commit_group(db, &mut group).err();
         if let Some(e) = &failure {
-            log::error!("a memory write failed and was rolled back: {e}");
+            log::error!("a write failed and was rolled back: {e}");
         }
+        db.wrote(failure.as_ref());
         for job in group {
             job.finish(failure.as_ref());
+        }
+        if failure.is_some() {
+            if let Err(e) = db.reopen() {
+                log::error!("cannot reopen the database after a failed write ({e}); exiting so the service restarts");
+                std::process::exit(1);
+            }
         }
     }
 }
 
-fn commit_group(db: &Database, group: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    let tx = db.begin_write().map_err(|e| super::failed("begin a write")(e.into()))?;
+fn commit_group(db: &Shared, group: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    let tx = db
+        .current()?
+        .begin_write()
+        .map_err(|e| super::failed("begin a write")(e.into()))?;
     for job in group.iter_mut() {
         // On error, dropping the transaction aborts it: nothing of this group reaches the file.
         job.run(&tx)?;
     }
     tx.commit().map_err(|e| super::failed("commit")(e.into()))
+}
+
+/// `/healthz`'s probe of a store that failed to write: a write of a few pages, as a small
+/// exchange makes. It replaces the previous probe's value, so it takes no room over time.
+pub(super) fn probe(tx: &WriteTransaction) -> Result<(), StoreError> {
+    const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("write_probe");
+    let mut table = tx
+        .open_table(PROBE)
+        .map_err(|e| super::failed("open write_probe")(e.into()))?;
+    table
+        .insert("probe", [0u8; 16 << 10].as_slice())
+        .map_err(|e| super::failed("write the probe")(e.into()))?;
+    Ok(())
 }

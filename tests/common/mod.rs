@@ -176,6 +176,17 @@ impl Gateway {
             .unwrap()
     }
 
+    /// Creates a gateway key through the CLI (the running server's admin socket); returns it.
+    pub fn create_key(&self, name: &str) -> String {
+        let out = self.cli(&["keys", "create", name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|w| w.starts_with("msk_"))
+            .expect("the CLI printed no key")
+            .to_owned()
+    }
+
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
         request(&self.addr, "POST", path, headers, body.to_string().as_bytes())
     }
@@ -200,6 +211,20 @@ impl Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.dir.clone()
+    }
+
+    /// How the process ended, if it does within `within`.
+    pub fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
