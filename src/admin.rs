@@ -449,10 +449,18 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duratio
 
 /// Serves admin requests on a socket from [`bind`] until the process ends.
 ///
-/// Who may connect: the socket file is 0600 in the 0700 data_dir, and each peer's uid (the
-/// kernel's SO_PEERCRED, through rustix) must be ours or root's, so a socket or directory
-/// whose mode was loosened still lets no other local user drive the database.
+/// Who may connect: the kernel lets a process connect to a unix socket only with write
+/// permission on its file, and the file is 0600 in the 0700 data_dir, so only our user and
+/// root can. Before each connection is served the modes are checked again: if anything
+/// loosened them, the connection (which may come from anyone) is refused and the modes are
+/// tightened. (Asking the kernel for the peer's uid, SO_PEERCRED, needs `unsafe` here: std's
+/// `peer_cred` is unstable, and rustix's wrapper stores a peer's pid in a non-zero type while
+/// the kernel reports 0 for a peer in another PID namespace.)
 pub async fn listen(listener: smol::net::unix::UnixListener, store: Store) {
+    let socket = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
     let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let stream = match listener.accept().await {
@@ -471,8 +479,8 @@ pub async fn listen(listener: smol::net::unix::UnixListener, store: Store) {
                 continue;
             }
         };
-        if let Err(why) = allowed(&stream) {
-            log::warn!("admin socket: refused a connection: {why}");
+        if let Err(why) = socket.as_deref().map_or(Ok(()), still_private) {
+            log::warn!("admin socket: refused a connection: {why}; modes tightened again");
             continue;
         }
         let store = store.clone();
@@ -480,19 +488,24 @@ pub async fn listen(listener: smol::net::unix::UnixListener, store: Store) {
     }
 }
 
-/// Whether the connecting process runs as our user or root.
-fn allowed(stream: &smol::net::unix::UnixStream) -> Result<(), String> {
-    let peer = rustix::net::sockopt::socket_peercred(stream).map_err(|e| format!("no peer credentials: {e}"))?;
-    let ours = rustix::process::geteuid();
-    if peer.uid == ours || peer.uid.is_root() {
+/// Whether the socket file is still 0600 and its directory 0700; if not, tightens them and
+/// says what was found.
+fn still_private(socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut loose = Vec::new();
+    for (path, mode) in [(Some(socket), 0o600), (socket.parent(), 0o700)] {
+        let Some(path) = path else { continue };
+        let found = std::fs::symlink_metadata(path).map_err(|e| format!("cannot check {}: {e}", path.display()))?;
+        let found = found.permissions().mode() & 0o777;
+        if found & !mode != 0 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+            loose.push(format!("{} was {found:04o}", path.display()));
+        }
+    }
+    if loose.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "peer uid {} (pid {}) is neither ours ({}) nor root",
-            peer.uid.as_raw(),
-            peer.pid.as_raw_nonzero(),
-            ours.as_raw()
-        ))
+        Err(loose.join(", "))
     }
 }
 

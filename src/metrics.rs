@@ -2,11 +2,13 @@
 //!
 //! Labelled series sit in small maps behind mutexes: one lock per request end, far from hot
 //! enough to matter next to an upstream call. Label values are escaped as the format requires.
-//! No label holds what a client wrote: routes are templates (`/v1/memory/threads/{id}`, `other`
-//! for a path no route matches) and model names come from the routes a request took (an
-//! unrouted name is counted as `-`), so a client can neither mint series nor read ids here.
+//! No label holds an id or a path a client wrote: routes are templates
+//! (`/v1/memory/threads/{id}`, `other` for a path no route matches). Model names are those of
+//! the routes requests took (an unrouted name is counted as `-`); an upstream that answers any
+//! name would let clients mint them, so after [`MAX_MODELS`] distinct names the rest count as
+//! `other`, and the series stay bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -16,6 +18,9 @@ use std::time::Duration;
 const BOUNDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
+
+/// Distinct model label values at most; later names are labelled `other`.
+pub const MAX_MODELS: usize = 100;
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -59,6 +64,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     upstream: Mutex<BTreeMap<String, Histogram>>,
     tokens: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// The model label values in use (bounded by [`MAX_MODELS`]).
+    models: Mutex<BTreeSet<String>>,
     in_flight: AtomicI64,
     retries: AtomicU64,
     fallbacks: AtomicU64,
@@ -90,7 +97,8 @@ impl Metrics {
 
     pub fn ended(&self, r: &RequestEnd) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let model = if r.model.is_empty() { "-" } else { r.model };
+        let model = self.model_label(r.model);
+        let model = model.as_str();
         *lock(&self.requests)
             .entry((r.route.to_owned(), model.to_owned(), r.status))
             .or_default() += 1;
@@ -107,6 +115,21 @@ impl Metrics {
         if r.fell_back {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn model_label(&self, model: &str) -> String {
+        if model.is_empty() {
+            return "-".to_owned();
+        }
+        let mut known = lock(&self.models);
+        if known.contains(model) {
+            return model.to_owned();
+        }
+        if known.len() >= MAX_MODELS {
+            return "other".to_owned();
+        }
+        known.insert(model.to_owned());
+        model.to_owned()
     }
 
     /// Time from sending to an upstream to its answer's head, retries included.
@@ -293,5 +316,31 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want}\n{text}");
         }
+    }
+
+    #[test]
+    fn model_labels_stay_bounded_however_many_names_clients_route() {
+        let m = Metrics::default();
+        for i in 0..MAX_MODELS + 50 {
+            m.started();
+            m.ended(&RequestEnd {
+                route: "/v1/chat/completions",
+                model: &format!("local/minted-{i}"),
+                status: 200,
+                latency: Duration::from_millis(1),
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                retries: 0,
+                fell_back: false,
+            });
+        }
+        let text = m.render(0);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("memgate_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_MODELS + 1, "{text}");
+        assert!(text.contains(r#"model="other",status="200"} 50"#), "{text}");
+        assert!(!text.contains("minted-120"), "{text}");
     }
 }

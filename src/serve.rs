@@ -75,16 +75,30 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
         let handler_app = app.clone();
         let handler = move |req, peer| crate::api::handle(handler_app.clone(), req, peer);
         let watch = async {
-            let why = until_stop(&mut signals, &mut live, &app, &server).await;
+            // A store that cannot be reopened after a failed write stores nothing more: stop
+            // as for SIGTERM (what is in flight gets its answer), then exit non-zero below.
+            let dead = async {
+                store.dead().await;
+                DEAD_STORE
+            };
+            let why = future::or(until_stop(&mut signals, &mut live, &app, &server), dead).await;
             server.stop();
             why
         };
         let ((), why) = future::zip(server.serve(listener, handler), watch).await;
         let bound = Duration::from_millis(live.config().timeouts.shutdown_ms);
         shutdown(why, bound, &mut signals, app, store, admin, &server).await;
+        if why == DEAD_STORE {
+            return Err(
+                "the database could not be reopened after a failed write; exiting so the service restarts".to_owned(),
+            );
+        }
         Ok(())
     })
 }
+
+/// Why a shutdown started when the store died.
+const DEAD_STORE: &str = "the database cannot be reopened";
 
 /// Connection limits from the config.
 pub(crate) fn server_options(config: &Config) -> ServerOptions {

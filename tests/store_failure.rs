@@ -134,7 +134,13 @@ fn a_full_disk_fails_writes_cleanly_healthz_says_so_and_space_coming_back_heals_
     let ask = json!({"model": "openai/gpt-4o-mini", "max_tokens": 16,
                      "messages": [{"role": "user", "content": format!("Hello {}", "x".repeat(24 << 10))}]});
     let res = gw.post("/v1/chat/completions", &memory, &ask);
-    assert_eq!(res.json()["error"]["code"], "insufficient_storage", "{}", res.text());
+    assert_eq!(
+        res.json()["error"]["code"],
+        "insufficient_storage",
+        "{}: {}",
+        res.text(),
+        gw.log()
+    );
     let res = gw.post("/v1/messages", &memory, &ask);
     assert_eq!(res.status, 507, "{}", res.text());
     anthropic_error_saying(&res, "disk is full");
@@ -201,6 +207,30 @@ fn a_database_that_cannot_be_reopened_after_a_failed_write_exits_non_zero_for_a_
     assert!(gw.log().contains("cannot reopen the database"), "{}", gw.log());
     // It was not recreated empty.
     assert!(!data.join("memgate.redb").exists());
+}
+
+#[test]
+fn a_key_created_on_a_full_disk_fails_cleanly_and_marks_the_store_until_space_returns() {
+    let Some(fs) = Tmpfs::mount("6m") else { return };
+    let gw = Gateway::start_in(
+        &temp_dir("key-full"),
+        &format!("data_dir = {:?}\n", fs.0.join("data")),
+        &[],
+    );
+    let filler = fs.0.join("filler");
+    fill_leaving(&fs.0, &filler, 0);
+    // Key management commits through the writer like every write: its failure is seen.
+    let out = gw.cli(&["keys", "create", "late"]);
+    assert!(!out.status.success(), "a key was created on a full disk");
+    assert_eq!(gw.get("/healthz", &[]).status, 503, "{}", gw.log());
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.get("/healthz", &[]).status != 200 {
+        assert!(Instant::now() < deadline, "healthz stayed 503: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = gw.cli(&["keys", "create", "late"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Asserts an error in Anthropic's shape whose message holds `word`.
@@ -363,6 +393,18 @@ fn a_key_over_its_stored_bytes_quota_is_refused_until_it_deletes() {
     assert_eq!(res.status, 429, "{}", res.text());
     anthropic_error_saying(&res, "quota");
     assert!(mock.requests().is_empty(), "the refused turn reached the upstream");
+    // Thread records count too: at its quota a key can neither create threads nor grow one.
+    let big = json!({"resourceId": "r", "metadata": {"pad": "m".repeat(15_000)}});
+    let res = gw.post("/v1/memory/threads", &[("authorization", &a)], &big);
+    res.expect_error(429, "insufficient_quota");
+    let res = request(
+        &gw.addr,
+        "PATCH",
+        "/v1/memory/threads/qa2",
+        &[("authorization", &a), ("content-type", "application/json")],
+        json!({"metadata": {"pad": "m".repeat(15_000)}}).to_string().as_bytes(),
+    );
+    res.expect_error(429, "insufficient_quota");
     // Deleting a thread gives its bytes back.
     let res = request(
         &gw.addr,

@@ -203,13 +203,15 @@ fn framing_an_upstream_gets_wrong_is_a_clean_502_and_close_framed_bodies_read_wh
         let _ = s.write_all(answers.get(i).map_or(&[][..], Vec::as_slice));
         false
     });
-    let gw = gateway_for(&up, "[retry]\nmax_attempts = 1\n");
+    // Retries on: a malformed answer was processed upstream, and must not be sent again.
+    let gw = gateway_for(&up, "[retry]\nmax_attempts = 3\n");
     for (i, (_, want)) in cases.iter().enumerate() {
         let res = chat(&gw);
         if *want == 200 {
             assert_four(&res);
         } else {
-            res.expect_error(502, "upstream_error");
+            let e = res.expect_error(502, "upstream_error");
+            assert_eq!(e["code"], "bad_response", "case {i}: {e}");
         }
         assert_eq!(
             up.seen().len(),

@@ -214,9 +214,15 @@ async fn create_thread(ctx: &Ctx, tenant: &str, body: &[u8]) -> Result<Response,
     record.title = new.title;
     record.metadata = Value::Object(new.metadata.unwrap_or_default());
     let saved = record.clone();
+    // The record (its title and metadata) counts against the quota like messages do, so a key
+    // over it cannot fill the disk with threads.
+    let (bytes, limit) = (quota::record_bytes(&record), ctx.app.store.quota());
     ctx.app
         .store
-        .write(move |tx| threads::create(tx, &saved))
+        .write(move |tx| {
+            quota::charge(tx, &saved.tenant, &saved.id, bytes, limit)?;
+            threads::create(tx, &saved)
+        })
         .await
         .map_err(store_error)?;
     Ok(json_response(201, &thread_json(&record)))
@@ -245,7 +251,9 @@ struct ThreadPatch {
 async fn update_thread(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let patch: ThreadPatch = parse_body(body)?;
     quota::check_thread_fields(patch.title.as_deref(), patch.metadata.as_ref()).map_err(cap_error)?;
+    let limit = ctx.app.store.quota();
     let thread = on_thread(ctx, tenant, id, move |tx, mut t| {
+        let before = quota::record_bytes(&t);
         if patch.title.is_some() {
             t.title = patch.title;
         }
@@ -253,6 +261,10 @@ async fn update_thread(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result
             t.metadata = Value::Object(m);
         }
         t.updated_at = clock::now_ms();
+        // Growth is charged (and refused past the quota); a smaller record gives nothing back,
+        // as deleting single messages does not.
+        let grown = quota::record_bytes(&t).saturating_sub(before);
+        quota::charge(tx, &t.tenant, &t.id, grown, limit)?;
         threads::update(tx, &t)?;
         Ok(t)
     })

@@ -107,6 +107,15 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::NotFound(m) => ApiError::not_found(m),
         StoreError::Conflict(m) => ApiError::new_status(409, &m),
         StoreError::Quota(m) => ApiError::new(429, "insufficient_quota", Some("storage_quota_exceeded"), m),
+        StoreError::Corrupt(m) => {
+            log::error!("memory store: {m}");
+            ApiError::new(
+                500,
+                "server_error",
+                Some("corrupt_record"),
+                "a stored record this request needs is damaged; nothing of this request was stored (the operator's log names the record)",
+            )
+        }
         StoreError::Full(m) => {
             log::error!("memory store: {m}");
             ApiError::new(

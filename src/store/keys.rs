@@ -140,8 +140,7 @@ fn new_key() -> Result<String, StoreError> {
 }
 
 impl Store {
-    /// Creates a key named `name` and returns it; the only time the key exists in clear.
-    /// Creates a key with its own limits (`None`: the config's `[limits]` apply); returns the key.
+    /// Creates a key named `name` with its own limits (`None`: the config's `[limits]` apply); returns the key.
     pub fn create_key(&self, name: &str, rpm: Option<u64>, tpm: Option<u64>) -> Result<String, StoreError> {
         if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
         {
@@ -149,9 +148,15 @@ impl Store {
                 "key name {name:?} must be 1-64 characters of letters, digits, '-', '_', '.', '@'"
             )));
         }
-        if name == OPEN_NAME {
+        if name == OPEN_NAME || name == OPEN_TENANT {
             return Err(StoreError::Conflict(format!(
-                "the name {OPEN_NAME:?} is open mode's tenant (no key); pick another name"
+                "the name {name:?} is open mode's tenant (no key); pick another name"
+            )));
+        }
+        // `t_…` is how tenant ids look, and the CLI's `--tenant` takes either.
+        if name.starts_with("t_") {
+            return Err(StoreError::Conflict(format!(
+                "key name {name:?} may not start with `t_` (tenant ids do); pick another name"
             )));
         }
         let key = new_key()?;
@@ -165,10 +170,11 @@ impl Store {
             rpm,
             tpm,
         };
-        let tx = self.db().begin_write().map_err(|e| failed("begin")(e.into()))?;
-        {
+        let name = name.to_owned();
+        // Through the writer, like every write: a failed commit is handled in one place.
+        self.write_blocking(move |tx| {
             let mut keys = tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
-            if let Some(old) = keys.get(name).map_err(|e| failed("read key")(e.into()))? {
+            if let Some(old) = keys.get(name.as_str()).map_err(|e| failed("read key")(e.into()))? {
                 let old: Option<KeyRecord> = json::from_str(old.value()).ok();
                 if old.is_some_and(|o| o.revoked_at.is_none()) {
                     return Err(StoreError::Conflict(format!(
@@ -176,26 +182,26 @@ impl Store {
                     )));
                 }
             }
-            keys.insert(name, json::to_string(&record).as_str())
+            keys.insert(name.as_str(), json::to_string(&record).as_str())
                 .map_err(|e| failed("write key")(e.into()))?;
             let mut hashes = tx
                 .open_table(KEY_HASHES)
                 .map_err(|e| failed("open key_hashes")(e.into()))?;
             hashes
-                .insert(record.hash.as_str(), name)
+                .insert(record.hash.as_str(), name.as_str())
                 .map_err(|e| failed("write key")(e.into()))?;
             tx.open_table(TENANTS)
                 .or_fail("open key_tenants")?
-                .insert(record.tenant.as_str(), name)
+                .insert(record.tenant.as_str(), name.as_str())
                 .or_fail("write key_tenants")?;
-        }
-        tx.commit().map_err(|e| failed("commit")(e.into()))?;
+            Ok(())
+        })?;
         Ok(key)
     }
 
     /// All keys, by name, revoked ones included.
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let tx = self.db().begin_read().map_err(|e| failed("begin read")(e.into()))?;
+        let tx = self.db()?.begin_read().map_err(|e| failed("begin read")(e.into()))?;
         let keys = tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
         let mut out = Vec::new();
         for entry in keys.iter().map_err(|e| failed("scan keys")(e.into()))? {
@@ -210,11 +216,11 @@ impl Store {
 
     /// Marks a key revoked; it stops working at once.
     pub fn revoke_key(&self, name: &str) -> Result<(), StoreError> {
-        let tx = self.db().begin_write().map_err(|e| failed("begin")(e.into()))?;
-        {
+        let name = name.to_owned();
+        self.write_blocking(move |tx| {
             let mut keys = tx.open_table(KEYS).map_err(|e| failed("open keys")(e.into()))?;
             let found = keys
-                .get(name)
+                .get(name.as_str())
                 .map_err(|e| failed("read key")(e.into()))?
                 .map(|v| v.value().to_owned());
             let mut record: KeyRecord = found.and_then(|v| json::from_str(&v).ok()).ok_or_else(|| {
@@ -222,11 +228,11 @@ impl Store {
             })?;
             if record.revoked_at.is_none() {
                 record.revoked_at = Some(now_secs());
-                keys.insert(name, json::to_string(&record).as_str())
+                keys.insert(name.as_str(), json::to_string(&record).as_str())
                     .map_err(|e| failed("write key")(e.into()))?;
             }
-        }
-        tx.commit().map_err(|e| failed("commit")(e.into()))
+            Ok(())
+        })
     }
 
     /// The live record of `key`, or `None` if it is unknown or revoked.
@@ -234,7 +240,7 @@ impl Store {
         if !key.starts_with(KEY_PREFIX) {
             return Ok(None);
         }
-        let tx = self.db().begin_read().map_err(|e| failed("begin read")(e.into()))?;
+        let tx = self.db()?.begin_read().map_err(|e| failed("begin read")(e.into()))?;
         let hashes = tx
             .open_table(KEY_HASHES)
             .map_err(|e| failed("open key_hashes")(e.into()))?;
@@ -258,16 +264,21 @@ impl Reader {
     /// The tenant id a name stands for in the admin CLI: the tenant of the key with that name
     /// (the live one, or the last one revoked), open mode's for `default`, or a tenant id itself
     /// (`t_…`, as `threads list` shows an older key's, or `open`).
+    ///
+    /// A tenant id wins over a key name that looks the same (new keys may not take such names,
+    /// but a database from before tenant ids may hold one): the id is the only handle on a
+    /// revoked key's data once its name is reused.
     pub fn resolve_tenant(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let keys = self.tx.open_table(KEYS).or_fail("open keys")?;
-        if let Some(v) = keys.get(name).or_fail("read key")? {
-            return Ok(json::from_str::<KeyRecord>(v.value()).ok().map(|r| r.tenant));
-        }
         if name == OPEN_NAME || name == OPEN_TENANT {
             return Ok(Some(OPEN_TENANT.to_owned()));
         }
         let tenants = self.tx.open_table(TENANTS).or_fail("open key_tenants")?;
-        Ok(tenants.get(name).or_fail("read key_tenants")?.map(|_| name.to_owned()))
+        if tenants.get(name).or_fail("read key_tenants")?.is_some() {
+            return Ok(Some(name.to_owned()));
+        }
+        let keys = self.tx.open_table(KEYS).or_fail("open keys")?;
+        let found = keys.get(name).or_fail("read key")?;
+        Ok(found.and_then(|v| json::from_str::<KeyRecord>(v.value()).ok().map(|r| r.tenant)))
     }
 
     /// How each tenant is shown: its key's name, `NAME(revoked)` once revoked (a later key may
@@ -324,6 +335,31 @@ mod tests {
             "old key stays dead after name reuse"
         );
         assert!(store.verify_key(&again).unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names_that_look_like_tenant_ids_are_refused_and_ids_resolve_first() {
+        let dir = std::env::temp_dir().join(format!("memgate-keys-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        for name in ["open", "default", "t_0123456789abcdef0123456789abcdef"] {
+            assert!(
+                matches!(store.create_key(name, None, None), Err(StoreError::Conflict(_))),
+                "{name}"
+            );
+        }
+        store.create_key("bob", None, None).unwrap();
+        let carol = store
+            .verify_key(&store.create_key("carol", None, None).unwrap())
+            .unwrap()
+            .unwrap();
+        let read = store.read().unwrap();
+        assert_eq!(read.resolve_tenant("carol").unwrap(), Some(carol.tenant.clone()));
+        assert_eq!(read.resolve_tenant(&carol.tenant).unwrap(), Some(carol.tenant));
+        assert_eq!(read.resolve_tenant("open").unwrap().as_deref(), Some(OPEN_TENANT));
+        assert_eq!(read.resolve_tenant("nobody").unwrap(), None);
+        drop((read, store));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,9 +3,8 @@
 //! redb admits one process per file. The server holds it for its lifetime; a CLI command run
 //! meanwhile reaches the same data through the server's admin socket (see `admin`).
 //!
-//! Memory writes go through one writer thread that commits in groups (see `writer`); key
-//! management, rare, commits from `smol::unblock`. Either way no executor thread waits on an
-//! fsync. Reads are MVCC snapshots, a few microseconds, done inline through a [`Reader`].
+//! Every write goes through one writer thread that commits in groups (see `writer`), so no
+//! executor thread waits on an fsync and a failed commit is handled in one place. Reads are MVCC snapshots, a few microseconds, done inline through a [`Reader`].
 
 mod keys;
 pub mod observations;
@@ -22,7 +21,7 @@ pub use threads::{NewMessage, StoredMessage, ThreadRecord};
 use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// redb's page cache, which holds the pages written and read until it is full: the process's
@@ -34,12 +33,19 @@ const CACHE_BYTES: usize = 16 << 20;
 /// File name of the database inside `data_dir`.
 pub const DB_FILE: &str = "memgate.redb";
 
+/// How long a read waits for a reopen before it gets an error instead.
+const REOPEN_READ_WAIT: Duration = Duration::from_millis(100);
+
 /// How long a reopen waits for the last read snapshots of the old handle to end (they hold
 /// the file's lock); reads take microseconds, so this only bounds a stuck reader.
 const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
-/// How often a store that failed to write is probed again from `/healthz`.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How soon a store that failed to write is first probed again from `/healthz`; each probe
+/// that fails doubles the wait, up to [`PROBE_MAX`]. A failed probe means a reopen, which
+/// walks the whole file (redb's repair), so a supervisor polling `/healthz` must not drive
+/// one every second.
+const PROBE_FIRST: Duration = Duration::from_secs(1);
+const PROBE_MAX: Duration = Duration::from_secs(30);
 
 /// A handle to the open database; cheap to clone.
 #[derive(Clone)]
@@ -54,15 +60,36 @@ pub struct Store {
 /// After a failed commit redb refuses every write (`PreviousIo`) until the file is opened
 /// again, so the writer thread swaps a fresh handle in here (see [`Shared::reopen`]).
 pub(crate) struct Shared {
-    /// Held for writing only while the writer swaps the handle; readers wait that long.
-    db: RwLock<Option<Arc<Database>>>,
+    /// Empty while the writer reopens the file (and for good if it cannot). Readers wait for it
+    /// at most [`REOPEN_READ_WAIT`], then get an error: a small file is back within that, and
+    /// a large one's repair must not hold executor threads.
+    db: Mutex<Option<Arc<Database>>>,
+    /// Signalled when the writer puts a handle back.
+    reopened: Condvar,
     path: PathBuf,
     /// Why writes fail, from the last failed commit until one succeeds.
-    failing: Mutex<Option<(String, Instant)>>,
+    failing: Mutex<Option<Failing>>,
+    /// Closed when the file cannot be opened again: the server then shuts down and exits
+    /// non-zero, so a supervisor restarts it.
+    dead: (async_channel::Sender<()>, async_channel::Receiver<()>),
     /// `[limits] max_stored_bytes_per_key`; 0 is none.
     quota: AtomicU64,
     /// The file had to be repaired when it was opened (it was not closed cleanly).
     repaired: Arc<AtomicBool>,
+}
+
+/// A store that cannot write: why, since when, and how many probes have failed since.
+struct Failing {
+    why: String,
+    since: Instant,
+    probes: u32,
+}
+
+impl Failing {
+    fn probe_due(&self) -> bool {
+        let wait = PROBE_FIRST.saturating_mul(1 << self.probes.min(5)).min(PROBE_MAX);
+        self.since.elapsed() >= wait
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -80,6 +107,9 @@ pub enum StoreError {
     Failed(String),
     /// A write failed for want of space (disk full, file size limit): nothing of it was kept.
     Full(String),
+    /// A stored record that does not decode (a damaged or foreign file). The op fails and its
+    /// group is rolled back, but the database itself is sound: no reopen, `/healthz` stays 200.
+    Corrupt(String),
     /// A caller error: the write would pass the tenant's quota of stored bytes.
     Quota(String),
     /// A caller error, such as a key name that already exists.
@@ -92,6 +122,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Locked(p) => write!(f, "{} is in use by another process", p.display()),
             StoreError::Failed(m)
+            | StoreError::Corrupt(m)
             | StoreError::Full(m)
             | StoreError::Quota(m)
             | StoreError::Conflict(m)
@@ -162,33 +193,51 @@ fn open_db(path: &Path, create: bool, repaired: &Arc<AtomicBool>) -> Result<Data
 }
 
 impl Shared {
-    /// The current handle. Blocks while the writer swaps it (a reopen takes milliseconds).
+    /// The current handle; while the writer reopens the file, waits up to
+    /// [`REOPEN_READ_WAIT`] for it, then fails.
     fn current(&self) -> Result<Arc<Database>, StoreError> {
-        self.db
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| StoreError::Failed("the database is closed after a failed reopen".to_owned()))
+        let slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        let (slot, _) = self
+            .reopened
+            .wait_timeout_while(slot, REOPEN_READ_WAIT, |db| db.is_none() && !self.dead.0.is_closed())
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or_else(|| {
+            StoreError::Failed("the database is not open: it is being reopened after a failed write".to_owned())
+        })
     }
 
-    /// Closes the handle a failed commit left unusable and opens the file again, which
-    /// recovers it to its last commit (redb's repair). Runs on the writer thread once the
-    /// failed group's callers have their error. Err: the file could not be opened again.
+    /// Takes away the handle a failed commit left unusable (redb answers every use of it with
+    /// `PreviousIo`): readers from now on wait for [`Shared::reopen`] instead.
+    pub(crate) fn close(&self) {
+        drop(self.db.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+
+    /// Opens the file again after [`Shared::close`], which recovers it to its last commit
+    /// (redb's repair). Runs on the writer thread once the failed group's callers have their
+    /// error; the lock is held only to swap, never while the file is opened. Err: the file
+    /// could not be opened again (the store is then dead).
     pub(crate) fn reopen(&self) -> Result<(), StoreError> {
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        drop(slot.take());
         // Read snapshots still running on the old handle hold the file's lock a moment longer.
         let until = Instant::now() + REOPEN_WAIT;
         loop {
             // Never `create`: a file that vanished must not come back empty.
             match open_db(&self.path, false, &self.repaired) {
                 Ok(db) => {
-                    *slot = Some(Arc::new(db));
+                    *self.db.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+                    self.reopened.notify_all();
                     log::warn!("database {} reopened after a failed write", self.path.display());
                     return Ok(());
                 }
                 Err(StoreError::Locked(_)) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Logged before the server hears of it: it exits soon after.
+                    log::error!(
+                        "cannot reopen the database after a failed write ({e}); shutting down so the service restarts"
+                    );
+                    self.dead.0.close();
+                    self.reopened.notify_all();
+                    return Err(e);
+                }
             }
         }
     }
@@ -202,7 +251,14 @@ impl Shared {
                     log::info!("the database accepts writes again");
                 }
             }
-            Some(e) => *failing = Some((format!("the database cannot write: {e}"), Instant::now())),
+            Some(e) => {
+                let probes = failing.as_ref().map_or(0, |f| f.probes + 1);
+                *failing = Some(Failing {
+                    why: format!("the database cannot write: {e}"),
+                    since: Instant::now(),
+                    probes,
+                });
+            }
         }
     }
 }
@@ -220,9 +276,11 @@ impl Store {
         private_file(&path)?;
         let repaired = Arc::new(AtomicBool::new(false));
         let db = Arc::new(Shared {
-            db: RwLock::new(Some(Arc::new(open_db(&path, true, &repaired)?))),
+            db: Mutex::new(Some(Arc::new(open_db(&path, true, &repaired)?))),
+            reopened: Condvar::new(),
             path,
             failing: Mutex::new(None),
+            dead: async_channel::bounded(1),
             quota: AtomicU64::new(0),
             repaired,
         });
@@ -279,16 +337,14 @@ impl Store {
     }
 
     /// Whether the store can write: `Err(why)` from a failed commit until one succeeds. While
-    /// it fails, a small probe write (at most one per [`PROBE_EVERY`]) finds out whether room
-    /// came back, so a store nobody writes to does not stay unhealthy for ever.
+    /// it fails, a small probe write (the first after [`PROBE_FIRST`], backing off to
+    /// [`PROBE_MAX`]) finds out whether room came back, so a store nobody writes to does not
+    /// stay unhealthy for ever.
     pub async fn health(&self) -> Result<(), String> {
-        let due = {
-            let failing = self.db.failing.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*failing {
-                None => return Ok(()),
-                Some((why, since)) if since.elapsed() < PROBE_EVERY => return Err(why.clone()),
-                Some(_) => true,
-            }
+        let due = match &*self.db.failing.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => return Ok(()),
+            Some(f) if !f.probe_due() => return Err(f.why.clone()),
+            Some(_) => true,
         };
         if due {
             // Its outcome lands in `failing` like any other group's.
@@ -296,8 +352,14 @@ impl Store {
         }
         match &*self.db.failing.lock().unwrap_or_else(PoisonError::into_inner) {
             None => Ok(()),
-            Some((why, _)) => Err(why.clone()),
+            Some(f) => Err(f.why.clone()),
         }
+    }
+
+    /// Resolves if the database file cannot be opened again after a failed write: nothing can
+    /// be stored from then on, and the server shuts down so that a supervisor restarts it.
+    pub async fn dead(&self) {
+        let _ = self.db.dead.1.recv().await;
     }
 
     /// Runs `op` on the writer thread; resolves once it is durable (see `writer` for the rules
@@ -320,12 +382,8 @@ impl Store {
     }
 
     /// The current handle (key management commits on it directly).
-    pub(crate) fn db(&self) -> Arc<Database> {
-        // Only `reopen` empties the slot and it exits the process when it cannot fill it again.
-        self.db.current().unwrap_or_else(|e| {
-            log::error!("{e}");
-            std::process::exit(1)
-        })
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.current()
     }
 }
 

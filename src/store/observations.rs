@@ -69,7 +69,7 @@ pub struct Generation {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Failed(format!("corrupt observation record: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("corrupt observation record: {e}")))
 }
 
 pub(super) fn init(tx: &WriteTransaction) -> Result<(), StoreError> {

@@ -1,7 +1,8 @@
 //! What one tenant may put in storage: caps on the request fields that are stored, and a quota
 //! of stored message bytes per tenant (`[limits] max_stored_bytes_per_key`).
 //!
-//! The quota is a counter per tenant, kept in the same transaction as the messages it counts,
+//! The quota is a counter per tenant, kept in the same transaction as the messages (and the
+//! thread records created or grown through the Memory API) it counts,
 //! so checking it costs one point read, never a scan. Bytes are the stored JSON of each message
 //! (role, content, tool calls). Each thread's share is kept beside the total, so deleting a
 //! thread (or erasing its resource) gives its bytes back. Deleting single messages does not:
@@ -82,6 +83,11 @@ pub fn message_bytes<'a>(messages: impl IntoIterator<Item = &'a crate::ir::Messa
         .into_iter()
         .map(|m| serde_json::to_string(m).map_or(0, |s| s.len() as u64))
         .sum()
+}
+
+/// What a thread's record (ids, title, metadata) takes, as counted for the quota.
+pub fn record_bytes(record: &super::ThreadRecord) -> u64 {
+    serde_json::to_string(record).map_or(0, |s| s.len() as u64)
 }
 
 /// Refuses a request whose new messages would take `tenant` past `limit`, before anything is

@@ -132,7 +132,7 @@ fn not_found(id: &str) -> StoreError {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Failed(format!("corrupt {what} record: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("corrupt {what} record: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> String {

@@ -14,7 +14,13 @@
 //! After a failed commit redb refuses every later write until the file is opened again: once
 //! the group's callers have their error, the thread reopens the database (redb recovers it to
 //! the last commit, so nothing acknowledged is lost) and carries on with the next group. If it
-//! cannot reopen, the process exits non-zero so a supervisor (systemd's `Restart=`) restarts it.
+//! cannot reopen, the store is dead: every later write fails, and the server, told through
+//! [`super::Store::dead`], answers what is in flight, shuts down and exits non-zero so a
+//! supervisor (systemd's `Restart=`) restarts it.
+//!
+//! A record that does not decode ([`StoreError::Corrupt`]) rolls its group back too (an op may
+//! have written before it met the record), but the database is sound: no reopen, and the
+//! store is not reported unhealthy.
 
 use super::{Shared, StoreError};
 use redb::{TableDefinition, WriteTransaction};
@@ -45,7 +51,7 @@ where
     fn run(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
         let result = self.op.take().map(|op| op(tx));
         let io = match &result {
-            Some(Err(e @ (StoreError::Failed(_) | StoreError::Full(_)))) => Err(e.clone()),
+            Some(Err(e @ (StoreError::Failed(_) | StoreError::Full(_) | StoreError::Corrupt(_)))) => Err(e.clone()),
             _ => Ok(()),
         };
         self.result = result;
@@ -150,15 +156,19 @@ fn run(db: &Shared, queue: &async_channel::Receiver<Box<dyn Job>>) {
         if let Some(e) = &failure {
             log::error!("a write failed and was rolled back: {e}");
         }
-        db.wrote(failure.as_ref());
+        let io = failure.as_ref().filter(|e| !matches!(e, StoreError::Corrupt(_)));
+        db.wrote(io);
+        if io.is_some() {
+            // Before the callers hear of it: a caller that retries at once must not read
+            // through the failed handle.
+            db.close();
+        }
         for job in group {
             job.finish(failure.as_ref());
         }
-        if failure.is_some() {
-            if let Err(e) = db.reopen() {
-                log::error!("cannot reopen the database after a failed write ({e}); exiting so the service restarts");
-                std::process::exit(1);
-            }
+        if io.is_some() {
+            // On failure the store is dead and says so (`Store::dead`); writes fail from then on.
+            let _ = db.reopen();
         }
     }
 }
@@ -186,4 +196,44 @@ pub(super) fn probe(tx: &WriteTransaction) -> Result<(), StoreError> {
         .insert("probe", [0u8; 16 << 10].as_slice())
         .map_err(|e| super::failed("write the probe")(e.into()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Store, StoreError};
+    use redb::{ReadableDatabase, TableDefinition};
+
+    const T: TableDefinition<&str, u64> = TableDefinition::new("writer_test");
+
+    #[test]
+    fn a_corrupt_record_fails_its_group_but_neither_reopens_nor_marks_the_store_failing() {
+        let dir = std::env::temp_dir().join(format!("memgate-writer-corrupt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        // An op that wrote, then met a record it cannot decode.
+        let res = store.write_blocking(|tx| {
+            tx.open_table(T).unwrap().insert("half", 1).unwrap();
+            Err::<(), _>(StoreError::Corrupt("corrupt thread record: test".to_owned()))
+        });
+        assert!(matches!(res, Err(StoreError::Corrupt(_))), "{res:?}");
+        // Rolled back whole, the store healthy, the next write commits on the same handle.
+        assert!(smol::block_on(store.health()).is_ok());
+        let before = store.db().unwrap();
+        store
+            .write_blocking(|tx| {
+                tx.open_table(T).unwrap().insert("next", 2).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&before, &store.db().unwrap()),
+            "the store was reopened"
+        );
+        let read = store.db().unwrap().begin_read().unwrap();
+        let table = read.open_table(T).unwrap();
+        assert!(table.get("half").unwrap().is_none());
+        assert_eq!(table.get("next").unwrap().map(|v| v.value()), Some(2));
+        drop((table, read, before, store));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

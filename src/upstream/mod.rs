@@ -291,6 +291,10 @@ impl UpstreamResponse {
                         self.origin
                     )))
                 }
+                // The body's framing was broken (h1's decoder): a malformed answer, as a bad head.
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(bad_response(format!("{} sent a malformed body: {e}", self.origin)))
+                }
                 Some(Err(e)) => {
                     return Err(ApiError::bad_gateway(format!(
                         "{} response broke off: {e}",

@@ -218,6 +218,7 @@ impl Gateway {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.join_log();
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -233,11 +234,16 @@ impl Gateway {
             .arg(self.child.id().to_string())
             .status();
         let status = self.child.wait().unwrap();
-        // The exit closed the pipe: the reader ends once it has logged the last line.
+        self.join_log();
+        status
+    }
+
+    /// After the process ended: its exit closed the pipe, so the reader ends once it has
+    /// logged the last line.
+    fn join_log(&mut self) {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        status
     }
 }
 
