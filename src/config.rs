@@ -317,6 +317,9 @@ pub struct LimitsConfig {
     /// The largest upstream SSE line or event (Gemini's are whole responses); default 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sse_event_bytes: Option<u64>,
+    /// Bytes all request and upstream bodies buffered at once may take; default 256 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_buffered_bytes: Option<u64>,
     /// Message bytes each key (tenant) may store; unset or 0: no quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_stored_bytes_per_key: Option<u64>,
@@ -329,6 +332,10 @@ impl LimitsConfig {
 
     pub fn sse_event_bytes(&self) -> u64 {
         self.max_sse_event_bytes.unwrap_or(4 << 20)
+    }
+
+    pub fn buffered_bytes(&self) -> u64 {
+        self.max_buffered_bytes.unwrap_or(256 << 20)
     }
 }
 

@@ -19,6 +19,8 @@ use common::*;
 use script::{chunked, endless_chunks, sized, Scripted};
 use serde_json::{json, Value};
 use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
 
 const CHAT_JSON: &str = "fixtures/openai/010_chat_two_plus_two/response.json";
 const CHAT_SSE: &str = "fixtures/openai/041_chat_count_stream/response.sse";
@@ -395,4 +397,56 @@ fn fuzzed_upstream_answers_never_kill_the_gateway() {
     let report = fuzz::run();
     eprintln!("{report}");
     assert!(report.failures.is_empty(), "{report}");
+}
+
+#[test]
+fn bodies_held_at_once_stay_within_the_buffer_budget() {
+    // Request 0's answer sends 3 MiB and then waits; meanwhile request 1's 3 MiB cannot be
+    // held too within a 4 MiB budget, however far both are under their own bound.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    let up = Scripted::start(move |i, _, s| {
+        let body = format!("{{\"pad\":\"{}\"}}", "a".repeat(3 << 20));
+        if i == 0 {
+            let bytes = sized(JSON_HEAD, body.as_bytes());
+            let _ = s.write_all(&bytes[..bytes.len() - 2]);
+            let _ = wait.lock().unwrap().recv_timeout(Duration::from_secs(20));
+            let _ = s.write_all(&bytes[bytes.len() - 2..]);
+            return false;
+        }
+        s.write_all(&sized(JSON_HEAD, body.as_bytes())).is_ok()
+    });
+    let gw = gateway_for(
+        &up,
+        "[retry]\nmax_attempts = 1\n[limits]\nmax_buffered_bytes = 4194304\n",
+    );
+    let addr = gw.addr.clone();
+    let first = std::thread::spawn(move || {
+        common::request(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &[],
+            chat_body(false).to_string().as_bytes(),
+        )
+    });
+    while up.seen().is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let e = chat(&gw).expect_error(503, "server_error");
+    assert_eq!(e["code"], "overloaded", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("max_buffered_bytes"), "{e}");
+    // A client body counts against the same budget.
+    let big = json!({"model": "up/x", "messages": [{"role": "user", "content": "b".repeat(5 << 20)}]});
+    let e = gw
+        .post("/v1/chat/completions", &[], &big)
+        .expect_error(503, "server_error");
+    assert!(e["message"].as_str().unwrap().contains("max_buffered_bytes"), "{e}");
+    release.send(()).unwrap();
+    // The first answer was held, not refused; once it is done, its bytes are free again.
+    let first = first.join().unwrap();
+    assert_ne!(first.status, 503, "{}", first.text());
+    assert_eq!(chat(&gw).status, 200, "a 3 MiB answer fits again");
+    still_alive(&gw);
 }

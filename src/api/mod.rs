@@ -276,13 +276,14 @@ async fn dispatch(
 
 /// Runs an authenticated request's endpoint.
 async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Response, ApiError> {
-    let body = match route {
+    // `_held`: the body's bytes stay counted in the buffer budget until it is dropped.
+    let (body, _held) = match route {
         Endpoint::Models => return Ok(models::list(ctx)),
         Endpoint::Usage => return usage_report::get(ctx, &query(req)).await,
         Endpoint::Model(id) => return models::get(ctx, &id),
         Endpoint::Chat | Endpoint::Responses | Endpoint::Messages | Endpoint::Embeddings | Endpoint::Memory(_) => {
-            match read_body(req, ctx.app.max_body, ctx.app.body_timeout).await {
-                Ok(body) => body,
+            match read_body(req, ctx.app.max_body, ctx.app.body_timeout, ctx.app.client.budget()).await {
+                Ok(read) => read,
                 // The rest of an oversized or stalled body is still on the wire: answer and close.
                 Err(e) => {
                     let mut res = render_error(req.url().path(), &e);

@@ -15,7 +15,7 @@ mod server;
 pub mod sse;
 mod stream;
 
-pub use body::read_body;
+pub use body::{over_budget, read_body};
 pub use origin::BrowserPolicy;
 pub use response::{error_response, json_response, sse_response, text_response};
 pub use server::{Peer, Server, ServerOptions};

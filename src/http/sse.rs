@@ -5,9 +5,29 @@
 //! comments (keep-alives); one space after the colon is dropped. Lines and events are bounded
 //! (`[limits] max_sse_event_bytes`): an upstream cannot grow memory with a line that never ends.
 
+use crate::budget::Hold;
 use futures_lite::{AsyncBufRead, AsyncBufReadExt};
 use std::io;
 use std::pin::Pin;
+
+/// What a stream's line and event may take before they count against the buffer budget:
+/// ordinary events never do, so the budget costs nothing per event.
+const FREE: usize = 64 << 10;
+
+/// Makes `hold` what `bytes` of line and event take beyond [`FREE`]; `Err` when the budget
+/// is spent.
+fn held(hold: &mut Option<Hold>, bytes: usize) -> io::Result<()> {
+    if hold
+        .as_mut()
+        .is_none_or(|h| h.resize(bytes.saturating_sub(FREE) as u64))
+    {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        "memgate's buffer budget is spent ([limits] max_buffered_bytes)",
+    ))
+}
 
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +44,10 @@ pub struct Reader<R> {
     line: Vec<u8>,
     /// The longest line, and the most data one event may gather.
     max: usize,
+    /// What a line and event past [`FREE`] bytes hold from the process's buffer budget.
+    hold: Option<Hold>,
+    /// The data the event being read holds so far (counted with the line in `hold`).
+    event_len: usize,
     /// A CR ended the last line, so an LF opening the next read belongs to it.
     after_cr: bool,
 }
@@ -34,13 +58,24 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
             inner,
             line: Vec::new(),
             max,
+            hold: None,
+            event_len: 0,
             after_cr: false,
         }
+    }
+
+    /// Counts a large line or event against `hold`'s budget; past it the stream fails.
+    pub fn with_budget(mut self, hold: Hold) -> Self {
+        self.hold = Some(hold);
+        self
     }
 
     /// The next event, or `None` at the end of the stream. An event cut off by the end of the
     /// stream (no closing blank line) is discarded, as the spec says.
     pub async fn next(&mut self) -> io::Result<Option<Event>> {
+        // The last event went to the caller: what it held is given back.
+        self.event_len = 0;
+        held(&mut self.hold, 0)?;
         let mut ev = Event::default();
         let mut has_data = false;
         loop {
@@ -66,6 +101,8 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
                     if ev.data.len() + usize::from(has_data) + value.len() > self.max {
                         return Err(self.too_big("event"));
                     }
+                    self.event_len = ev.data.len() + 1 + value.len();
+                    held(&mut self.hold, self.event_len)?;
                     if has_data {
                         ev.data.push('\n');
                     }
@@ -101,9 +138,11 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
             }
             self.after_cr = false;
             let end = buf[start..].iter().position(|&b| b == b'\n' || b == b'\r');
-            if self.line.len() + end.unwrap_or(buf.len() - start) > self.max {
+            let grown = self.line.len() + end.unwrap_or(buf.len() - start);
+            if grown > self.max {
                 return Err(self.too_big("line"));
             }
+            held(&mut self.hold, self.event_len + grown)?;
             match end {
                 Some(i) => {
                     self.line.extend_from_slice(&buf[start..start + i]);

@@ -12,6 +12,7 @@ mod h1;
 mod pool;
 pub mod retry;
 
+use crate::budget::Budget;
 use crate::config::{LimitsConfig, Timeouts};
 use crate::error::ApiError;
 use crate::http::sse;
@@ -59,6 +60,8 @@ pub struct Client {
     pool: Arc<Pool>,
     timeouts: Arc<Timeouts>,
     bounds: Bounds,
+    /// `[limits] max_buffered_bytes`, shared with the request bodies the API reads.
+    budget: Budget,
 }
 
 /// How much of an upstream answer is read (`[limits]`).
@@ -79,7 +82,13 @@ impl Client {
                 body: limits.upstream_body_bytes(),
                 sse_event: usize::try_from(limits.sse_event_bytes()).unwrap_or(usize::MAX),
             },
+            budget: Budget::new(limits.buffered_bytes()),
         }
+    }
+
+    /// The buffer budget every body memgate holds counts against.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Sends a request and returns once the response head arrived; the body streams.
@@ -175,6 +184,7 @@ impl Client {
             body,
             declared,
             bounds: self.bounds,
+            budget: Some(self.budget.clone()),
             idle: Duration::from_millis(self.timeouts.idle_ms),
             origin,
         })
@@ -231,6 +241,9 @@ pub struct UpstreamResponse {
     /// The body's `Content-Length`, when it has one.
     declared: Option<u64>,
     bounds: Bounds,
+    /// What the body's buffer is held from while it is read (none for a replayed fixture,
+    /// which is in memory already).
+    budget: Option<Budget>,
     idle: Duration,
     origin: String,
 }
@@ -245,6 +258,7 @@ impl UpstreamResponse {
                 body: limits.upstream_body_bytes().max(body.len() as u64),
                 sse_event: usize::MAX,
             },
+            budget: None,
             status,
             content_type: content_type.to_owned(),
             retry_after: None,
@@ -280,6 +294,12 @@ impl UpstreamResponse {
         }
         // Whole up to the bound: growth never overshoots it (no doubling past it).
         let max = usize::try_from(max).unwrap_or(usize::MAX);
+        // Held while the body is read (a slow upstream may take long); parsing follows at once.
+        let mut hold = self.budget.as_ref().map(Budget::hold);
+        let mut fits = |len: usize| hold.as_mut().is_none_or(|h| h.resize(len as u64));
+        if !fits(self.declared.map_or(0, |n| n as usize)) {
+            return Err(self.over_budget());
+        }
         let mut out = Vec::with_capacity(self.declared.map_or(0, |n| n as usize));
         let mut chunk = vec![0u8; 16 << 10];
         loop {
@@ -303,6 +323,7 @@ impl UpstreamResponse {
                 }
                 Some(Ok(0)) => return Ok(out),
                 Some(Ok(n)) if n > max - out.len() => return Err(too_big()),
+                Some(Ok(n)) if !fits(out.len() + n) => return Err(self.over_budget()),
                 Some(Ok(n)) => {
                     if out.capacity() - out.len() < n {
                         let target = (out.capacity() * 2).clamp(out.len() + n, max);
@@ -314,11 +335,28 @@ impl UpstreamResponse {
         }
     }
 
+    fn over_budget(&self) -> ApiError {
+        let budget = self.budget.as_ref().map_or(0, Budget::total);
+        ApiError::new(
+            503,
+            "server_error",
+            Some("overloaded"),
+            format!(
+                "{} answered, but memgate holds {budget} bytes of bodies already ([limits] max_buffered_bytes); retry shortly",
+                self.origin
+            ),
+        )
+    }
+
     /// The body as a stream of server-sent events, each line and event bounded by
-    /// `[limits] max_sse_event_bytes`.
+    /// `[limits] max_sse_event_bytes` and held from the buffer budget past its first 64 KiB.
     pub fn events(self) -> EventStream {
+        let reader = sse::Reader::new(BufReader::new(self.body), self.bounds.sse_event);
         EventStream {
-            reader: sse::Reader::new(BufReader::new(self.body), self.bounds.sse_event),
+            reader: match self.budget {
+                Some(b) => reader.with_budget(b.hold()),
+                None => reader,
+            },
             idle: self.idle,
             origin: self.origin,
         }
