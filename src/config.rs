@@ -805,6 +805,41 @@ mod tests {
     }
 
     #[test]
+    fn models_may_be_listed_or_auto_and_responses_only_for_openai_kinds() {
+        let parse = |body: &str| Config::parse(&format!("[providers.p]\n{body}\n"));
+        let models = |body: &str| parse(body).unwrap().providers["p"].models.clone();
+        assert_eq!(models("kind = \"openai\""), Models::Unset);
+        assert_eq!(models("kind = \"openai\"\nmodels = []"), Models::Unset);
+        assert_eq!(models("kind = \"openai\"\nmodels = \"auto\""), Models::Auto);
+        assert_eq!(
+            models("kind = \"openai\"\nmodels = [\"a\"]"),
+            Models::Listed(vec!["a".to_owned()])
+        );
+        for (bad, says) in [
+            ("kind = \"openai\"\nmodels = \"all\"", "\"auto\""),
+            ("kind = \"gemini\"\nmodels = \"auto\"", "needs an OpenAI-compatible"),
+            ("kind = \"anthropic\"\nresponses = \"chat\"", "responses applies"),
+            ("kind = \"openai\"\nresponses = \"sometimes\"", "responses"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let c = parse("kind = \"openai\"\nmodels = \"auto\"\nresponses = \"passthrough\"").unwrap();
+        assert_eq!(c.providers["p"].responses, Some(ResponsesMode::Passthrough));
+        let shown = c.to_masked_toml();
+        assert!(
+            shown.contains("models = \"auto\"") && shown.contains("responses = \"passthrough\""),
+            "{shown}"
+        );
+        let err = Config::parse("[retry]\nstatuses = [503, 302]\n").unwrap_err();
+        assert!(err.contains("302"), "{err}");
+        assert_eq!(
+            Config::parse("").unwrap().retry.statuses(),
+            [429, 500, 502, 503, 504, 529]
+        );
+    }
+
+    #[test]
     fn bad_default_provider_lists_the_configured_ones() {
         let err = Config::parse("default_provider = \"x\"\n[providers.a]\nkind = \"openai\"\n").unwrap_err();
         assert!(err.contains("configured: a"), "{err}");
