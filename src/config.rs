@@ -170,9 +170,13 @@ pub struct ProviderConfig {
     pub api_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
-    /// Listed by `/v1/models` as `NAME/model`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub models: Vec<String>,
+    /// Listed by `/v1/models` as `NAME/model`; `"auto"` or none at all: asked of an
+    /// OpenAI-compatible upstream (`GET /models`).
+    #[serde(default, skip_serializing_if = "Models::is_unset")]
+    pub models: Models,
+    /// Whether `/v1/responses` is passed through or translated through chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<ResponsesMode>,
     /// Model names clients use and the upstream names they stand for, e.g.
     /// `"claude-sonnet-4" = "claude-sonnet-4-20250514"`: OpenRouter-style names work against the
     /// vendor's own API.
@@ -181,6 +185,73 @@ pub struct ProviderConfig {
     /// Fixture directory of a `replay` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+}
+
+/// `[providers.NAME] models`: the names listed, or `"auto"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Models {
+    /// None given (or an empty list): an OpenAI-compatible provider's are asked of the upstream,
+    /// as with `Auto`; other kinds list none.
+    #[default]
+    Unset,
+    /// Asked of the upstream (`GET {base_url}/models`).
+    Auto,
+    Listed(Vec<String>),
+}
+
+impl Models {
+    fn is_unset(&self) -> bool {
+        *self == Models::Unset
+    }
+
+    /// The names the config lists (none for `Unset` and `Auto`).
+    pub fn listed(&self) -> &[String] {
+        match self {
+            Models::Listed(names) => names,
+            _ => &[],
+        }
+    }
+}
+
+impl Serialize for Models {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Models::Auto => s.serialize_str("auto"),
+            _ => self.listed().serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Models {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Written::deserialize(d) {
+            Ok(Written::Word(w)) if w == "auto" => Ok(Models::Auto),
+            Ok(Written::List(names)) if names.is_empty() => Ok(Models::Unset),
+            Ok(Written::List(names)) => Ok(Models::Listed(names)),
+            _ => Err(serde::de::Error::custom(
+                "models must be a list of model names or \"auto\"",
+            )),
+        }
+    }
+}
+
+/// `[providers.NAME] responses`: how `/v1/responses` reaches an OpenAI-compatible provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponsesMode {
+    /// Passed through; after a 404 for the endpoint, translated through chat from then on.
+    #[default]
+    Auto,
+    /// Always passed through (the upstream's own error if it lacks the endpoint).
+    Passthrough,
+    /// Always translated through chat.
+    Chat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,9 +348,27 @@ pub struct RetryConfig {
     /// The longest one request spends retrying one route (default 60000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_total_ms: Option<u64>,
+    /// Upstream statuses tried again (default 429, 500, 502, 503, 504, 529).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statuses: Option<Vec<u16>>,
 }
 
 impl RetryConfig {
+    pub fn statuses(&self) -> &[u16] {
+        self.statuses
+            .as_deref()
+            .unwrap_or(&crate::upstream::retry::DEFAULT_STATUSES)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.statuses().iter().find(|s| !(400..=599).contains(*s)) {
+            Some(s) => Err(format!(
+                "[retry] statuses: {s} is not an error status (400-599); a success or redirect is never retried"
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn attempts(&self) -> u32 {
         self.max_attempts.unwrap_or(3).max(1)
     }
@@ -377,6 +466,19 @@ impl Config {
             if name.is_empty() || name.contains('/') {
                 return Err(format!("provider name {name:?} must be non-empty and contain no '/'"));
             }
+            let speaks_openai = matches!(p.kind, ProviderKind::Openai | ProviderKind::Replay);
+            if !speaks_openai && p.models == Models::Auto {
+                return Err(format!(
+                    "[providers.{name}] models = \"auto\" needs an OpenAI-compatible provider (kind \"openai\" or \"replay\"); list the {} models instead",
+                    p.kind.name()
+                ));
+            }
+            if !speaks_openai && p.responses.is_some() {
+                return Err(format!(
+                    "[providers.{name}] responses applies to OpenAI-compatible providers; a {} provider always has Responses translated through chat",
+                    p.kind.name()
+                ));
+            }
             if p.kind == ProviderKind::Replay && p.dir.is_none() {
                 return Err(format!(
                     "[providers.{name}] kind = \"replay\" needs dir = \"fixtures/…\""
@@ -404,6 +506,7 @@ impl Config {
             }
         }
         self.server.check()?;
+        self.retry.check()?;
         let limits = &mut self.limits;
         for (name, value, default) in [
             ("max_connections", &mut limits.max_connections, DEFAULT_MAX_CONNECTIONS),
@@ -431,7 +534,8 @@ impl Config {
                     base_url: base,
                     api_key: None,
                     api_key_env: key_env.map(str::to_owned),
-                    models: Vec::new(),
+                    models: Models::Unset,
+                    responses: None,
                     aliases: Default::default(),
                     dir: None,
                 },
@@ -537,6 +641,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("api_key", &Redacted(self.api_key.as_deref()))
             .field("api_key_env", &self.api_key_env)
             .field("models", &self.models)
+            .field("responses", &self.responses)
             .field("aliases", &self.aliases)
             .field("dir", &self.dir)
             .finish()
@@ -704,6 +809,41 @@ mod tests {
             let err = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
             assert!(err.contains("[server] allowed_"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn models_may_be_listed_or_auto_and_responses_only_for_openai_kinds() {
+        let parse = |body: &str| Config::parse(&format!("[providers.p]\n{body}\n"));
+        let models = |body: &str| parse(body).unwrap().providers["p"].models.clone();
+        assert_eq!(models("kind = \"openai\""), Models::Unset);
+        assert_eq!(models("kind = \"openai\"\nmodels = []"), Models::Unset);
+        assert_eq!(models("kind = \"openai\"\nmodels = \"auto\""), Models::Auto);
+        assert_eq!(
+            models("kind = \"openai\"\nmodels = [\"a\"]"),
+            Models::Listed(vec!["a".to_owned()])
+        );
+        for (bad, says) in [
+            ("kind = \"openai\"\nmodels = \"all\"", "\"auto\""),
+            ("kind = \"gemini\"\nmodels = \"auto\"", "needs an OpenAI-compatible"),
+            ("kind = \"anthropic\"\nresponses = \"chat\"", "responses applies"),
+            ("kind = \"openai\"\nresponses = \"sometimes\"", "responses"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let c = parse("kind = \"openai\"\nmodels = \"auto\"\nresponses = \"passthrough\"").unwrap();
+        assert_eq!(c.providers["p"].responses, Some(ResponsesMode::Passthrough));
+        let shown = c.to_masked_toml();
+        assert!(
+            shown.contains("models = \"auto\"") && shown.contains("responses = \"passthrough\""),
+            "{shown}"
+        );
+        let err = Config::parse("[retry]\nstatuses = [503, 302]\n").unwrap_err();
+        assert!(err.contains("302"), "{err}");
+        assert_eq!(
+            Config::parse("").unwrap().retry.statuses(),
+            [429, 500, 502, 503, 504, 529]
+        );
     }
 
     #[test]

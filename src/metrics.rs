@@ -52,6 +52,8 @@ pub struct RequestEnd<'a> {
     pub latency: Duration,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The tokens are memgate's estimate: the upstream reported none.
+    pub estimated: bool,
     /// Upstream attempts beyond the first (retries and fallbacks).
     pub retries: u32,
     pub fell_back: bool,
@@ -66,6 +68,8 @@ pub struct Metrics {
     tokens: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// The model label values in use (bounded by [`MAX_MODELS`]).
     models: Mutex<BTreeSet<String>>,
+    /// The part of `tokens` that memgate estimated.
+    estimated: Mutex<BTreeMap<(String, &'static str), u64>>,
     in_flight: AtomicI64,
     retries: AtomicU64,
     fallbacks: AtomicU64,
@@ -110,6 +114,11 @@ impl Metrics {
             let mut t = lock(&self.tokens);
             *t.entry((model.to_owned(), "prompt")).or_default() += r.prompt_tokens;
             *t.entry((model.to_owned(), "completion")).or_default() += r.completion_tokens;
+            if r.estimated {
+                let mut e = lock(&self.estimated);
+                *e.entry((model.to_owned(), "prompt")).or_default() += r.prompt_tokens;
+                *e.entry((model.to_owned(), "completion")).or_default() += r.completion_tokens;
+            }
         }
         self.retries.fetch_add(u64::from(r.retries), Ordering::Relaxed);
         if r.fell_back {
@@ -181,18 +190,22 @@ impl Metrics {
             "provider",
             &lock(&self.upstream),
         );
-        header(
-            &mut out,
-            "memgate_tokens_total",
-            "counter",
-            "Tokens used by answered requests, by model and kind.",
-        );
-        for ((model, kind), n) in lock(&self.tokens).iter() {
-            let _ = writeln!(
-                out,
-                "memgate_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
-                esc(model)
-            );
+        for (name, help, counts) in [
+            (
+                "memgate_tokens_total",
+                "Tokens used by answered requests, by model and kind.",
+                &self.tokens,
+            ),
+            (
+                "memgate_tokens_estimated_total",
+                "The part of memgate_tokens_total that memgate estimated because the upstream reported no usage.",
+                &self.estimated,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            for ((model, kind), n) in lock(counts).iter() {
+                let _ = writeln!(out, "{name}{{model=\"{}\",kind=\"{kind}\"}} {n}", esc(model));
+            }
         }
         let gauge = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
             header(out, name, kind, help);
@@ -298,6 +311,7 @@ mod tests {
             latency: Duration::from_millis(30),
             prompt_tokens: 10,
             completion_tokens: 5,
+            estimated: false,
             retries: 2,
             fell_back: true,
         });
@@ -330,6 +344,7 @@ mod tests {
                 latency: Duration::from_millis(1),
                 prompt_tokens: 1,
                 completion_tokens: 1,
+                estimated: false,
                 retries: 0,
                 fell_back: false,
             });

@@ -215,16 +215,9 @@ impl Router {
         Ok(out)
     }
 
-    /// Every listed model as `(id, owner)`, with its provider prefix.
-    pub fn models(&self) -> Vec<(String, String)> {
-        self.providers
-            .values()
-            .flat_map(|p| {
-                p.models
-                    .iter()
-                    .map(move |m| (format!("{}/{m}", p.name), p.name.clone()))
-            })
-            .collect()
+    /// Every provider, by name.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.providers.values()
     }
 }
 

@@ -232,13 +232,14 @@ pub fn to_text(rows: &[Row], group_by: &[&str]) -> String {
     out
 }
 
-fn counters(c: &Counts) -> [(&'static str, u64); 5] {
+fn counters(c: &Counts) -> [(&'static str, u64); 6] {
     [
         ("requests", c.requests),
         ("prompt_tokens", c.prompt_tokens),
         ("completion_tokens", c.completion_tokens),
         ("total_tokens", c.total_tokens),
         ("memory_tokens", c.memory_tokens),
+        ("estimated_tokens", c.estimated_tokens),
     ]
 }
 

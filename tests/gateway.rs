@@ -232,8 +232,13 @@ fn models_are_listed_with_their_provider_prefix() {
         gw.get("/v1/models/openai/gpt-4o-mini", &[]).json()["id"],
         "openai/gpt-4o-mini"
     );
-    gw.get("/v1/models/nosuch/x", &[])
-        .expect_error(400, "invalid_request_error");
+    // Unknown ids are a 404 in OpenAI's shape, whether the provider or only the model is.
+    for id in ["nosuch/x", "openai/gpt-4o", "openai%2Fgpt-4o"] {
+        let e = gw
+            .get(&format!("/v1/models/{id}"), &[])
+            .expect_error(404, "invalid_request_error");
+        assert_eq!(e["code"], "model_not_found", "{id}");
+    }
     assert_eq!(gw.get("/healthz", &[]).json()["status"], "ok");
 }
 

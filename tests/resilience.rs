@@ -250,3 +250,28 @@ fn order_and_only_route_an_unprefixed_name_without_a_default_provider() {
     let e = r.expect_error(400, "invalid_request_error");
     assert!(e["message"].as_str().unwrap().contains("not routed"), "{e}");
 }
+
+#[test]
+fn the_retried_statuses_are_configurable() {
+    // 503 is not listed: the first one goes back to the client.
+    let (openai, _a, gw) = setup("[retry]\nstatuses = [429, 500]\n");
+    ask(&gw, "memgate-test: flaky", json!({})).expect_error(503, "server_error");
+    assert_eq!(openai.requests().len(), 1);
+    // A 400 listed is retried like any other listed status.
+    let (openai, _a, gw) = setup("[retry]\nstatuses = [400]\nmax_attempts = 2\n");
+    ask(&gw, "memgate-test: bad request", json!({})).expect_error(400, "invalid_request_error");
+    assert_eq!(openai.requests().len(), 2);
+    // Only error statuses can be listed.
+    let dir = temp_dir("retry-config");
+    std::fs::write(dir.join("memgate.toml"), "[retry]\nstatuses = [200]\n").unwrap();
+    let out = std::process::Command::new(MEMGATE)
+        .args(["check-config", "--config"])
+        .arg(dir.join("memgate.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[retry] statuses"),
+        "{out:?}"
+    );
+}

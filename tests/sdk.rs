@@ -50,12 +50,7 @@ fn gateway(up: &Upstreams, keys: bool) -> Gateway {
 
 /// Runs `script` with `program` against a fresh gateway, open and then with keys.
 fn run_sdk(program: &str, script: &str, sdk: &str, ready: bool) {
-    if !ready {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{program} {sdk} SDK missing under CI (.ci/run installs it)"
-        );
-        eprintln!("skipped: the {program} {sdk} SDK is not installed (see README, Quick start)");
+    if skip_without(ready, &format!("the {program} {sdk} SDK")) {
         return;
     }
     let up = Upstreams::start();
@@ -95,13 +90,6 @@ fn run_sdk(program: &str, script: &str, sdk: &str, ready: bool) {
             gw.log()
         );
     }
-}
-
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 #[test]

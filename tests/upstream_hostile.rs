@@ -437,8 +437,9 @@ fn bodies_held_at_once_stay_within_the_buffer_budget() {
     let e = chat(&gw).expect_error(503, "server_error");
     assert_eq!(e["code"], "overloaded", "{e}");
     assert!(e["message"].as_str().unwrap().contains("max_buffered_bytes"), "{e}");
-    // A client body counts against the same budget.
-    let big = json!({"model": "up/x", "messages": [{"role": "user", "content": "b".repeat(5 << 20)}]});
+    // A client body counts against the same budget: 2 MiB do not fit beside the 3 MiB held
+    // (and are small enough that the gateway swallows the rest before it closes).
+    let big = json!({"model": "up/x", "messages": [{"role": "user", "content": "b".repeat(2 << 20)}]});
     let e = gw
         .post("/v1/chat/completions", &[], &big)
         .expect_error(503, "server_error");
@@ -448,5 +449,38 @@ fn bodies_held_at_once_stay_within_the_buffer_budget() {
     let first = first.join().unwrap();
     assert_ne!(first.status, 503, "{}", first.text());
     assert_eq!(chat(&gw).status, 200, "a 3 MiB answer fits again");
+    still_alive(&gw);
+}
+
+#[test]
+fn an_http_1_0_answer_is_read_until_close_and_never_retried() {
+    // A simple local server (Python's http.server, a hand-made proxy) answers HTTP/1.0 and
+    // frames the body by closing: no length, no chunks.
+    let up = Scripted::start(|i, _, s| {
+        let (head, body) = match i % 2 {
+            0 => ("HTTP/1.0 200 OK\r\ncontent-type: application/json", fixture(CHAT_JSON)),
+            _ => ("HTTP/1.0 200 OK\r\ncontent-type: text/event-stream", fixture(CHAT_SSE)),
+        };
+        let _ = s.write_all(&[format!("{head}\r\n\r\n").as_bytes(), &body].concat());
+        false
+    });
+    let gw = gateway_for(&up, "");
+    assert_four(&chat(&gw));
+    assert_eq!(up.seen().len(), 1, "one answer, one request: {:?}", up.seen());
+    let (status, events) = stream(&gw);
+    assert_eq!(status, 200);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert_eq!(up.seen().len(), 2);
+    // Each on its own connection: an HTTP/1.0 answer's connection is never reused.
+    assert_ne!(up.seen()[0].conn, up.seen()[1].conn);
+    assert!(!gw.log().contains("attempt"), "{}", gw.log());
+    // An answer that is not HTTP at all is the upstream's fault, and is not sent again either.
+    let up = Scripted::start(|_, _, s| {
+        let _ = s.write_all(b"HTTP/0.9 200 OK\r\n\r\nhello");
+        false
+    });
+    let gw = gateway_for(&up, "");
+    chat(&gw).expect_error(502, "upstream_error");
+    assert_eq!(up.seen().len(), 1);
     still_alive(&gw);
 }

@@ -1,12 +1,12 @@
 //! `POST /v1/chat/completions`, and the exchange every format translated to chat goes through.
 
-use super::chunks::{Chunks, Encode};
+use super::chunks::{estimate, Chunks, Encode, Prompt};
 use super::relay::relay;
 use super::{parse_body, routes, send, Ctx};
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{ChatChunk, ChatRequest, ChatResponse, Usage};
-use crate::memory::Memory;
+use crate::memory::{Memory, Turn};
 use crate::router::Candidate;
 use http_types::Response;
 
@@ -51,6 +51,17 @@ pub(super) async fn exchange(
         }
         None => None,
     };
+    exchange_begun(ctx, req, turn, candidates, encoder).await
+}
+
+/// [`exchange`] for a request whose memory turn has begun (`req` holds its context already).
+pub(super) async fn exchange_begun(
+    ctx: &mut Ctx,
+    mut req: ChatRequest,
+    turn: Option<Turn>,
+    candidates: &[Candidate],
+    encoder: impl Encode,
+) -> Result<Answered, ApiError> {
     let byok = ctx.caller.byok.clone();
     let (res, answered) = send(ctx, candidates, |c| {
         req.model.clone_from(&c.route.model);
@@ -59,13 +70,21 @@ pub(super) async fn exchange(
     .await?;
     let provider = &answered.route.provider;
     if req.is_stream() && res.is_event_stream() {
-        let t = Chunks::new(provider.chat_decoder(&req), encoder, answered.name.clone());
+        let decoder = provider.chat_decoder(&req);
+        let t = Chunks::new(decoder, encoder, answered.name.clone(), Prompt::of(req));
         return Ok(Answered::Streaming(relay(ctx, res, t, turn)));
     }
     let mut answer = provider.chat_response(&res.bytes().await?)?;
     answer.model.clone_from(&answered.name);
+    // A server that reports no usage: estimated, so usage, limits and metrics count the answer.
+    let estimated = answer.usage.is_none();
+    if estimated {
+        let message = answer.choices.first().map(|c| &c.message);
+        answer.usage = Some(estimate(&Prompt::of(req), message));
+    }
     if let Some(log) = &mut ctx.log {
         log.usage.clone_from(&answer.usage);
+        log.estimated = estimated;
     }
     if let Some(turn) = turn {
         turn.finish(answer.choices.first().map(|c| c.message.clone()), true)

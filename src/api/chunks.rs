@@ -7,7 +7,8 @@
 use super::relay::Translate;
 use crate::error::ApiError;
 use crate::http::sse;
-use crate::ir::{ChatChunk, Message, ToolCall, Usage};
+use crate::ir::{ChatChunk, ChatRequest, Message, Rest, ToolCall, Usage};
+use crate::memory::tokens;
 use crate::providers::Decoder;
 use serde_json::Value;
 
@@ -23,6 +24,44 @@ pub(crate) trait Encode: Send + 'static {
     fn error_frame(&self, e: &ApiError) -> Vec<u8>;
 }
 
+/// What a request sent the model, kept to estimate its tokens when the upstream reports no
+/// usage (a local server that ignores `include_usage`). Estimated only then, at the end.
+pub(crate) struct Prompt {
+    messages: Vec<Message>,
+    tools: Option<Value>,
+}
+
+impl Prompt {
+    /// The request as sent (its messages are moved, not copied).
+    pub fn of(req: ChatRequest) -> Prompt {
+        let mut rest = req.rest;
+        Prompt {
+            messages: req.messages,
+            tools: rest.remove("tools"),
+        }
+    }
+
+    fn tokens(&self) -> u64 {
+        let tools = self.tools.as_ref().map_or(0, |t| tokens::text(&t.to_string()));
+        self.messages.iter().map(tokens::message).sum::<u64>() + tools
+    }
+}
+
+/// Usage estimated with memory's token estimate (`memory::tokens`): the prompt as sent and the
+/// answer as it arrived.
+pub(crate) fn estimate(prompt: &Prompt, answer: Option<&Message>) -> Usage {
+    let p = prompt.tokens();
+    // Less the framing `tokens::message` adds to every message: that is the prompt's side.
+    let framing = tokens::message(&Message::new("assistant", Value::Null));
+    let c = answer.map_or(0, |m| tokens::message(m).saturating_sub(framing));
+    Usage {
+        prompt_tokens: p,
+        completion_tokens: c,
+        total_tokens: p + c,
+        rest: Rest::new(),
+    }
+}
+
 /// Decoder, encoder, and what memory and the log need from the answer.
 pub(crate) struct Chunks<E> {
     decoder: Decoder,
@@ -30,23 +69,33 @@ pub(crate) struct Chunks<E> {
     model: String,
     usage: Option<Usage>,
     answer: Answer,
+    prompt: Prompt,
+    /// The last chunk's own fields (`id`, `object`, `created`…), for a usage chunk of our own.
+    last: Rest,
     /// Whether a chunk has gone to the encoder (the opening usage goes with the first only).
     started: bool,
     done: bool,
 }
 
 impl<E: Encode> Chunks<E> {
-    /// `model` is the name the client asked for, which every chunk carries back.
-    pub fn new(decoder: Decoder, encoder: E, model: String) -> Self {
+    /// `model` is the name the client asked for, which every chunk carries back; `prompt` is
+    /// what was sent, for an estimate when the upstream reports no usage.
+    pub fn new(decoder: Decoder, encoder: E, model: String, prompt: Prompt) -> Self {
         Chunks {
             decoder,
             encoder,
             model,
             usage: None,
             answer: Answer::default(),
+            prompt,
+            last: Rest::new(),
             started: false,
             done: false,
         }
+    }
+
+    fn reported(&self) -> Option<Usage> {
+        self.usage.clone().or_else(|| self.decoder.usage())
     }
 }
 
@@ -64,10 +113,23 @@ impl<E: Encode> Translate for Chunks<E> {
             // Read once, not per chunk: a decoder builds its usage afresh on each call.
             let opening = if self.started { None } else { self.decoder.usage() };
             self.started = true;
+            self.last.clone_from(&chunk.rest);
             frames.extend(self.encoder.chunk(&chunk, opening.as_ref()));
         }
         if !self.done && self.decoder.finished() {
             self.done = true;
+            if self.reported().is_none() && self.decoder.include_usage() {
+                // The client asked for a usage chunk and the upstream sent none: ours, estimated.
+                let mut rest = std::mem::take(&mut self.last);
+                rest.entry("object").or_insert_with(|| "chat.completion.chunk".into());
+                let chunk = ChatChunk {
+                    model: self.model.clone(),
+                    choices: Vec::new(),
+                    usage: self.usage(),
+                    rest,
+                };
+                frames.extend(self.encoder.chunk(&chunk, None));
+            }
             let usage = self.usage();
             frames.extend(self.encoder.finish(usage.as_ref()));
         }
@@ -78,8 +140,14 @@ impl<E: Encode> Translate for Chunks<E> {
         self.done
     }
 
+    /// What the upstream reported, else an estimate ([`Translate::usage_estimated`] says which).
     fn usage(&self) -> Option<Usage> {
-        self.usage.clone().or_else(|| self.decoder.usage())
+        self.reported()
+            .or_else(|| Some(estimate(&self.prompt, self.answer.message().as_ref())))
+    }
+
+    fn usage_estimated(&self) -> bool {
+        self.reported().is_none()
     }
 
     fn answer(&self) -> Option<Message> {

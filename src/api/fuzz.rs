@@ -8,7 +8,7 @@
 //! and input that caused it.
 
 use super::chat::ChatEncoder;
-use super::chunks::{Chunks, Encode};
+use super::chunks::{Chunks, Encode, Prompt};
 use super::items;
 use super::messages::{self, MessagesEncoder, MessagesRequest};
 use super::relay::Translate;
@@ -275,7 +275,8 @@ fn providers() -> Vec<Provider> {
                 base_url: Some("http://127.0.0.1:1".to_owned()),
                 api_key: Some("k".to_owned()),
                 api_key_env: None,
-                models: Vec::new(),
+                models: Default::default(),
+                responses: None,
                 aliases: Default::default(),
                 dir: None,
             };
@@ -327,10 +328,14 @@ fn stream(events: &[(Option<String>, String)], providers: &[Provider]) {
                     data: data.clone(),
                 });
             }
-            let _ = (t.answer(), t.usage(), t.finished());
+            let _ = (t.answer(), t.usage(), t.finished(), t.usage_estimated());
         }
         fn with(encoder: impl Encode, p: &Provider, req: &ChatRequest, events: &[(Option<String>, String)]) {
-            run(&mut Chunks::new(p.chat_decoder(req), encoder, "m".to_owned()), events);
+            let prompt = Prompt::of(req.clone());
+            run(
+                &mut Chunks::new(p.chat_decoder(req), encoder, "m".to_owned(), prompt),
+                events,
+            );
         }
         with(ChatEncoder, p, &req, events);
         with(ResponsesEncoder::new(), p, &req, events);

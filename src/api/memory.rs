@@ -83,7 +83,7 @@ fn known(parts: &[&str]) -> bool {
     )
 }
 
-fn percent_decode(s: &str) -> Result<String, ApiError> {
+pub(super) fn percent_decode(s: &str) -> Result<String, ApiError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -68,6 +68,8 @@ pub(crate) struct AccessLog {
     /// The caller's rate limits, charged with the answer's tokens.
     pub limits: Limits,
     pub usage: Option<Usage>,
+    /// Whether `usage` is memgate's estimate: the upstream reported none.
+    pub estimated: bool,
     /// How a streamed answer ended: complete, client-disconnected or interrupted.
     pub stream: Option<&'static str>,
     /// Upstream attempts, retries included (0: none was needed).
@@ -96,12 +98,14 @@ impl AccessLog {
             latency: self.start.elapsed(),
             prompt_tokens: p,
             completion_tokens: c,
+            estimated: self.estimated,
             retries: self.attempts.saturating_sub(1),
             fell_back: self.via.is_some(),
         });
         if let Some(u) = &self.usage {
             self.app.limiter.charge(&self.tenant, self.limits, u.total_tokens);
         }
+        let total = self.usage.as_ref().map_or(0, |u| u.total_tokens);
         if routed {
             self.app.usage.record(usage::Entry {
                 key: self.tenant.clone(),
@@ -113,14 +117,15 @@ impl AccessLog {
                     requests: 1,
                     prompt_tokens: p,
                     completion_tokens: c,
-                    total_tokens: self.usage.as_ref().map_or(0, |u| u.total_tokens),
+                    total_tokens: total,
+                    estimated_tokens: if self.estimated { total } else { 0 },
                     memory_tokens: 0,
                 },
             });
         }
         log::info!(
             target: "memgate::access",
-            "{} {} model={} status={} ms={:.1} tokens={}+{}{}{}{}",
+            "{} {} model={} status={} ms={:.1} tokens={}+{}{}{}{}{}",
             self.method,
             self.path,
             if self.model.is_empty() { "-" } else { &self.model },
@@ -128,6 +133,7 @@ impl AccessLog {
             self.start.elapsed().as_secs_f64() * 1000.0,
             p,
             c,
+            if self.estimated { " usage=estimated" } else { "" },
             self.stream.map_or(String::new(), |s| format!(" stream={s}")),
             if self.attempts > 1 { format!(" attempts={}", self.attempts) } else { String::new() },
             self.via.as_ref().map_or(String::new(), |v| format!(" via={v}")),
@@ -152,6 +158,7 @@ pub async fn handle(app: Arc<App>, mut req: Request, peer: Peer) -> Response {
             tags: String::new(),
             limits: Limits::default(),
             usage: None,
+            estimated: false,
             stream: None,
             attempts: 0,
             via: None,
@@ -278,9 +285,9 @@ async fn dispatch(
 async fn serve(ctx: &mut Ctx, route: Endpoint, req: &mut Request) -> Result<Response, ApiError> {
     // `_held`: the body's bytes stay counted in the buffer budget until it is dropped.
     let (body, _held) = match route {
-        Endpoint::Models => return Ok(models::list(ctx)),
+        Endpoint::Models => return Ok(models::list(ctx).await),
         Endpoint::Usage => return usage_report::get(ctx, &query(req)).await,
-        Endpoint::Model(id) => return models::get(ctx, &id),
+        Endpoint::Model(id) => return models::get(ctx, &id).await,
         Endpoint::Chat | Endpoint::Responses | Endpoint::Messages | Endpoint::Embeddings | Endpoint::Memory(_) => {
             match read_body(req, ctx.app.max_body, ctx.app.body_timeout, ctx.app.client.budget()).await {
                 Ok(read) => read,

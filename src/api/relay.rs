@@ -35,6 +35,10 @@ pub(crate) trait Translate: Send + 'static {
     /// Whether the upstream has signalled a clean end of the answer.
     fn finished(&self) -> bool;
     fn usage(&self) -> Option<Usage>;
+    /// Whether [`usage`](Self::usage) is memgate's estimate rather than the upstream's count.
+    fn usage_estimated(&self) -> bool {
+        false
+    }
     /// The assistant's answer as far as it has arrived, for memory.
     fn answer(&self) -> Option<Message>;
     /// The client's frame for a stream that broke off (OpenAI's in-stream error object).
@@ -156,6 +160,7 @@ async fn pump(
     };
     if let Some(mut log) = log {
         log.usage = t.usage();
+        log.estimated = t.usage_estimated();
         log.stream = Some(outcome);
         log.finish(200);
     }

@@ -1,7 +1,7 @@
 //! `POST /v1/responses`, the OpenAI Responses API: passed through to a provider that serves it,
 //! translated through chat ([`responses_chat`]) for one that does not.
 
-use super::chat::{exchange, Answered};
+use super::chat::{exchange, exchange_begun, Answered};
 use super::items::{self, OutputAccumulator};
 use super::relay::{relay, Translate};
 use super::responses_chat::{self, ResponsesEncoder};
@@ -37,10 +37,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     // (an OpenAI-compatible route speaks chat too), so a fallback of another kind still works.
     if !candidates.iter().all(|c| c.route.provider.speaks_responses()) {
         let chat = responses_chat::to_chat(req)?;
-        return match exchange(ctx, chat, asked, &candidates, ResponsesEncoder::new()).await? {
-            Answered::Streaming(res) => Ok(res),
-            Answered::Complete(answer) => Ok(json_response(200, &responses_chat::from_chat(&answer))),
-        };
+        return through_chat(exchange(ctx, chat, asked, &candidates, ResponsesEncoder::new()).await?);
     }
     // Memory works on chat messages: the input goes through them and back into items.
     // (`instructions` stays as it is: it is the client's own system message.)
@@ -56,13 +53,26 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         None => None,
     };
     let byok = ctx.caller.byok.clone();
-    let (res, answered) = send(ctx, &candidates, |c| {
+    let mut tried = None;
+    let sent = send(ctx, &candidates, |c| {
+        tried = Some(c.route.provider.clone());
         req.model.clone_from(&c.route.model);
         Ok(c.route
             .provider
             .passthrough("/responses", &req, c.byok(byok.as_deref())))
     })
-    .await?;
+    .await;
+    let (res, answered) = match sent {
+        Ok(answer) => answer,
+        // A server without the Responses API (llama-cpp-python, Ollama): the same request
+        // through chat, now and from now on, with memory's context and turn as they are.
+        Err(e) if tried.is_some_and(|p| p.learns_no_responses(&e)) => {
+            let chat = responses_chat::to_chat(req)?;
+            let answered = exchange_begun(ctx, chat, turn, &candidates, ResponsesEncoder::new()).await?;
+            return through_chat(answered);
+        }
+        Err(e) => return Err(e),
+    };
     if req.stream == Some(true) && res.is_event_stream() {
         return Ok(relay(
             ctx,
@@ -87,6 +97,14 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         turn.finish(items::output_to_message(&answer), true).await?;
     }
     Ok(json_response(200, &answer))
+}
+
+/// A Responses answer made through chat, as the client gets it.
+fn through_chat(answered: Answered) -> Result<Response, ApiError> {
+    Ok(match answered {
+        Answered::Streaming(res) => res,
+        Answered::Complete(answer) => json_response(200, &responses_chat::from_chat(&answer)),
+    })
 }
 
 /// `previous_response_id` and `conversation` read responses the provider stored under the key

@@ -461,7 +461,7 @@ fn error_object(status: u16, e: &Value) -> ApiError {
 /// OpenAI's `tool_calls[].index` is, so the decoder remembers which block is which.
 #[derive(Debug)]
 pub struct Decoder {
-    include_usage: bool,
+    pub(super) include_usage: bool,
     id: String,
     created: u64,
     /// Usage from message_start, updated by message_delta.

@@ -536,7 +536,7 @@ fn error_object(status: u16, e: &Value) -> ApiError {
 /// A chunk with a `finishReason` ends the answer; usage counts are cumulative on every chunk.
 #[derive(Debug)]
 pub struct Decoder {
-    include_usage: bool,
+    pub(super) include_usage: bool,
     id: String,
     created: u64,
     started: bool,

@@ -6,20 +6,23 @@
 
 mod anthropic;
 mod gemini;
+mod listing;
 mod openai;
 pub mod replay;
 mod schema;
 
 pub(crate) use anthropic::{finish_reason_to_stop, turns as anthropic_turns, DEFAULT_MAX_TOKENS};
+pub use listing::Model;
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{Models, ProviderConfig, ProviderKind, ResponsesMode};
 use crate::error::ApiError;
 use crate::http::sse;
 use crate::ir::{ChatChunk, ChatRequest, ChatResponse, PassthroughRequest};
-use crate::upstream::retry::{self, Budget};
+use crate::upstream::retry::Budget;
 use crate::upstream::{Client, UpstreamRequest, UpstreamResponse};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Request fields of OpenAI's API and of other gateways and SDKs (OpenRouter's `models` and
 /// `provider`, the Vercel AI SDK's `providerOptions`) that a native vendor API does not know and
@@ -70,11 +73,18 @@ pub struct Provider {
     pub kind: ProviderKind,
     base_url: String,
     api_key: Option<String>,
-    /// Model names listed by `/v1/models`.
+    /// Model names the config lists.
     pub models: Vec<String>,
+    /// Whether `/v1/models` asks the upstream instead (`models = "auto"`, or none listed).
+    discover: bool,
+    listing: listing::Cache,
     aliases: std::collections::BTreeMap<String, String>,
     /// The fixtures a `replay` provider answers from.
     replay: Option<replay::Fixtures>,
+    responses: ResponsesMode,
+    /// Set when the upstream answered `/responses` with a 404 for the endpoint (`responses =
+    /// "auto"`): Responses go through chat for the rest of the process (a reload starts over).
+    lacks_responses: AtomicBool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -85,7 +95,9 @@ impl std::fmt::Debug for Provider {
             .field("base_url", &self.base_url)
             .field("api_key", &crate::config::Redacted(self.api_key.as_deref()))
             .field("models", &self.models)
+            .field("discover", &self.discover)
             .field("aliases", &self.aliases)
+            .field("responses", &self.responses)
             .finish_non_exhaustive()
     }
 }
@@ -107,9 +119,17 @@ impl Provider {
                 _ => cfg.base_url().unwrap_or_default(),
             },
             api_key: cfg.api_key(),
-            models: cfg.models.clone(),
+            models: cfg.models.listed().to_vec(),
+            discover: match cfg.models {
+                Models::Auto => true,
+                Models::Unset => cfg.kind == ProviderKind::Openai,
+                Models::Listed(_) => false,
+            },
+            listing: listing::Cache::default(),
             aliases: cfg.aliases.clone(),
             replay,
+            responses: cfg.responses.unwrap_or_default(),
+            lacks_responses: AtomicBool::new(false),
         })
     }
 
@@ -123,9 +143,39 @@ impl Provider {
         byok.or(self.api_key.as_deref())
     }
 
-    /// Whether the provider serves the Responses API itself (else memgate translates it to chat).
+    /// Whether the Responses API is passed through to the provider (else memgate translates it
+    /// to chat): an OpenAI-compatible one, unless set to `chat` or found to lack it.
     pub fn speaks_responses(&self) -> bool {
         matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay)
+            && match self.responses {
+                ResponsesMode::Chat => false,
+                ResponsesMode::Passthrough => true,
+                ResponsesMode::Auto => !self.lacks_responses.load(Ordering::Relaxed),
+            }
+    }
+
+    /// Learns from the error a passed-through `/responses` request got whether the upstream
+    /// lacks the endpoint (`responses = "auto"`): a 404 that names no model (FastAPI's
+    /// `{"detail":"Not Found"}`, llama.cpp's "File Not Found", Ollama's "404 page not found"),
+    /// where a missing model's 404 says "model". True when Responses now go through chat.
+    pub fn learns_no_responses(&self, e: &ApiError) -> bool {
+        let missing = e.status == 404 && !e.message.to_ascii_lowercase().contains("model");
+        let probing =
+            self.responses == ResponsesMode::Auto && matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay);
+        if !(missing && probing) {
+            return false;
+        }
+        // Requests in flight together may all learn it; one log line says so.
+        if self.lacks_responses.swap(true, Ordering::Relaxed) {
+            return true;
+        }
+        log::info!(
+            "provider '{}' has no /responses endpoint ({}): Responses requests are translated through chat from now on \
+             (set responses = \"chat\" to skip the probe, \"passthrough\" to never translate)",
+            self.name,
+            e.message
+        );
+        true
     }
 
     /// A chat-completions request for this provider; `req.model` is already the upstream name.
@@ -156,7 +206,7 @@ impl Provider {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         match self.kind {
-            ProviderKind::Openai | ProviderKind::Replay => Decoder::Openai(openai::Decoder::default()),
+            ProviderKind::Openai | ProviderKind::Replay => Decoder::Openai(openai::Decoder::new(include_usage)),
             ProviderKind::Anthropic => Decoder::Anthropic(anthropic::Decoder::new(include_usage)),
             ProviderKind::Gemini => Decoder::Gemini(gemini::Decoder::new(include_usage)),
         }
@@ -203,7 +253,7 @@ impl Provider {
         anthropic::post(&self.base_url, self.credential(byok), body)
     }
 
-    /// Sends a request this provider built, retrying within `budget` ([`retry`] says when). An
+    /// Sends a request this provider built, retrying within `budget` ([`crate::upstream::retry`] says when). An
     /// error status becomes an [`ApiError`] read from the provider's own error format.
     pub async fn send(
         &self,
@@ -221,8 +271,9 @@ impl Provider {
                 Ok(res) if res.is_success() => return Ok(res),
                 Ok(res) => {
                     let (status, after) = (res.status, res.retry_after);
-                    let err = self.error(status, &res.bytes().await?);
-                    if !retry::retryable(status) {
+                    let body = res.bytes().await?;
+                    let err = self.error(status, &body);
+                    if !budget.retries(status, &body) {
                         return Err(err);
                     }
                     (budget.next_wait(after), err)
@@ -293,9 +344,18 @@ impl Decoder {
     /// Usage the provider reported, for a client that did not ask for a usage chunk.
     pub fn usage(&self) -> Option<crate::ir::Usage> {
         match self {
-            Decoder::Openai(_) => None,
+            Decoder::Openai(d) => d.usage.clone(),
             Decoder::Anthropic(d) => d.usage(),
             Decoder::Gemini(d) => d.usage(),
+        }
+    }
+
+    /// Whether the client's chunks carry usage (`stream_options.include_usage`).
+    pub fn include_usage(&self) -> bool {
+        match self {
+            Decoder::Openai(d) => d.include_usage,
+            Decoder::Anthropic(d) => d.include_usage,
+            Decoder::Gemini(d) => d.include_usage,
         }
     }
 

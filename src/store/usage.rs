@@ -3,7 +3,8 @@
 //! Invariant: a row's key is `HOUR␟KEY␟PROVIDER␟MODEL␟USER␟TAGS` with HOUR zero-padded to ten
 //! digits, so rows sort by time and a time range is one range scan. The separator (U+001F) is
 //! removed from every field before it is written, so the fields always split back apart. Values
-//! are five little-endian u64 counters; writes add to them.
+//! are six little-endian u64 counters (rows of older versions hold the first five; the sixth
+//! reads as 0); writes add to them.
 
 use super::{OrFail, Reader, StoreError};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -35,16 +36,19 @@ pub struct Counts {
     pub total_tokens: u64,
     /// Tokens memory's observer and reflector spent, counted apart from the requests'.
     pub memory_tokens: u64,
+    /// The part of `total_tokens` memgate estimated because the upstream reported no usage.
+    pub estimated_tokens: u64,
 }
 
 impl Counts {
-    fn fields(&self) -> [u64; 5] {
+    fn fields(&self) -> [u64; 6] {
         [
             self.requests,
             self.prompt_tokens,
             self.completion_tokens,
             self.total_tokens,
             self.memory_tokens,
+            self.estimated_tokens,
         ]
     }
 
@@ -54,6 +58,7 @@ impl Counts {
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
         self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
         self.memory_tokens = self.memory_tokens.saturating_add(other.memory_tokens);
+        self.estimated_tokens = self.estimated_tokens.saturating_add(other.estimated_tokens);
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -72,6 +77,8 @@ impl Counts {
             completion_tokens: n(2),
             total_tokens: n(3),
             memory_tokens: n(4),
+            // Rows written before estimates were counted hold five counters.
+            estimated_tokens: n(5),
         }
     }
 }

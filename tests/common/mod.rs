@@ -441,3 +441,24 @@ pub fn provider(name: &str, mock: &Mock, extra: &str) -> String {
         mock.url
     )
 }
+
+/// Whether `python3` can import `module` (an SDK a test drives).
+pub fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether a test needing `what` (a host tool or SDK; `ready` says if it is there) must skip:
+/// it says so and skips, except under CI, where a missing tool fails the test.
+pub fn skip_without(ready: bool, what: &str) -> bool {
+    if !ready {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{what} missing under CI (.ci/run installs it)"
+        );
+        eprintln!("skipped: {what} is not installed (see README, Quick start)");
+    }
+    !ready
+}
