@@ -19,6 +19,8 @@ const DEFAULT_MAX_BODY: u64 = 32 << 20;
 const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
 /// Requests served at once when `[limits] max_in_flight` is unset; beyond it a fast 503.
 const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
+/// The smallest `context_window` accepted: below it no memory context fits.
+pub const MIN_CONTEXT_WINDOW: u64 = 256;
 
 /// The whole configuration, as written in the file (defaults applied by the accessors).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -181,6 +183,13 @@ pub struct ProviderConfig {
     /// Fixture directory of a `replay` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Tokens the provider's models read at most (prompt and answer), for memory's context
+    /// budget; unset: discovered from a local server (`/props`, `/api/show`), else unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// Per-model windows (upstream or client names), over `context_window`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_windows: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +384,13 @@ impl Config {
                     "[providers.{name}] kind = \"replay\" needs dir = \"fixtures/…\""
                 ));
             }
+            let windows = p.context_window.iter().chain(p.context_windows.values());
+            if let Some(w) = windows.into_iter().find(|w| **w < MIN_CONTEXT_WINDOW) {
+                return Err(format!(
+                    "[providers.{name}] a context window of {w} tokens is too small to hold a conversation \
+                     (at least {MIN_CONTEXT_WINDOW}); leave it out to have memgate discover it"
+                ));
+            }
             if let Some(url) = p.base_url() {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(format!(
@@ -427,6 +443,8 @@ impl Config {
                     models: Vec::new(),
                     aliases: Default::default(),
                     dir: None,
+                    context_window: None,
+                    context_windows: Default::default(),
                 },
             );
         };
@@ -532,6 +550,8 @@ impl std::fmt::Debug for ProviderConfig {
             .field("models", &self.models)
             .field("aliases", &self.aliases)
             .field("dir", &self.dir)
+            .field("context_window", &self.context_window)
+            .field("context_windows", &self.context_windows)
             .finish()
     }
 }
@@ -697,6 +717,17 @@ mod tests {
             let err = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
             assert!(err.contains("[server] allowed_"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn context_windows_parse_and_tiny_ones_are_refused() {
+        let c = Config::parse(
+            "[providers.l]\nkind = \"openai\"\ncontext_window = 4096\ncontext_windows = { \"smollm2\" = 2048 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.providers["l"].context_windows["smollm2"], 2048);
+        let err = Config::parse("[providers.l]\nkind = \"openai\"\ncontext_windows = { \"m\" = 10 }\n").unwrap_err();
+        assert!(err.contains("[providers.l]") && err.contains("256"), "{err}");
     }
 
     #[test]

@@ -278,6 +278,8 @@ fn providers() -> Vec<Provider> {
                 models: Vec::new(),
                 aliases: Default::default(),
                 dir: None,
+                context_window: None,
+                context_windows: Default::default(),
             };
             Provider::new(kind.name(), &cfg).unwrap()
         })

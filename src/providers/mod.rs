@@ -9,6 +9,7 @@ mod gemini;
 mod openai;
 pub mod replay;
 mod schema;
+mod window;
 
 pub(crate) use anthropic::{finish_reason_to_stop, turns as anthropic_turns, DEFAULT_MAX_TOKENS};
 
@@ -75,6 +76,8 @@ pub struct Provider {
     aliases: std::collections::BTreeMap<String, String>,
     /// The fixtures a `replay` provider answers from.
     replay: Option<replay::Fixtures>,
+    /// Context windows: configured, and discovered per model (see `window`).
+    windows: window::Windows,
 }
 
 impl std::fmt::Debug for Provider {
@@ -109,6 +112,7 @@ impl Provider {
             api_key: cfg.api_key(),
             models: cfg.models.clone(),
             aliases: cfg.aliases.clone(),
+            windows: window::Windows::new(cfg),
             replay,
         })
     }
