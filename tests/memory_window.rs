@@ -349,3 +349,27 @@ fn resource_scope_shows_the_other_threads_recent_messages() {
     // Another resource sees none of it.
     assert_eq!(say("third", "sam", "What is my name?"), "I don't know your name yet.");
 }
+
+#[test]
+fn a_window_is_learnt_from_the_servers_context_length_error() {
+    // llama-cpp-python tells its window nowhere but in this error (no /props, no /api/show).
+    let mock = Mock::start("fixtures/local/ctx-learn");
+    let gw = Gateway::start(&provider("local", &mock, ""));
+    seed(&gw, "long", "alex", &long_history(70));
+    let h = at("long", "alex");
+    let body = json!({"model": "local/smollm2", "messages": [{"role": "user", "content": "What is my name?"}]});
+    let first = gw.post("/v1/chat/completions", &hdrs(&h), &body);
+    assert_eq!(
+        first.expect_error(400, "invalid_request_error")["code"],
+        "context_length_exceeded"
+    );
+    // The answer named the window (4096): from the next turn on, the context fits it.
+    assert!(!ask(&gw, &hdrs(&h), "local/smollm2", "What is my name?", false).is_empty());
+    let turn = chat_requests(&mock).into_iter().rfind(|b| !is_observer(b)).unwrap();
+    assert!(
+        sent_tokens(&turn) <= 4096 - 4096 / 5,
+        "{} tokens sent",
+        sent_tokens(&turn)
+    );
+    assert!(gw.log().contains("context window is 4096 tokens"), "{}", gw.log());
+}

@@ -263,6 +263,9 @@ impl Provider {
 
     /// The provider's error body as the OpenAI error the SDKs expect for it.
     pub fn error(&self, status: u16, body: &[u8]) -> ApiError {
+        if status == 400 {
+            self.learn_window(body);
+        }
         match self.kind {
             ProviderKind::Openai | ProviderKind::Replay => ApiError::from_upstream(status, body),
             ProviderKind::Anthropic => anthropic::error(status, body),

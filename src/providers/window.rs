@@ -30,6 +30,8 @@ pub(super) struct Windows {
     default: Option<u64>,
     per_model: BTreeMap<String, u64>,
     found: Mutex<HashMap<String, Found>>,
+    /// What the server's own "context too long" answer said (the smallest, for any model).
+    learnt: Mutex<Option<u64>>,
 }
 
 /// What discovery found for a model (`None`: nothing), and until when a `None` holds (`None`:
@@ -42,6 +44,7 @@ impl Windows {
             default: cfg.context_window,
             per_model: cfg.context_windows.clone(),
             found: Mutex::default(),
+            learnt: Mutex::default(),
         }
     }
 }
@@ -67,8 +70,23 @@ impl Provider {
         {
             return Some(*n);
         }
-        if w.default.is_some() || !self.discovers() {
+        if w.default.is_some() {
             return w.default;
+        }
+        // What the server said in an error is believed when it is smaller than what it told.
+        let learnt = *w.learnt.lock().unwrap_or_else(|p| p.into_inner());
+        let told = self.discovered(client, model).await;
+        match (told, learnt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The window the server tells for `model` (see the module documentation), cached.
+    async fn discovered(&self, client: &Client, model: &str) -> Option<u64> {
+        let w = &self.windows;
+        if !self.discovers() {
+            return None;
         }
         {
             let found = w.found.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,6 +121,31 @@ impl Provider {
             .unwrap_or_else(|p| p.into_inner())
             .insert(model.to_owned(), (window, until));
         window
+    }
+
+    /// Learns the window from an answer refusing a request as too long for it, which names it:
+    /// "This model's maximum context length is N tokens" (OpenAI, vLLM, llama-cpp-python, which
+    /// has no `/props`) or llama.cpp's `n_ctx` field. The next requests then fit.
+    pub(super) fn learn_window(&self, body: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let said = v.pointer("/error/n_ctx").and_then(Value::as_u64).or_else(|| {
+            let message = v.pointer("/error/message")?.as_str()?;
+            let (_, after) = message.split_once("maximum context length is ")?;
+            after.split(' ').next()?.parse().ok()
+        });
+        let Some(n) = said.filter(|n| (MIN_CONTEXT_WINDOW..=MAX_WINDOW).contains(n)) else {
+            return;
+        };
+        let mut learnt = self.windows.learnt.lock().unwrap_or_else(|p| p.into_inner());
+        if learnt.is_none_or(|l| n < l) {
+            log::info!(
+                "provider '{}': the server says its context window is {n} tokens",
+                self.name
+            );
+            *learnt = Some(n);
+        }
     }
 
     /// Whether the provider may be a local server that tells its window: an OpenAI-compatible
@@ -202,5 +245,25 @@ mod tests {
                        "model_info": {"general.architecture": "llama", "llama.context_length": 131072}});
         assert_eq!(ollama_window(&v), Some(8192));
         assert_eq!(ollama_window(&json!({"model_info": {}})), None);
+    }
+
+    #[test]
+    fn learns_the_window_from_an_error_that_names_it() {
+        let config =
+            crate::config::Config::parse("[providers.l]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n")
+                .unwrap();
+        let p = Provider::new("l", &config.providers["l"]).unwrap();
+        let learnt = || *p.windows.learnt.lock().unwrap();
+        p.learn_window(br#"{"error":{"message":"no window here","type":"invalid_request_error"}}"#);
+        assert_eq!(learnt(), None);
+        // llama-cpp-python's words (recorded), then llama.cpp's field: the smaller holds.
+        p.learn_window(include_bytes!(
+            "../../fixtures/local/ctx-window/030_chat_context_length_exceeded/response.json"
+        ));
+        assert_eq!(learnt(), Some(4096));
+        p.learn_window(br#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":2048}}"#);
+        assert_eq!(learnt(), Some(2048));
+        p.learn_window(br#"{"error":{"message":"This model's maximum context length is 8192 tokens."}}"#);
+        assert_eq!(learnt(), Some(2048));
     }
 }
