@@ -99,6 +99,9 @@ pub fn already_stored(client: &[Message], stored: &[StoredMessage]) -> usize {
 /// first, and the model should carry on rather than greet (as Mastra's OM does).
 pub const CONTINUATION: &str = "<system-reminder>This is not a message from the user. The start of this conversation is in your memory above; carry on from where it leaves off, without greeting or mentioning your memory.</system-reminder>";
 
+/// Window trimming drops whole steps of this fraction of the budget (see [`assemble`]).
+const CUT_STEPS: u64 = 4;
+
 /// What [`assemble`] built.
 #[derive(Debug)]
 pub struct Assembled {
@@ -128,21 +131,25 @@ pub fn assemble(
     let mut total = fixed + sizes.iter().sum::<u64>();
     let mut start = 0;
     if let Some(budget) = budget {
-        // Cut at the first user turn from which the rest fits; failing that, at the last one
-        // (the closest to fitting that still opens with the user).
+        // What to drop is rounded up to a step of a quarter of the budget, so the cut stays put
+        // while the thread grows by a few turns: a local server reuses its cache of an unchanged
+        // prompt prefix (a cut moving every turn made llama.cpp evaluate the whole prompt again).
+        // Cut at the first user turn past that; failing that, at the last one (the closest to
+        // fitting that still opens with the user).
+        let step = (budget / CUT_STEPS).max(1);
+        let drop = total.saturating_sub(budget).div_ceil(step) * step;
         let last = conversation.len().saturating_sub(1);
         let users = (1..=last).filter(|&i| conversation[i].role == "user");
         let mut cut = 0;
-        let mut rest = total;
         let mut dropped = 0;
         for i in users {
-            if rest <= budget {
+            if dropped >= drop {
                 break;
             }
             dropped += sizes[cut..i].iter().sum::<u64>();
-            rest = total - dropped;
             cut = i;
         }
+        let rest = total - dropped;
         if cut > 0 {
             start = cut;
             total = rest;
@@ -347,5 +354,25 @@ mod tests {
         let shown = fitted[0].message.content.as_str().unwrap();
         assert!(tokens::text(shown) <= 100 && !shown.contains("MIDDLE"), "{shown}");
         assert!(shown.starts_with("head") && shown.ends_with("tail ") && shown.contains("characters left out"));
+    }
+
+    #[test]
+    fn the_cut_stays_put_while_the_thread_grows_a_little() {
+        // 10-token messages, a 500-token budget cut in steps of 125 tokens: over ten more turns
+        // (200 tokens) the first kept message moves twice at most (every turn without steps).
+        let turns: Vec<Message> = (0..100)
+            .map(|i| msg(if i % 2 == 0 { "user" } else { "assistant" }, &"word ".repeat(6)))
+            .collect();
+        let cuts: Vec<usize> = (60..=80)
+            .step_by(2)
+            .map(|n| {
+                let built = assemble(vec![], None, &stored(&turns[..n]), &[msg("user", "new")], Some(500));
+                assert!(built.tokens <= 500, "{} tokens", built.tokens);
+                built.left_out
+            })
+            .collect();
+        let moves = cuts.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(moves <= 2, "{cuts:?}");
+        assert!(cuts.iter().all(|c| c % 2 == 0), "cut at a user turn: {cuts:?}");
     }
 }
