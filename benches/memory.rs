@@ -109,9 +109,15 @@ fn assembly(
     (0..RUNS + 100)
         .map(|_| {
             let start = Instant::now();
-            let (messages, turn) =
-                runtime::block_on(Memory::begin(app, caller, at, client.to_vec(), "openai/gpt-4o-mini"))
-                    .expect("begin");
+            let (messages, turn) = runtime::block_on(Memory::begin(
+                app,
+                caller,
+                at,
+                client.to_vec(),
+                "openai/gpt-4o-mini",
+                &Default::default(),
+            ))
+            .expect("begin");
             if serialise {
                 let req = ChatRequest {
                     model: "gpt-4o-mini".into(),

@@ -19,6 +19,8 @@ const DEFAULT_MAX_BODY: u64 = 32 << 20;
 const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
 /// Requests served at once when `[limits] max_in_flight` is unset; beyond it a fast 503.
 const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
+/// The smallest `context_window` accepted: below it no memory context fits.
+pub const MIN_CONTEXT_WINDOW: u64 = 256;
 
 /// The whole configuration, as written in the file (defaults applied by the accessors).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -185,6 +187,13 @@ pub struct ProviderConfig {
     /// Fixture directory of a `replay` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Tokens the provider's models read at most (prompt and answer), for memory's context
+    /// budget; unset: discovered from a local server (`/props`, `/api/show`), else unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// Per-model windows (upstream or client names), over `context_window`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_windows: BTreeMap<String, u64>,
 }
 
 /// `[providers.NAME] models`: the names listed, or `"auto"`.
@@ -484,6 +493,13 @@ impl Config {
                     "[providers.{name}] kind = \"replay\" needs dir = \"fixtures/…\""
                 ));
             }
+            let windows = p.context_window.iter().chain(p.context_windows.values());
+            if let Some(w) = windows.into_iter().find(|w| **w < MIN_CONTEXT_WINDOW) {
+                return Err(format!(
+                    "[providers.{name}] a context window of {w} tokens is too small to hold a conversation \
+                     (at least {MIN_CONTEXT_WINDOW}); leave it out to have memgate discover it"
+                ));
+            }
             if let Some(url) = p.base_url() {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(format!(
@@ -538,6 +554,8 @@ impl Config {
                     responses: None,
                     aliases: Default::default(),
                     dir: None,
+                    context_window: None,
+                    context_windows: Default::default(),
                 },
             );
         };
@@ -644,6 +662,8 @@ impl std::fmt::Debug for ProviderConfig {
             .field("responses", &self.responses)
             .field("aliases", &self.aliases)
             .field("dir", &self.dir)
+            .field("context_window", &self.context_window)
+            .field("context_windows", &self.context_windows)
             .finish()
     }
 }
@@ -844,6 +864,17 @@ mod tests {
             Config::parse("").unwrap().retry.statuses(),
             [429, 500, 502, 503, 504, 529]
         );
+    }
+
+    #[test]
+    fn context_windows_parse_and_tiny_ones_are_refused() {
+        let c = Config::parse(
+            "[providers.l]\nkind = \"openai\"\ncontext_window = 4096\ncontext_windows = { \"smollm2\" = 2048 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.providers["l"].context_windows["smollm2"], 2048);
+        let err = Config::parse("[providers.l]\nkind = \"openai\"\ncontext_windows = { \"m\" = 10 }\n").unwrap_err();
+        assert!(err.contains("[providers.l]") && err.contains("256"), "{err}");
     }
 
     #[test]

@@ -44,8 +44,15 @@ pub(super) async fn exchange(
 ) -> Result<Answered, ApiError> {
     let turn = match &ctx.thread {
         Some(at) => {
-            let (messages, turn) =
-                Memory::begin(&ctx.app, &ctx.caller, at, std::mem::take(&mut req.messages), &asked).await?;
+            let (messages, turn) = Memory::begin(
+                &ctx.app,
+                &ctx.caller,
+                at,
+                std::mem::take(&mut req.messages),
+                &asked,
+                &req.rest,
+            )
+            .await?;
             req.messages = messages;
             Some(turn)
         }

@@ -279,6 +279,8 @@ fn providers() -> Vec<Provider> {
                 responses: None,
                 aliases: Default::default(),
                 dir: None,
+                context_window: None,
+                context_windows: Default::default(),
             };
             Provider::new(kind.name(), &cfg).unwrap()
         })

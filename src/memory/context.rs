@@ -4,6 +4,7 @@
 //! observations, the current task); the thread's messages not yet observed; the client's new
 //! messages. A client that resends its history finds it recognised, not duplicated.
 
+use super::tokens;
 use crate::ir::Message;
 use crate::store::StoredMessage;
 use serde_json::Value;
@@ -17,27 +18,28 @@ const RULES: &str = "How to use it:
 - The user's latest message wins over anything remembered.
 - Use what you remember naturally, as a person would; do not mention this memory, observations or summaries.";
 
+/// Introduces the resource's other threads (resource scope).
+const OTHERS: &str = "The user's other conversations continue meanwhile; their newest messages, not yet in the observations, by conversation:";
+
 /// Whether a message is the client's instructions rather than conversation.
 pub fn is_system(m: &Message) -> bool {
     matches!(m.role.as_str(), "system" | "developer")
 }
 
-/// The memory system message, or `None` when nothing has been observed yet.
-pub fn memory_message(observations: &str, current_task: Option<&str>) -> Option<Message> {
-    if observations.trim().is_empty() && current_task.is_none() {
+/// The memory system message, or `None` when there is nothing to remember yet. `others` holds
+/// the resource's other threads' recent messages (resource scope), already rendered.
+pub fn memory_message(observations: &str, current_task: Option<&str>, others: &str) -> Option<Message> {
+    if observations.trim().is_empty() && current_task.is_none() && others.is_empty() {
         return None;
     }
     let mut text = format!("{PREAMBLE}\n\n{RULES}\n\n<observations>\n{observations}\n</observations>");
     if let Some(task) = current_task {
         text.push_str(&format!("\n\n<current-task>\n{task}\n</current-task>"));
     }
-    Some(Message {
-        role: "system".to_owned(),
-        content: Value::String(text),
-        tool_calls: None,
-        tool_call_id: None,
-        rest: Default::default(),
-    })
+    if !others.is_empty() {
+        text.push_str(&format!("\n\n{OTHERS}\n<other-threads>\n{others}\n</other-threads>"));
+    }
+    Some(text_message("system", &text))
 }
 
 /// The text of a message's content, parts joined; other parts compared as JSON.
@@ -92,19 +94,133 @@ pub fn already_stored(client: &[Message], stored: &[StoredMessage]) -> usize {
         .unwrap_or(0)
 }
 
-/// Builds the upstream messages.
+/// The user turn put before a conversation that, once its start was observed, opens with the
+/// assistant: chat templates that alternate roles, Anthropic and Gemini all want a user turn
+/// first, and the model should carry on rather than greet (as Mastra's OM does).
+pub const CONTINUATION: &str = "<system-reminder>This is not a message from the user. The start of this conversation is in your memory above; carry on from where it leaves off, without greeting or mentioning your memory.</system-reminder>";
+
+/// Window trimming drops whole steps of this fraction of the budget (see [`assemble`]).
+const CUT_STEPS: u64 = 4;
+
+/// What [`assemble`] built.
+#[derive(Debug)]
+pub struct Assembled {
+    pub messages: Vec<Message>,
+    /// Stored messages left out to fit the budget (the oldest unobserved ones) and their tokens.
+    pub left_out: usize,
+    pub left_out_tokens: u64,
+    /// The estimated tokens of `messages`.
+    pub tokens: u64,
+}
+
+/// Builds the upstream messages: the client's system messages, the memory message, the
+/// unobserved messages, the new ones. With a `budget` (tokens), the oldest of the conversation
+/// are left out until it fits, the cut always at a user turn and never the turn being asked;
+/// stored ones stay stored (observed later), new ones are stored with the answer. A
+/// conversation that, after observation, opens with the assistant gets [`CONTINUATION`] first.
 pub fn assemble(
     system: Vec<Message>,
     memory: Option<Message>,
     unobserved: &[StoredMessage],
     new: &[Message],
-) -> Vec<Message> {
-    let mut out = Vec::with_capacity(system.len() + 1 + unobserved.len() + new.len());
+    budget: Option<u64>,
+) -> Assembled {
+    let conversation: Vec<&Message> = unobserved.iter().map(|m| &m.message).chain(new).collect();
+    let fixed: u64 = system.iter().chain(&memory).map(tokens::message).sum();
+    let sizes: Vec<u64> = conversation.iter().map(|m| tokens::message(m)).collect();
+    let mut total = fixed + sizes.iter().sum::<u64>();
+    let mut start = 0;
+    if let Some(budget) = budget {
+        // What to drop is rounded up to a step of a quarter of the budget, so the cut stays put
+        // while the thread grows by a few turns: a local server reuses its cache of an unchanged
+        // prompt prefix (a cut moving every turn made llama.cpp evaluate the whole prompt again).
+        // Cut at the first user turn past that; failing that, at the last one (the closest to
+        // fitting that still opens with the user).
+        let step = (budget / CUT_STEPS).max(1);
+        let drop = total.saturating_sub(budget).div_ceil(step) * step;
+        let last = conversation.len().saturating_sub(1);
+        let users = (1..=last).filter(|&i| conversation[i].role == "user");
+        let mut cut = 0;
+        let mut dropped = 0;
+        for i in users {
+            if dropped >= drop {
+                break;
+            }
+            dropped += sizes[cut..i].iter().sum::<u64>();
+            cut = i;
+        }
+        let rest = total - dropped;
+        if cut > 0 {
+            start = cut;
+            total = rest;
+        }
+    }
+    let kept = &conversation[start..];
+    let hint = memory.is_some() && kept.first().is_some_and(|m| m.role == "assistant");
+    let mut out = Vec::with_capacity(system.len() + 2 + kept.len());
     out.extend(system);
     out.extend(memory);
-    out.extend(unobserved.iter().map(|m| m.message.clone()));
-    out.extend(new.iter().cloned());
+    if hint {
+        let m = text_message("user", CONTINUATION);
+        total += tokens::message(&m);
+        out.push(m);
+    }
+    out.extend(kept.iter().map(|m| (*m).clone()));
+    let left_out = start.min(unobserved.len());
+    Assembled {
+        messages: out,
+        left_out,
+        left_out_tokens: unobserved[..left_out].iter().map(|m| m.tokens).sum(),
+        tokens: total,
+    }
+}
+
+/// The oldest of `batch` that fit in `budget` tokens for the observer to read, at least one;
+/// a message larger than the budget is cut in the middle (marked), so it is still observed.
+pub fn fit_batch(batch: &[StoredMessage], budget: u64) -> Vec<StoredMessage> {
+    let mut out: Vec<StoredMessage> = Vec::new();
+    let mut spent = 0;
+    for m in batch {
+        if !out.is_empty() && spent + m.tokens > budget {
+            break;
+        }
+        let mut m = m.clone();
+        if m.tokens > budget {
+            let text = super::content_text(&m.message.content);
+            m.message.content = Value::String(clip(&text, budget));
+        }
+        spent += m.tokens.min(budget);
+        out.push(m);
+    }
     out
+}
+
+/// `text` cut to about `budget` tokens: its head and tail around a marker.
+fn clip(text: &str, budget: u64) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut keep = chars.len();
+    loop {
+        let head: String = chars[..keep * 2 / 3].iter().collect();
+        let tail: String = chars[chars.len() - keep / 3..].iter().collect();
+        let cut = format!(
+            "{head}\n[… {} characters left out …]\n{tail}",
+            chars.len() - keep * 2 / 3 - keep / 3
+        );
+        if tokens::text(&cut) <= budget || keep == 0 {
+            return cut;
+        }
+        keep = keep * 4 / 5;
+    }
+}
+
+fn text_message(role: &str, text: &str) -> Message {
+    Message {
+        role: role.to_owned(),
+        content: Value::String(text.to_owned()),
+        tool_calls: None,
+        tool_call_id: None,
+        rest: Default::default(),
+    }
 }
 
 #[cfg(test)]
@@ -174,7 +290,12 @@ mod tests {
 
     #[test]
     fn assembles_in_order() {
-        let mem = memory_message("Date: Nov 22, 2026\n* 🔴 (14:30) Name is Alex", Some("Primary: chat")).unwrap();
+        let mem = memory_message(
+            "Date: Nov 22, 2026\n* 🔴 (14:30) Name is Alex",
+            Some("Primary: chat"),
+            "",
+        )
+        .unwrap();
         let text = mem.content.as_str().unwrap();
         assert!(text.starts_with(PREAMBLE));
         assert!(text.contains("<observations>\nDate: Nov 22, 2026"));
@@ -184,10 +305,74 @@ mod tests {
             Some(mem),
             &stored(&[msg("user", "old"), msg("assistant", "reply")]),
             &[msg("user", "new")],
-        );
+            None,
+        )
+        .messages;
         let roles: Vec<&str> = out.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "system", "user", "assistant", "user"]);
         assert_eq!(out[4].content, "new");
-        assert!(memory_message("", None).is_none());
+        assert!(memory_message("", None, "").is_none());
+    }
+
+    #[test]
+    fn a_budget_leaves_out_the_oldest_from_a_user_turn_on() {
+        let history = stored(&[
+            msg("user", "one two three four five six seven eight"),
+            msg("assistant", "nine ten eleven twelve"),
+            msg("user", "a"),
+            msg("assistant", "b"),
+        ]);
+        let new = [msg("user", "new")];
+        let all = assemble(vec![], None, &history, &new, None);
+        assert_eq!((all.messages.len(), all.left_out), (5, 0));
+        // Just too small for everything: the first exchange goes, the cut lands on a user turn.
+        let cut = assemble(vec![], None, &history, &new, Some(all.tokens - 1));
+        assert_eq!((cut.left_out, cut.messages[0].content.as_str()), (2, Some("a")));
+        assert!(cut.tokens < all.tokens);
+        // Nothing fits: only the turn being asked is left.
+        let last = assemble(vec![], None, &history, &new, Some(1));
+        assert_eq!((last.messages.len(), last.left_out), (1, 4));
+    }
+
+    #[test]
+    fn a_conversation_opening_with_the_assistant_gets_a_user_turn_first() {
+        let mem = memory_message("* 🔴 (14:30) Name is Alex", None, "");
+        let tail = stored(&[msg("assistant", "OK.")]);
+        let out = assemble(vec![], mem, &tail, &[msg("user", "new")], None).messages;
+        let roles: Vec<&str> = out.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        assert_eq!(out[1].content, CONTINUATION);
+    }
+
+    #[test]
+    fn a_message_over_the_budget_is_cut_in_the_middle() {
+        let text = format!("{} MIDDLE {}", "head ".repeat(300), "tail ".repeat(300));
+        let mut big = stored(&[msg("user", &text), msg("assistant", "ok")]);
+        big[0].tokens = tokens::text(&text);
+        let fitted = fit_batch(&big, 100);
+        assert_eq!(fitted.len(), 1);
+        let shown = fitted[0].message.content.as_str().unwrap();
+        assert!(tokens::text(shown) <= 100 && !shown.contains("MIDDLE"), "{shown}");
+        assert!(shown.starts_with("head") && shown.ends_with("tail ") && shown.contains("characters left out"));
+    }
+
+    #[test]
+    fn the_cut_stays_put_while_the_thread_grows_a_little() {
+        // 10-token messages, a 500-token budget cut in steps of 125 tokens: over ten more turns
+        // (200 tokens) the first kept message moves twice at most (every turn without steps).
+        let turns: Vec<Message> = (0..100)
+            .map(|i| msg(if i % 2 == 0 { "user" } else { "assistant" }, &"word ".repeat(6)))
+            .collect();
+        let cuts: Vec<usize> = (60..=80)
+            .step_by(2)
+            .map(|n| {
+                let built = assemble(vec![], None, &stored(&turns[..n]), &[msg("user", "new")], Some(500));
+                assert!(built.tokens <= 500, "{} tokens", built.tokens);
+                built.left_out
+            })
+            .collect();
+        let moves = cuts.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(moves <= 2, "{cuts:?}");
+        assert!(cuts.iter().all(|c| c % 2 == 0), "cut at a user turn: {cuts:?}");
     }
 }

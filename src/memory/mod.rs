@@ -39,6 +39,21 @@ const OBSERVATION_TOKENS: u64 = 40_000;
 const BLOCK_AFTER: f64 = 1.2;
 /// The share of `message_tokens` kept as raw recent messages after an observation.
 const TAIL_SHARE: f64 = 0.2;
+/// With a known context window, `message_tokens` and `observation_tokens` are capped to these
+/// shares of it, so unobserved messages, observations and the answer fit together.
+const MESSAGE_SHARE: f64 = 0.4;
+const OBSERVATION_SHARE: f64 = 0.25;
+/// The share of the window kept for the answer when the request sets no `max_tokens`.
+const ANSWER_SHARE: f64 = 0.2;
+/// A twentieth of the window stays free for what the estimate cannot see: the server's chat
+/// template (a default system prompt, role markers) and text its tokenizer splits finer.
+const MARGIN_DIVISOR: u64 = 20;
+/// The observer prompt's own words around the transcript (headings, task).
+const PROMPT_FRAMING: u64 = 100;
+/// Resource scope: how much of the resource's other threads the memory message shows.
+const OTHER_THREADS: usize = 3;
+const OTHER_MESSAGES: usize = 8;
+const OTHER_TOKENS: u64 = 1500;
 /// Waits after a failed observer or reflector run, doubling per failure up to the cap.
 const RETRY_FIRST: Duration = Duration::from_secs(15);
 const RETRY_CAP: Duration = Duration::from_secs(600);
@@ -178,6 +193,20 @@ impl Memory {
         )
     }
 
+    /// The thresholds for a thread talking to a model of context window `window`: its own or
+    /// the config's, capped to [`MESSAGE_SHARE`] and [`OBSERVATION_SHARE`] of the window.
+    pub fn thresholds_within(&self, thread: &ThreadRecord, window: Option<u64>) -> (u64, u64) {
+        let (messages, observations) = self.thresholds(thread);
+        let Some(w) = window else {
+            return (messages, observations);
+        };
+        let share = |s: f64| ((w as f64 * s) as u64).max(1);
+        (
+            messages.min(share(MESSAGE_SHARE)),
+            observations.min(share(OBSERVATION_SHARE)),
+        )
+    }
+
     /// The background runs under way. A run cancelled at shutdown leaves the thread as it was
     /// (each run commits in one transaction), and the next request past the threshold starts
     /// it again.
@@ -262,6 +291,8 @@ struct RunAs {
     /// whose token limit (`tpm`) it is charged to.
     tenant: String,
     limits: crate::limits::Limits,
+    /// The context window of the request's model, which scales the thresholds.
+    window: Option<u64>,
 }
 
 /// One request's memory: what it brought that is new, to be stored with the answer.
@@ -296,11 +327,48 @@ fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreEr
         reader.last_messages(thread, recent)?
     };
     let record = reader.observations(&app.memory.scope_key(thread))?.unwrap_or_default();
+    let others = match app.memory.settings.scope {
+        MemoryScope::Resource => other_threads(&reader, thread)?,
+        MemoryScope::Thread => String::new(),
+    };
     Ok(View {
         unobserved,
         recent,
-        memory: context::memory_message(&record.text, record.current_task.as_deref()),
+        memory: context::memory_message(&record.text, record.current_task.as_deref(), &others),
     })
+}
+
+/// Resource scope: the newest unobserved messages of the resource's other threads (the
+/// [`OTHER_THREADS`] most recently active, [`OTHER_MESSAGES`] each, [`OTHER_TOKENS`] in all,
+/// newest kept), as dated transcripts labelled by thread, for the memory message. They reach
+/// the shared observations only once their own thread is observed.
+fn other_threads(reader: &crate::store::Reader, thread: &ThreadRecord) -> Result<String, StoreError> {
+    let mut others: Vec<ThreadRecord> = reader
+        .threads(Some(&thread.tenant), Some(&thread.resource))?
+        .into_iter()
+        .filter(|t| t.id != thread.id && t.next_seq > t.cursor)
+        .collect();
+    others.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
+    let mut blocks = Vec::new();
+    let mut spent = 0;
+    for t in others.iter().take(OTHER_THREADS) {
+        let mut recent: Vec<StoredMessage> = reader.last_messages(t, OTHER_MESSAGES)?;
+        recent.retain(|m| m.seq >= t.cursor);
+        // Newest first within the token bound: drop the oldest lines of a thread that overflows.
+        while !recent.is_empty() && spent + pending_tokens(&recent) > OTHER_TOKENS {
+            recent.remove(0);
+        }
+        if recent.is_empty() {
+            break;
+        }
+        spent += pending_tokens(&recent);
+        let label = t.id.replace(['"', '<', '>'], "_");
+        blocks.push(format!(
+            "<thread id=\"{label}\">\n{}</thread>",
+            observer::transcript(&recent)
+        ));
+    }
+    Ok(blocks.join("\n"))
 }
 
 impl Memory {
@@ -312,6 +380,7 @@ impl Memory {
         at: &ThreadRef,
         messages: Vec<Message>,
         model: &str,
+        rest: &crate::ir::Rest,
     ) -> Result<(Vec<Message>, Turn), ApiError> {
         let found = app
             .store
@@ -343,12 +412,14 @@ impl Memory {
             .read()
             .and_then(|r| quota::admit(&r, &caller.tenant, quota::message_bytes(&new), app.store.quota()))
             .map_err(store_error)?;
+        let window = window_of(app, model).await;
         let by = RunAs {
             model: model.to_owned(),
             tenant: caller.tenant.clone(),
             limits: caller.limits_or(app.default_limits),
+            window,
         };
-        let (limit, _) = app.memory.thresholds(&thread);
+        let (limit, _) = app.memory.thresholds_within(&thread, window);
         let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
         // A failing observer is not waited for again until its backoff ends.
         if pending as f64 > limit as f64 * BLOCK_AFTER
@@ -365,7 +436,23 @@ impl Memory {
                 seen = view(app, &t, recent).map_err(store_error)?;
             }
         }
-        let upstream = context::assemble(system, seen.memory, &seen.unobserved, &new);
+        let budget = window.map(|w| w.saturating_sub(answer_reserve(rest, w) + w / MARGIN_DIVISOR));
+        let built = context::assemble(system, seen.memory, &seen.unobserved, &new, budget);
+        if built.left_out > 0 {
+            log::info!(
+                target: "memgate::memory",
+                "thread {:?}: left the {} oldest unobserved messages ({} tokens) out of the context to fit {model}'s \
+                 window of {} tokens; they stay stored and are observed later",
+                thread.id,
+                built.left_out,
+                built.left_out_tokens,
+                window.unwrap_or_default()
+            );
+        }
+        if let Some(budget) = budget.filter(|b| built.tokens > *b) {
+            log::warn!(target: "memgate::memory", "thread {:?}: the context (about {} tokens) is over its budget of {budget} even with only the newest turn", thread.id, built.tokens);
+        }
+        let upstream = built.messages;
         let turn = Turn {
             app: app.clone(),
             thread,
@@ -428,6 +515,7 @@ pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
         model,
         tenant: caller.tenant.clone(),
         limits: caller.limits_or(app.default_limits),
+        window: None,
     };
     maybe_observe(app, thread, &by);
 }
@@ -435,7 +523,7 @@ pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
 /// Starts a background observer run when the thread is past its threshold and none is under
 /// way or backing off.
 fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
-    let (limit, _) = app.memory.thresholds(thread);
+    let (limit, _) = app.memory.thresholds_within(thread, by.window);
     let pending = app
         .store
         .read()
@@ -450,6 +538,34 @@ fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
     if !background.spawn(async move { observer::run(&app, &id, &by, false).await }) {
         log::debug!(target: "memgate::memory", "shutting down: thread {:?} is observed after the restart", thread.id);
     }
+}
+
+/// The context window of the model a client names (`provider/model`), if known.
+async fn window_of(app: &App, model: &str) -> Option<u64> {
+    let route = app.router().resolve(model).ok()?;
+    route.provider.context_window(&app.client, &route.model).await
+}
+
+/// What of `batch` the observer model `model` can read in one prompt (see
+/// [`context::fit_batch`]): its window less its instructions, the previous observations shown
+/// (`previous` tokens) and room for its answer. Without a known window, all of it.
+async fn observer_batch(app: &App, model: &str, batch: &[StoredMessage], previous: u64) -> Vec<StoredMessage> {
+    let Some(w) = window_of(app, model).await else {
+        return batch.to_vec();
+    };
+    let fixed = tokens::text(observer::INSTRUCTIONS) + previous + PROMPT_FRAMING;
+    let budget = w.saturating_sub(fixed + (w as f64 * ANSWER_SHARE) as u64).max(w / 10);
+    context::fit_batch(batch, budget)
+}
+
+/// Tokens kept free for the answer in a window of `window`: the request's own limit
+/// (`max_tokens`, `max_completion_tokens`, Responses' `max_output_tokens`), else
+/// [`ANSWER_SHARE`] of the window; never more than half of it.
+fn answer_reserve(rest: &crate::ir::Rest, window: u64) -> u64 {
+    let asked = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| rest.get(*k).and_then(Value::as_u64));
+    asked.unwrap_or((window as f64 * ANSWER_SHARE) as u64).min(window / 2)
 }
 
 /// Calls a model through the normal router, as memory's own client: a plain chat request,

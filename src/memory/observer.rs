@@ -173,7 +173,7 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
     let Some(thread) = reader.thread(&by.tenant, thread_id).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let (limit, reflect_over) = app.memory.thresholds(&thread);
+    let (limit, reflect_over) = app.memory.thresholds_within(&thread, by.window);
     let unobserved = reader
         .messages_from(&thread, thread.cursor)
         .map_err(|e| e.to_string())?;
@@ -194,6 +194,11 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
         .observer_model
         .clone()
         .unwrap_or_else(|| by.model.clone());
+    // mctx (issue 18): the batch shrinks to what fits the observer model's context window, and a
+    // message larger than it is cut in the middle, so even that one is observed.
+    let shown = tokens::text(newest(&previous.text, PREVIOUS_TOKENS));
+    let batch = &super::observer_batch(app, &model, batch, shown).await[..];
+    let n = batch.len();
     let (answer, usage) = call_model(app, &model, prompt(&previous.text, &transcript(batch)), by).await?;
     if answer.trim().is_empty() {
         return Err(format!("{model} answered with no text"));

@@ -60,7 +60,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
     }
     let lock = app.memory.lock(&key);
     let Some(_held) = lock.try_lock_arc() else { return };
-    let (_, limit) = app.memory.thresholds(&thread);
+    let (_, limit) = app.memory.thresholds_within(&thread, by.window);
     match reflect(app, &scope, limit, by).await {
         Ok(()) => {
             app.memory.ran(&key, true);

@@ -10,6 +10,7 @@ mod listing;
 mod openai;
 pub mod replay;
 mod schema;
+mod window;
 
 pub(crate) use anthropic::{finish_reason_to_stop, turns as anthropic_turns, DEFAULT_MAX_TOKENS};
 pub use listing::Model;
@@ -85,6 +86,8 @@ pub struct Provider {
     /// Set when the upstream answered `/responses` with a 404 for the endpoint (`responses =
     /// "auto"`): Responses go through chat for the rest of the process (a reload starts over).
     lacks_responses: AtomicBool,
+    /// Context windows: configured, and discovered per model (see `window`).
+    windows: window::Windows,
 }
 
 impl std::fmt::Debug for Provider {
@@ -127,6 +130,7 @@ impl Provider {
             },
             listing: listing::Cache::default(),
             aliases: cfg.aliases.clone(),
+            windows: window::Windows::new(cfg),
             replay,
             responses: cfg.responses.unwrap_or_default(),
             lacks_responses: AtomicBool::new(false),
@@ -310,6 +314,9 @@ impl Provider {
 
     /// The provider's error body as the OpenAI error the SDKs expect for it.
     pub fn error(&self, status: u16, body: &[u8]) -> ApiError {
+        if status == 400 {
+            self.learn_window(body);
+        }
         match self.kind {
             ProviderKind::Openai | ProviderKind::Replay => ApiError::from_upstream(status, body),
             ProviderKind::Anthropic => anthropic::error(status, body),

@@ -434,6 +434,30 @@ pub fn parse_sse(text: &str) -> Vec<(Option<String>, String)> {
     out
 }
 
+/// A thread's observation record (`GET …/observations/record`).
+pub fn record(gw: &Gateway, thread: &str) -> Value {
+    let res = gw.get(&format!("/v1/memory/threads/{thread}/observations/record"), &[]);
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()
+}
+
+/// Polls a thread's observation record until `done` holds (background runs are asynchronous).
+pub fn wait_record(gw: &Gateway, thread: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = record(gw, thread);
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {r}\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// Config for a gateway in front of `mock` as provider `name` (kind openai).
 pub fn provider(name: &str, mock: &Mock, extra: &str) -> String {
     format!(

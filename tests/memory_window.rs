@@ -1,0 +1,375 @@
+//! Memory within a model's context window (issue 18): real `memgate` in front of scripted
+//! upstreams. A local server's window is discovered (llama.cpp's `/props`, Ollama's
+//! `/api/show`) or configured; a thread whose unobserved history outgrows it still gets
+//! answers, with what goes upstream kept within it; and the context memgate builds opens with a
+//! user turn whatever the observer cut.
+
+mod common;
+
+use common::*;
+use memgate::ir::Message;
+use memgate::memory::tokens;
+use serde_json::{json, Value};
+
+/// Fixtures recorded from (and shaped like) local model servers; see fixtures/local/README.md.
+const WINDOW_FIXTURES: &str = "fixtures/local/ctx-window";
+/// The window `/props` reports in [`WINDOW_FIXTURES`].
+const WINDOW: u64 = 2048;
+/// In the oldest seeded message: the scripted server answers "maximum context length" to a chat
+/// request still carrying it, as a real one does to an over-long prompt.
+const OLDEST: &str = "MARKER-OLDEST";
+
+fn at(thread: &str, resource: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-thread-id", thread.to_owned()),
+        ("x-resource-id", resource.to_owned()),
+    ]
+}
+
+fn hdrs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn call(gw: &Gateway, method: &str, path: &str, body: &Value) -> Resp {
+    let res = request(&gw.addr, method, path, &[], body.to_string().as_bytes());
+    assert!(res.status < 300, "{method} {path}: {}", res.text());
+    res
+}
+
+/// Creates thread `id` of resource `resource` holding `messages`, stored through the Memory API.
+fn seed(gw: &Gateway, id: &str, resource: &str, messages: &[Value]) {
+    call(
+        gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": id, "resourceId": resource}),
+    );
+    call(
+        gw,
+        "POST",
+        &format!("/v1/memory/threads/{id}/messages"),
+        &json!({"messages": messages}),
+    );
+}
+
+/// A long history of ordinary turns (about 35 tokens each), the oldest carrying [`OLDEST`].
+fn long_history(turns: usize) -> Vec<Value> {
+    let mut out = vec![
+        json!({"role": "user", "content": format!("{OLDEST} My name is Alex and I live in Lisbon.")}),
+        json!({"role": "assistant", "content": "Nice to meet you, Alex."}),
+    ];
+    for i in 0..turns {
+        out.push(json!({"role": "user", "content": format!(
+            "Here is note number {i} about my week: I walked by the river, read two chapters and cooked dinner."
+        )}));
+        out.push(
+            json!({"role": "assistant", "content": format!("Thanks for note {i}; that sounds like a calm week.")}),
+        );
+    }
+    out
+}
+
+/// The messages of an OpenAI-format request body the upstream received, and their estimated
+/// tokens (memgate's own estimate, as its budget uses).
+fn sent_tokens(body: &Value) -> u64 {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| tokens::message(&serde_json::from_value::<Message>(m.clone()).unwrap()))
+        .sum()
+}
+
+fn chat_requests(mock: &Mock) -> Vec<Value> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/chat/completions")
+        .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+fn is_observer(body: &Value) -> bool {
+    body.to_string().contains("observer of memgate")
+}
+
+fn ask(gw: &Gateway, h: &[(&str, &str)], model: &str, text: &str, stream: bool) -> String {
+    let body = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]});
+    if !stream {
+        let res = gw.post("/v1/chat/completions", h, &body);
+        assert_eq!(res.status, 200, "{}\n{}", res.text(), gw.log());
+        return res.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let mut s = Stream::open(&gw.addr, "/v1/chat/completions", h, &body);
+    assert_eq!(s.status, 200);
+    let events = s.events();
+    assert_eq!(events.last().map(|e| e.2.as_str()), Some("[DONE]"), "{events:?}");
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.2).ok())
+        .inspect(|c| assert!(c.get("error").is_none(), "the stream failed: {c}"))
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_thread_past_the_window_still_gets_answers_within_it() {
+    let mock = Mock::start(WINDOW_FIXTURES);
+    let dir = temp_dir("window");
+    let config = format!("default_provider = \"local\"\n{}", provider("local", &mock, ""));
+    let mut gw = Gateway::start_in(&dir, &config, &[]);
+    let history = long_history(30);
+    seed(&gw, "long", "alex", &history);
+    let h = at("long", "alex");
+    // The first turn waits for the observer (far past blockAfter), which fails once; the turn is
+    // answered all the same, without the oldest messages, within the window /props reported.
+    let answer = ask(&gw, &hdrs(&h), "local/smollm2", "What is my name?", false);
+    assert!(!answer.is_empty());
+    let answer = ask(&gw, &hdrs(&h), "local/smollm2", "And where do I live?", true);
+    assert!(!answer.is_empty());
+    let turns: Vec<Value> = chat_requests(&mock).into_iter().filter(|b| !is_observer(b)).collect();
+    assert_eq!(turns.len(), 2, "{}", gw.log());
+    for body in &turns {
+        let used = sent_tokens(body);
+        // Room is left for the answer: a fifth of the window when the request sets no max_tokens.
+        assert!(
+            used <= WINDOW - WINDOW / 5,
+            "{used} tokens sent to a {WINDOW}-token window"
+        );
+        assert!(!body.to_string().contains(OLDEST));
+        let first = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] != "system")
+            .unwrap();
+        assert_eq!(first["role"], "user", "{body}");
+    }
+    assert!(gw.log().contains("oldest unobserved messages"), "{}", gw.log());
+    // Left out, not lost: every message is still stored.
+    let stored = gw.get("/v1/memory/threads/long/messages?limit=1000", &[]).json();
+    assert_eq!(stored["messages"].as_array().unwrap().len(), history.len() + 4);
+    assert_eq!(record(&gw, "long")["observerRuns"], 0);
+    // The window was asked once and remembered.
+    let props = mock.requests().iter().filter(|r| r["path"] == "/props").count();
+    assert_eq!(props, 1);
+    // After a restart (the observer's backoff forgotten), the next turn observes the oldest
+    // messages, the left-out ones among them, in batches that fit the window.
+    gw.terminate();
+    let gw = Gateway::start_in(&dir, &config, &[]);
+    mock.clear();
+    ask(&gw, &hdrs(&h), "local/smollm2", "Thanks!", false);
+    let r = wait_record(&gw, "long", "an observer run", |r| {
+        r["observerRuns"].as_u64() >= Some(1)
+    });
+    assert!(r["observedMessages"].as_u64().unwrap() > 0, "{r}");
+    let observer = chat_requests(&mock).into_iter().find(is_observer).unwrap();
+    assert!(
+        observer.to_string().contains(OLDEST),
+        "the oldest messages are observed first"
+    );
+    assert!(sent_tokens(&observer) <= WINDOW, "{} tokens", sent_tokens(&observer));
+}
+
+/// Seeds `long_history` on a thread of a gateway in front of `fixtures` as provider `local`,
+/// asks one question with `model`, and returns the mock (to see what went upstream) and the
+/// gateway.
+fn one_turn_past_the_window(fixtures: &str, model: &str, extra: &str) -> (Mock, Gateway) {
+    let mock = Mock::start(fixtures);
+    let gw = Gateway::start(&provider("local", &mock, extra));
+    seed(&gw, "long", "alex", &long_history(30));
+    let h = at("long", "alex");
+    assert!(!ask(&gw, &hdrs(&h), model, "What is my name?", false).is_empty());
+    (mock, gw)
+}
+
+#[test]
+fn ollamas_window_is_discovered_from_api_show() {
+    let (mock, gw) = one_turn_past_the_window("fixtures/local/ctx-ollama", "local/smollm2:135m", "");
+    // /props first (llama.cpp), then /api/show, once; num_ctx (2048) under the trained 8192.
+    let paths: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(&paths[..2], ["/props", "/api/show"], "{paths:?}");
+    assert_eq!(paths.iter().filter(|p| p.starts_with("/api/show")).count(), 1);
+    assert!(gw.log().contains("context window of 2048 tokens"), "{}", gw.log());
+    for body in chat_requests(&mock) {
+        assert!(sent_tokens(&body) <= WINDOW, "{} tokens sent", sent_tokens(&body));
+    }
+}
+
+#[test]
+fn a_configured_window_wins_over_discovery() {
+    let (mock, _gw) = one_turn_past_the_window(
+        WINDOW_FIXTURES,
+        "local/smollm2",
+        "context_window = 8192\ncontext_windows = { \"smollm2\" = 1024 }",
+    );
+    assert!(mock.requests().iter().all(|r| r["path"] != "/props"));
+    let turn = chat_requests(&mock).into_iter().rfind(|b| !is_observer(b)).unwrap();
+    assert!(
+        sent_tokens(&turn) <= 1024 - 1024 / 5,
+        "{} tokens sent",
+        sent_tokens(&turn)
+    );
+}
+
+#[test]
+fn a_message_larger_than_the_window_is_still_observed() {
+    let mock = Mock::start(WINDOW_FIXTURES);
+    let gw = Gateway::start(&provider("local", &mock, ""));
+    // About 3,000 tokens, with a marker in its middle that the scripted server refuses as too
+    // long in an observer prompt.
+    let half = "I pasted the minutes of our meeting here, line after line of them. ".repeat(90);
+    let huge = format!("{half} MARKER-MIDDLE {half}");
+    seed(
+        &gw,
+        "huge",
+        "alex",
+        &[
+            json!({"role": "user", "content": huge}),
+            json!({"role": "assistant", "content": "OK."}),
+        ],
+    );
+    let h = at("huge", "alex");
+    assert!(!ask(&gw, &hdrs(&h), "local/smollm2", "What did I paste?", false).is_empty());
+    let r = wait_record(&gw, "huge", "an observer run", |r| {
+        r["observerRuns"].as_u64() >= Some(1)
+    });
+    assert!(r["observedMessages"].as_u64().unwrap() >= 1, "{r}");
+    let observer = chat_requests(&mock).into_iter().find(is_observer).unwrap();
+    assert!(sent_tokens(&observer) <= WINDOW, "{} tokens", sent_tokens(&observer));
+    assert!(observer.to_string().contains("characters left out"));
+    // Stored whole all the same.
+    let stored = gw.get("/v1/memory/threads/huge/messages", &[]).json();
+    assert_eq!(stored["messages"][0]["content"], huge);
+}
+
+/// Providers `openai` (fixtures/memory, which also observes), `anthropic` and `gemini` (their
+/// recorded catch-all answers), memory observing with `openai/gpt-4o-mini`.
+fn three_vendors() -> (Vec<Mock>, Gateway) {
+    let mocks: Vec<Mock> = ["fixtures/memory", "fixtures/anthropic", "fixtures/gemini"]
+        .into_iter()
+        .map(Mock::start)
+        .collect();
+    let gw = Gateway::start(&format!(
+        "[memory]\nobserver_model = \"openai/gpt-4o-mini\"\n{}[providers.anthropic]\nkind = \"anthropic\"\n\
+         base_url = \"{}\"\napi_key = \"sk-ant-x\"\n[providers.gemini]\nkind = \"gemini\"\nbase_url = \"{}\"\n\
+         api_key = \"g-x\"\n",
+        provider("openai", &mocks[0], ""),
+        mocks[1].url,
+        mocks[2].url
+    ));
+    (mocks, gw)
+}
+
+#[test]
+fn after_an_observer_cut_mid_exchange_the_context_opens_with_a_user_turn() {
+    let (mocks, gw) = three_vendors();
+    let cases = [
+        ("openai/gpt-4o-mini", 0, "/messages"),
+        ("anthropic/claude-sonnet-4", 1, "/messages"),
+        ("gemini/gemini-2.5-flash", 2, "/contents"),
+    ];
+    for (model, m, list) in cases {
+        let id = format!("cut-{m}");
+        call(
+            &gw,
+            "POST",
+            "/v1/memory/threads",
+            &json!({"id": id, "resourceId": "alex"}),
+        );
+        call(
+            &gw,
+            "PATCH",
+            &format!("/v1/memory/threads/{id}/observations/config"),
+            &json!({"messageTokens": 30}),
+        );
+        // The observer keeps a raw tail of a fifth of 30 tokens: the last answer alone, so
+        // the unobserved messages open with the assistant.
+        call(
+            &gw,
+            "POST",
+            &format!("/v1/memory/threads/{id}/messages"),
+            &json!({"messages": [
+                {"role": "user", "content": "My name is Alex and I prefer concise answers."},
+                {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": "Please remember that my favourite colour is green and that I cycle to work every single day."},
+                {"role": "assistant", "content": "OK."},
+            ]}),
+        );
+        wait_record(&gw, &id, "an observer run", |r| r["observerRuns"] == 1);
+        let h = at(&id, "alex");
+        let res = gw.post(
+            "/v1/chat/completions",
+            &hdrs(&h),
+            &json!({"model": model, "messages": [{"role": "user", "content": "What is my name?"}]}),
+        );
+        assert_eq!(res.status, 200, "{model}: {}", res.text());
+        let sent = mocks[m].last_body();
+        let turns = sent.pointer(list).and_then(Value::as_array).unwrap();
+        let first = turns.iter().find(|t| t["role"] != "system").unwrap();
+        assert_eq!(first["role"], "user", "{model}: {sent}");
+        // The observed start is in memory; the raw answer that followed it is still sent.
+        assert!(sent.to_string().contains("OK."), "{model}: {sent}");
+    }
+}
+
+#[test]
+fn resource_scope_shows_the_other_threads_recent_messages() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = Gateway::start(&format!(
+        "default_provider = \"openai\"\n[memory]\nscope = \"resource\"\n{}",
+        provider("openai", &mock, "")
+    ));
+    let say = |thread: &str, resource: &str, text: &str| {
+        ask(&gw, &hdrs(&at(thread, resource)), "openai/gpt-4o-mini", text, false)
+    };
+    say("first", "alex", "My name is Alex and I prefer concise answers.");
+    for i in 0..12 {
+        say(
+            "busy",
+            "alex",
+            &format!("Filler number {i} about nothing in particular"),
+        );
+    }
+    // Nothing observed yet, yet another thread of the resource knows.
+    assert_eq!(say("second", "alex", "What is my name?"), "Your name is Alex.");
+    let sent = mock.last_body().to_string();
+    assert!(sent.contains("<thread id=\\\"first\\\">"), "{sent}");
+    // Bounded: the busy thread shows its newest messages only.
+    assert!(
+        sent.contains("Filler number 11") && !sent.contains("Filler number 2 "),
+        "{sent}"
+    );
+    // Another resource sees none of it.
+    assert_eq!(say("third", "sam", "What is my name?"), "I don't know your name yet.");
+}
+
+#[test]
+fn a_window_is_learnt_from_the_servers_context_length_error() {
+    // llama-cpp-python tells its window nowhere but in this error (no /props, no /api/show).
+    let mock = Mock::start("fixtures/local/ctx-learn");
+    let gw = Gateway::start(&provider("local", &mock, ""));
+    seed(&gw, "long", "alex", &long_history(70));
+    let h = at("long", "alex");
+    let body = json!({"model": "local/smollm2", "messages": [{"role": "user", "content": "What is my name?"}]});
+    let first = gw.post("/v1/chat/completions", &hdrs(&h), &body);
+    assert_eq!(
+        first.expect_error(400, "invalid_request_error")["code"],
+        "context_length_exceeded"
+    );
+    // The answer named the window (4096): from the next turn on, the context fits it.
+    assert!(!ask(&gw, &hdrs(&h), "local/smollm2", "What is my name?", false).is_empty());
+    let turn = chat_requests(&mock).into_iter().rfind(|b| !is_observer(b)).unwrap();
+    assert!(
+        sent_tokens(&turn) <= 4096 - 4096 / 5,
+        "{} tokens sent",
+        sent_tokens(&turn)
+    );
+    assert!(gw.log().contains("context window is 4096 tokens"), "{}", gw.log());
+}
