@@ -641,6 +641,23 @@ mod tests {
     }
 
     #[test]
+    fn memory_bounds_are_checked() {
+        let parse = |memory: &str| Config::parse(&format!("[memory]\n{memory}"));
+        let c =
+            parse("buffer_tokens = 0.25\nmax_output_tokens = 512\ncall_timeout_ms = 5000\nmax_wait_ms = 0").unwrap();
+        assert_eq!((c.memory.buffer_tokens, c.memory.max_wait_ms), (Some(0.25), Some(0)));
+        for bad in [
+            "buffer_tokens = 1.0",
+            "buffer_tokens = -0.1",
+            "max_output_tokens = 0",
+            "call_timeout_ms = 0",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("[memory]"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn every_table_parses() {
         let c = Config::parse(
             r#"
