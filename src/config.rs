@@ -338,6 +338,32 @@ pub struct MemoryConfig {
     pub observation_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<MemoryScope>,
+    /// Output tokens an observer or reflector call may generate (`max_tokens`); by default
+    /// half its input, within 256..4096 (observer) or 256..16384 (reflector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// How long one observer or reflector call may take before it is given up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout_ms: Option<u64>,
+    /// The longest a request past blockAfter waits for observation before going on without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u64>,
+    /// Buffered observation: a background observer run every this share of `message_tokens`
+    /// (0 turns it off), its observations activated when the thread reaches the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_tokens: Option<f64>,
+}
+
+impl MemoryConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.buffer_tokens.is_some_and(|b| !(0.0..1.0).contains(&b)) {
+            return Err("[memory] buffer_tokens is a share of message_tokens: at least 0 (off) and below 1".to_owned());
+        }
+        if self.max_output_tokens == Some(0) || self.call_timeout_ms == Some(0) {
+            return Err("[memory] max_output_tokens and call_timeout_ms must be above 0".to_owned());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -523,6 +549,7 @@ impl Config {
         }
         self.server.check()?;
         self.retry.check()?;
+        self.memory.check()?;
         let limits = &mut self.limits;
         for (name, value, default) in [
             ("max_connections", &mut limits.max_connections, DEFAULT_MAX_CONNECTIONS),
@@ -743,6 +770,23 @@ mod tests {
     fn unknown_key_is_named_with_its_line() {
         let err = Config::parse("listen = \"127.0.0.1:1\"\n[auth]\nmdoe = \"keys\"\n").unwrap_err();
         assert!(err.contains("mdoe") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn memory_bounds_are_checked() {
+        let parse = |memory: &str| Config::parse(&format!("[memory]\n{memory}"));
+        let c =
+            parse("buffer_tokens = 0.25\nmax_output_tokens = 512\ncall_timeout_ms = 5000\nmax_wait_ms = 0").unwrap();
+        assert_eq!((c.memory.buffer_tokens, c.memory.max_wait_ms), (Some(0.25), Some(0)));
+        for bad in [
+            "buffer_tokens = 1.0",
+            "buffer_tokens = -0.1",
+            "max_output_tokens = 0",
+            "call_timeout_ms = 0",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("[memory]"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 const CSP: &str = "default-src 'self'";
 
 fn keyed_gateway(mock: &Mock) -> Gateway {
-    // A small message threshold, so one thread's observer runs and the page has observations.
+    // A small message threshold, unbuffered, so exactly one observer run gives the page observations.
     Gateway::start(&format!(
-        "default_provider = \"openai\"\n[auth]\nmode = \"keys\"\n[memory]\nmessage_tokens = 60\n{}",
+        "default_provider = \"openai\"\n[auth]\nmode = \"keys\"\n[memory]\nmessage_tokens = 60\nbuffer_tokens = 0\n{}",
         provider("openai", mock, "")
     ))
 }

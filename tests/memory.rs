@@ -207,7 +207,8 @@ fn threads_are_isolated_by_thread_resource_and_tenant() {
 #[test]
 fn the_observer_replaces_old_messages_with_observations() {
     let mock = Mock::start("fixtures/memory");
-    let gw = gateway(&mock, "message_tokens = 60");
+    // Unbuffered: one run when the threshold is passed (tests/memory_local.rs buffers).
+    let gw = gateway(&mock, "message_tokens = 60\nbuffer_tokens = 0");
     let h = at("long", "alex");
     answer(&say(&gw, &hdrs(&h), INTRO));
     for i in 0..3 {
@@ -650,7 +651,7 @@ fn the_memory_api_manages_threads_and_messages() {
 #[test]
 fn a_thread_far_past_its_threshold_is_observed_before_forwarding() {
     let mock = Mock::start("fixtures/memory");
-    let gw = gateway(&mock, "");
+    let gw = gateway(&mock, "buffer_tokens = 0");
     // Seed a thread through the API (which starts the observer only with `observer_model` set),
     // then lower its threshold.
     call(
@@ -854,4 +855,220 @@ fn a_stream_finishing_after_an_erase_stores_nothing() {
     assert_eq!(gw.get("/v1/memory/threads", &[]).json()["total"], 0);
     gw.get("/v1/memory/threads/mid-stream/messages", &[])
         .expect_error(404, "invalid_request_error");
+}
+
+// What a real small model does to memory, on recordings of SmolLM2-135M (fixtures/local).
+
+/// The bodies of the requests the mock received that contain `marker`, as JSON.
+fn asks(mock: &Mock, marker: &str) -> Vec<Value> {
+    mock.requests()
+        .into_iter()
+        .filter_map(|r| r["body"].as_str().map(str::to_owned))
+        .filter(|b| b.contains(marker))
+        .map(|b| serde_json::from_str(&b).unwrap())
+        .collect()
+}
+
+const STRICT: &str = "STRICT FORMAT REQUIRED";
+
+#[test]
+fn an_observer_answer_without_observations_is_refused_and_the_facts_stay_in_context() {
+    let mock = Mock::start("fixtures/local");
+    let gw = gateway(&mock, "message_tokens = 60");
+    let h = at("lisbon", "alex");
+    let fact = "My name is Alex and I live in Lisbon.";
+    answer(&say(&gw, &hdrs(&h), fact));
+    let r = wait_record(&gw, "lisbon", "a refused observer run", |r| r["failures"] == 1);
+    // Both answers (the first, then the stricter retry) were refused; nothing was stored and
+    // the cursor did not move.
+    assert_eq!(
+        (
+            &r["refusedAnswers"],
+            &r["observerRuns"],
+            &r["observedMessages"],
+            &r["observationTokenCount"]
+        ),
+        (&json!(2), &json!(0), &json!(0), &json!(0)),
+        "{r}"
+    );
+    let observer = asks(&mock, "observer of memgate");
+    assert_eq!(observer.len(), 2, "asked once, then once more strictly");
+    assert!(!observer[0].to_string().contains(STRICT) && observer[1].to_string().contains(STRICT));
+    // Every memory call is bounded.
+    for ask in &observer {
+        assert!(
+            ask["max_tokens"].as_u64().is_some_and(|n| (256..=4096).contains(&n)),
+            "{ask}"
+        );
+    }
+    assert_eq!(
+        gw.get("/v1/memory/threads/lisbon/observations", &[]).json()["observations"],
+        ""
+    );
+    // The next request still carries the facts, raw, and none of the refused answers.
+    mock.clear();
+    answer(&say(&gw, &hdrs(&h), QUESTION));
+    let sent = mock.last_body().to_string();
+    assert!(sent.contains(fact), "{sent}");
+    assert!(
+        !sent.contains("ready to assist") && !sent.contains("<observations>"),
+        "{sent}"
+    );
+}
+
+#[test]
+fn a_refused_observer_answer_is_asked_again_strictly_and_the_good_one_kept() {
+    let mock = Mock::start("fixtures/local");
+    let gw = gateway(&mock, "message_tokens = 40");
+    let h = at("porto", "sam");
+    answer(&say(
+        &gw,
+        &hdrs(&h),
+        "My name is Sam and I live in Porto. I work as a baker.",
+    ));
+    let r = wait_record(&gw, "porto", "an observer run", |r| r["observerRuns"] == 1);
+    assert_eq!((&r["refusedAnswers"], &r["failures"]), (&json!(1), &json!(0)), "{r}");
+    let obs = gw.get("/v1/memory/threads/porto/observations", &[]).json();
+    let text = obs["observations"].as_str().unwrap();
+    assert!(text.contains("User's name is Sam; lives in Porto"), "{obs}");
+    assert!(!text.contains("help you"), "{obs}");
+}
+
+#[test]
+fn a_reflection_that_loops_or_loses_content_is_refused_and_the_observations_kept() {
+    let mock = Mock::start("fixtures/local");
+    let gw = gateway(&mock, "message_tokens = 40\nobservation_tokens = 20");
+    let h = at("cats", "alex");
+    answer(&say(
+        &gw,
+        &hdrs(&h),
+        "I work as a nurse at the city hospital. I have two cats called Tom and Jerry. My favourite food is grilled sardines.",
+    ));
+    let r = wait_record(&gw, "cats", "a refused reflection", |r| {
+        r["observerRuns"] == 1 && r["failures"] == 1
+    });
+    assert_eq!(
+        (&r["reflectorRuns"], &r["generationCount"]),
+        (&json!(0), &json!(0)),
+        "{r}"
+    );
+    let reflector = asks(&mock, "reflector of memgate");
+    // The ladder's three levels plus one stricter retry, every answer refused.
+    assert_eq!(reflector.len(), 4, "{r}");
+    assert_eq!(r["refusedAnswers"], 4, "{r}");
+    assert!(reflector.iter().all(|a| a["max_tokens"].as_u64() >= Some(256)));
+    let obs = gw.get("/v1/memory/threads/cats/observations", &[]).json();
+    let lines = obs["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3, "{obs}");
+    assert!(obs["observations"].as_str().unwrap().contains("Tom and Jerry"));
+}
+
+/// Seeds `thread` through the API with a few turns of `text`, then lowers its threshold so
+/// the next request is past blockAfter.
+fn seed_behind(gw: &Gateway, thread: &str, text: &str) {
+    call(
+        gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": thread, "resourceId": "alex"}),
+    );
+    let seeded: Vec<Value> = (0..4)
+        .flat_map(|i| {
+            [
+                json!({"role": "user", "content": format!("{text} number {i}")}),
+                json!({"role": "assistant", "content": "OK."}),
+            ]
+        })
+        .collect();
+    call(
+        gw,
+        "POST",
+        &format!("/v1/memory/threads/{thread}/messages"),
+        &json!({"messages": seeded}),
+    );
+    call(
+        gw,
+        "PATCH",
+        &format!("/v1/memory/threads/{thread}/observations/config"),
+        &json!({"messageTokens": 30}),
+    );
+}
+
+#[test]
+fn an_observer_that_never_finishes_does_not_hold_a_request_past_the_bound() {
+    let mock = Mock::start("fixtures/local");
+    // Defaults: a request waits at most 10 s for observation; the scripted observer takes 30.
+    let gw = gateway(&mock, "");
+    seed_behind(&gw, "stuck", "memgate-test: slow observer");
+    let started = Instant::now();
+    let res = say(&gw, &hdrs(&at("stuck", "alex")), QUESTION);
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it did not hang: {:?}",
+        started.elapsed()
+    );
+    assert!(gw.log().contains("forwarding without waiting for it"), "{}", gw.log());
+    // The request went out with the raw messages: nothing was lost for the wait.
+    let turn = asks(&mock, QUESTION).pop().unwrap().to_string();
+    assert!(turn.contains("memgate-test: slow observer number 0"), "{turn}");
+    let observer = asks(&mock, "observer of memgate");
+    assert!(observer[0]["max_tokens"].as_u64().is_some(), "{}", observer[0]);
+}
+
+#[test]
+fn memory_calls_obey_the_configured_bounds() {
+    let mock = Mock::start("fixtures/local");
+    let gw = gateway(
+        &mock,
+        "max_output_tokens = 100\ncall_timeout_ms = 1000\nmax_wait_ms = 200",
+    );
+    seed_behind(&gw, "bounded", "memgate-test: slow observer");
+    answer(&say(&gw, &hdrs(&at("bounded", "alex")), QUESTION));
+    let r = wait_record(&gw, "bounded", "a timed-out observer run", |r| r["failures"] == 1);
+    assert_eq!(r["observedMessages"], 0, "{r}");
+    assert!(gw.log().contains("did not answer within 1000 ms"), "{}", gw.log());
+    assert_eq!(asks(&mock, "observer of memgate")[0]["max_tokens"], 100);
+}
+
+#[test]
+fn a_request_crossing_the_threshold_does_not_wait_for_the_observer() {
+    let mock = Mock::start("fixtures/local");
+    // Buffered observation is on by default: every 20% of message_tokens, in the background.
+    let gw = gateway(&mock, "message_tokens = 100");
+    let h = at("garden", "alex");
+    let first = "I am planning a vegetable garden with tomatoes and beans this spring.";
+    answer(&say(&gw, &hdrs(&h), first));
+    // Under the threshold, the scripted observer (1 s) already observed the first turn.
+    let r = wait_record(&gw, "garden", "a buffered observation", |r| {
+        r["buffered"]["chunks"] == 1
+    });
+    assert_eq!(
+        (&r["observerRuns"], &r["observedMessages"]),
+        (&json!(0), &json!(0)),
+        "{r}"
+    );
+    mock.clear();
+    // This turn takes the thread past 1.2 × the threshold.
+    let long = format!(
+        "Also, {}",
+        "the soil near the fence stays wet after rain and the beds need compost. ".repeat(3)
+    );
+    answer(&say(&gw, &hdrs(&h), &long));
+    let reqs = mock.requests();
+    let first_body = reqs[0]["body"].as_str().unwrap();
+    // No observer call came before the turn: the buffered observations took the first turn's
+    // place in its context.
+    assert!(!first_body.contains("observer of memgate"), "{first_body}");
+    assert!(
+        first_body.contains("User is growing a vegetable garden"),
+        "{first_body}"
+    );
+    assert!(!first_body.contains(first), "{first_body}");
+    let r = record(&gw, "garden");
+    assert_eq!(
+        (&r["observerRuns"], &r["observedMessages"]),
+        (&json!(1), &json!(2)),
+        "{r}"
+    );
 }

@@ -424,6 +424,7 @@ fn record(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
     let unobserved = reader.messages_from(&thread, thread.cursor).map_err(store_error)?;
     let (message_tokens, observation_tokens) = ctx.app.memory.thresholds(&thread);
     let (observing, reflecting) = ctx.app.memory.activity(&thread);
+    let (chunks, buffered) = ctx.app.memory.buffered(&ctx.app, &thread);
     Ok(json_response(
         200,
         &json!({
@@ -438,10 +439,12 @@ fn record(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
             "config": {"messageTokens": message_tokens, "observationTokens": observation_tokens},
             "isObserving": observing,
             "isReflecting": reflecting,
+            "buffered": {"chunks": chunks, "messages": buffered},
             "lastObservedAt": record.last_observed_at.map(clock::iso8601),
             "observerRuns": record.observer_runs,
             "reflectorRuns": record.reflector_runs,
             "failures": record.failures,
+            "refusedAnswers": record.refused,
             "memoryUsage": {
                 "prompt_tokens": record.memory_prompt_tokens,
                 "completion_tokens": record.memory_completion_tokens,

@@ -14,7 +14,7 @@ use serde::Serialize;
 const DATE: &str = "Date: ";
 
 /// What an observer or reflector answer holds.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Parsed {
     /// Dated observation lines, normalised (every line under a `Date:` header).
     pub observations: String,
@@ -57,6 +57,26 @@ pub fn parse(raw: &str, date: &str) -> Parsed {
     }
 }
 
+/// Reads an answer like [`parse`]; an answer with no `<observations>` block and no bullet
+/// lines has each of its lines taken as a 🟡 observation, for [`check`] to judge (small models
+/// drift from the format, and plain sentences can still be facts).
+pub fn read(raw: &str, date: &str) -> Parsed {
+    let parsed = parse(raw, date);
+    if !parsed.observations.is_empty() || tagged(raw, "observations").is_some() {
+        return parsed;
+    }
+    let kept: Vec<String> = raw
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('<'))
+        .map(|l| format!("* 🟡 {l}"))
+        .collect();
+    Parsed {
+        observations: normalize(&kept.join("\n"), date),
+        current_task: parsed.current_task,
+    }
+}
+
 /// Drops blank lines and makes sure every line sits under a `Date:` header.
 fn normalize(block: &str, date: &str) -> String {
     let mut out = Vec::new();
@@ -89,6 +109,212 @@ pub fn merge(old: &str, new: &str) -> String {
     format!("{old}\n{}", rest.join("\n"))
 }
 
+/// Why an observer or reflector answer was refused (and the observations left as they were).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// No observation line with words in it.
+    Empty,
+    /// A line that is only a marker, a time or punctuation.
+    BareLine(String),
+    /// A `Date:` header that is not a date, or a line whose time is not a time.
+    BadDate(String),
+    /// The instructions repeated, or the model talking to the user instead of observing.
+    Echo(String),
+    /// More tokens than what it observed or condensed (plus a header's worth).
+    Longer { answer: u64, input: u64 },
+    /// The same line or phrase over and over (a generation loop).
+    Loop(String),
+    /// A reflection that keeps less than [`REFLECTION_FLOOR`] of what it condensed.
+    Shrunk { answer: u64, input: u64 },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cut = |s: &str| s.chars().take(80).collect::<String>();
+        match self {
+            Refusal::Empty => write!(f, "no observation lines"),
+            Refusal::BareLine(l) => write!(f, "a line without text: {:?}", cut(l)),
+            Refusal::BadDate(l) => write!(f, "not a date or time: {:?}", cut(l)),
+            Refusal::Echo(l) => write!(f, "not an observation (instructions or chat): {:?}", cut(l)),
+            Refusal::Longer { answer, input } => {
+                write!(f, "{answer} tokens, longer than the {input} tokens it was given")
+            }
+            Refusal::Loop(l) => write!(f, "repeats itself: {:?}", cut(l)),
+            Refusal::Shrunk { answer, input } => write!(
+                f,
+                "{answer} tokens keep less than a quarter of the {input} tokens it condensed"
+            ),
+        }
+    }
+}
+
+/// The least share of its input's tokens a reflection must keep: compressing more than 4×
+/// in one reflection is losing facts, not condensing them (a small model once turned 168
+/// tokens into 10 tokens of bare markers).
+pub const REFLECTION_FLOOR: f64 = 0.25;
+
+/// Tokens an answer may exceed its input by: the `Date:` header and markers it adds to a
+/// tiny transcript.
+const OVERHEAD: u64 = 24;
+
+/// What talking to the user looks like, as opposed to recording facts.
+const CHAT: [&str; 15] = [
+    "ready to assist",
+    "please provide",
+    "provide me with",
+    "how can i help",
+    "how can i assist",
+    "how may i assist",
+    "as an ai",
+    "i'm sorry",
+    "i am sorry",
+    "requires observation",
+    "i'd be happy to",
+    "let me know if",
+    "here to help",
+    "help you with",
+    "your task",
+];
+
+/// Lowercase words of letters and digits.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The number of times each `n`-word run occurs in `words`.
+fn grams(words: &[String], n: usize) -> std::collections::HashMap<&[String], usize> {
+    let mut out = std::collections::HashMap::new();
+    for g in words.windows(n) {
+        *out.entry(g).or_default() += 1;
+    }
+    out
+}
+
+/// Whether `d` reads as a date: `Nov 22, 2026`, `November 22, 2026` or `2026-11-22`.
+fn is_date(d: &str) -> bool {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let d = d.trim();
+    let iso = d.split('-').collect::<Vec<_>>();
+    if let [y, m, day] = iso[..] {
+        let ok = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit());
+        return ok(y, 4) && ok(m, 2) && ok(day, 2);
+    }
+    let parts: Vec<&str> = d.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let [month, day, year] = parts[..] else { return false };
+    let month = month.to_lowercase();
+    MONTHS.iter().any(|m| month.starts_with(m))
+        && day.parse::<u8>().is_ok_and(|n| (1..=31).contains(&n))
+        && year.len() == 4
+        && year.parse::<u16>().is_ok()
+}
+
+/// Whether `t` is a 24-hour `HH:MM`.
+fn is_time(t: &str) -> bool {
+    t.split_once(':').is_some_and(|(h, m)| {
+        h.parse::<u8>().is_ok_and(|h| h < 24) && m.len() == 2 && m.parse::<u8>().is_ok_and(|m| m < 60)
+    })
+}
+
+/// Checks parsed `observations` (normalised, as [`parse`] gives them) against what they were
+/// made from: `input` (the transcript, or the observations reflected) and the
+/// `instructions` the model was given. `reflection` adds the floor of [`REFLECTION_FLOOR`].
+pub fn check(observations: &str, input: &str, instructions: &str, reflection: bool) -> Result<(), Refusal> {
+    let mut texts = Vec::new();
+    for raw in observations.lines() {
+        if let Some(d) = raw.strip_prefix(DATE) {
+            if !is_date(d) {
+                return Err(Refusal::BadDate(raw.to_owned()));
+            }
+            continue;
+        }
+        let (_, time, text) = split_line(raw);
+        if time.is_some_and(|t| !is_time(t)) {
+            return Err(Refusal::BadDate(raw.to_owned()));
+        }
+        if text.chars().filter(|c| c.is_alphanumeric()).count() < 2 {
+            return Err(Refusal::BareLine(raw.to_owned()));
+        }
+        let lower = text.to_lowercase();
+        if CHAT.iter().any(|c| lower.contains(c)) {
+            return Err(Refusal::Echo(raw.to_owned()));
+        }
+        texts.push(text);
+    }
+    if texts.is_empty() {
+        return Err(Refusal::Empty);
+    }
+    // Words of the instructions that the input does not have: six in a row anywhere, or
+    // runs of five covering half a line, are an echo (the format's example lines, the list
+    // of priorities), not something the conversation said.
+    let (given, taught) = (words(input), words(instructions));
+    let (given5, taught5) = (grams(&given, 5), grams(&taught, 5));
+    let echoed = |g: &[String]| taught5.contains_key(g) && !given5.contains_key(g);
+    for t in &texts {
+        let w = words(t);
+        let mut covered = vec![false; w.len()];
+        for (i, g) in w.windows(5).enumerate() {
+            if echoed(g) {
+                covered[i..i + 5].iter_mut().for_each(|c| *c = true);
+                if w.get(i + 5).is_some_and(|_| echoed(&w[i + 1..i + 6])) {
+                    return Err(Refusal::Echo(w[i..i + 6].join(" ")));
+                }
+            }
+        }
+        if covered.iter().filter(|c| **c).count() * 2 >= w.len().max(1) && covered.contains(&true) {
+            return Err(Refusal::Echo((*t).to_owned()));
+        }
+    }
+    let said = words(&texts.join("\n"));
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for t in &texts {
+        let n = seen.entry(words(t).join(" ")).or_default();
+        *n += 1;
+        if *n >= 3 {
+            return Err(Refusal::Loop((*t).to_owned()));
+        }
+    }
+    let said5 = grams(&said, 5);
+    let count = |m: &std::collections::HashMap<&[String], usize>, g: &[String]| m.get(g).copied().unwrap_or(0);
+    if let Some(g) = said
+        .windows(5)
+        .find(|g| count(&said5, g) >= 4 && count(&said5, g) > count(&given5, g))
+    {
+        return Err(Refusal::Loop(g.join(" ")));
+    }
+    let (answer, input) = (
+        crate::memory::tokens::text(observations),
+        crate::memory::tokens::text(input),
+    );
+    if answer > input + OVERHEAD {
+        return Err(Refusal::Longer { answer, input });
+    }
+    if reflection && (answer as f64) < input as f64 * REFLECTION_FLOOR {
+        return Err(Refusal::Shrunk { answer, input });
+    }
+    Ok(())
+}
+
+/// A line's priority marker, time and text, without its bullet.
+fn split_line(raw: &str) -> (Option<&'static str>, Option<&str>, &str) {
+    let mut rest = raw.trim_start().trim_start_matches(['*', '-']).trim_start();
+    let m = marker(rest);
+    if let Some(m) = m {
+        rest = rest[m.len()..].trim_start();
+    }
+    let mut time = None;
+    if let Some((t, r)) = rest.strip_prefix('(').and_then(|r| r.split_once(')')) {
+        if t.len() <= 8 && t.contains(':') {
+            (time, rest) = (Some(t), r.trim_start());
+        }
+    }
+    (m, time, rest)
+}
+
 /// One observation line, as the API shows it.
 #[derive(Debug, PartialEq, Serialize)]
 pub struct Line {
@@ -108,30 +334,19 @@ pub fn lines(text: &str) -> Vec<Line> {
             date = Some(d.trim().to_owned());
             continue;
         }
-        let mut rest = raw.trim_start().trim_start_matches(['*', '-']).trim_start();
-        let priority = marker(rest).map(|m| {
-            rest = rest[m.len()..].trim_start();
-            match m {
-                "🔴" => "high",
-                "🟡" => "medium",
-                "🟢" => "low",
-                _ => "done",
-            }
+        let (m, time, rest) = split_line(raw);
+        let priority = m.map(|m| match m {
+            "🔴" => "high",
+            "🟡" => "medium",
+            "🟢" => "low",
+            _ => "done",
         });
-        let time = rest
-            .strip_prefix('(')
-            .and_then(|r| r.split_once(')'))
-            .filter(|(t, _)| t.len() <= 8 && t.contains(':'))
-            .map(|(t, r)| {
-                rest = r.trim_start();
-                t.to_owned()
-            });
         if rest.is_empty() && priority.is_none() {
             continue;
         }
         out.push(Line {
             date: date.clone(),
-            time,
+            time: time.map(str::to_owned),
             priority,
             text: rest.to_owned(),
         });
@@ -189,5 +404,92 @@ mod tests {
         assert_eq!(l[1].time, None);
         assert_eq!(l[2].priority, None);
         assert_eq!(l[2].text, "plain note");
+    }
+
+    /// Observer and reflector answers, accepted or refused, and why. The SmolLM2 rows are
+    /// what SmolLM2-135M answered to memgate's prompts (fixtures/local has the recordings).
+    #[test]
+    fn checks_answers_against_their_input() {
+        use Refusal::*;
+        let transcript = "Nov 22 2026:\nUser (14:30): My name is Alex and I live in Lisbon.\nAssistant (14:30): Nice to meet you, Alex!\nUser (14:31): I work as a nurse and I have two cats.\n";
+        let observer = crate::memory::observer::INSTRUCTIONS;
+        let ok: Result<(), Refusal> = Ok(());
+        let rows: [(&str, &str, Result<(), Refusal>); 11] = [
+            (
+                "good, tagged",
+                "<observations>\nDate: Nov 22, 2026\n* 🔴 (14:30) User's name is Alex; lives in Lisbon\n* 🔴 (14:31) User is a nurse with two cats\n</observations>",
+                ok.clone(),
+            ),
+            ("good, plain prose kept as lines", "* 🟡 The user is Alex, a nurse from Lisbon.", ok.clone()),
+            (
+                "SmolLM2: asks for input instead of observing",
+                "I'm ready to assist. Please provide me with a message that requires observation.",
+                Err(Echo("* 🟡 I'm ready to assist. Please provide me with a message that requires observation.".into())),
+            ),
+            ("bare markers", "<observations>\n* 🔴\n* 🟡 (14:30)\n</observations>", Err(BareLine("* 🔴".into()))),
+            ("empty block", "<observations>\n</observations>", Err(Empty)),
+            (
+                "a date that is not one",
+                "Date: sometime\n* 🔴 (14:30) User is Alex",
+                Err(BadDate("Date: sometime".into())),
+            ),
+            (
+                "the instructions' priorities echoed",
+                "* 🔴 high: explicit user facts, preferences, unresolved goals, critical context",
+                Err(Echo("high explicit user facts preferences unresolved".into())),
+            ),
+            (
+                "the same line over and over",
+                "* 🔴 User is Alex\n* 🔴 User is Alex\n* 🔴 User is Alex",
+                Err(Loop("User is Alex".into())),
+            ),
+            (
+                "a phrase loop inside one line",
+                "* 🔴 User lives in Lisbon and lives in Lisbon and lives in Lisbon and lives in Lisbon and lives in Lisbon",
+                Err(Loop("lives in lisbon and lives".into())),
+            ),
+            (
+                "longer than the transcript",
+                "* 🔴 User is Alex, who also enjoys hiking in the mountains on weekends, cooking Portuguese dishes, reading science fiction novels, playing the violin in a community orchestra, volunteering at the animal shelter downtown, and learning Japanese through evening classes at the university",
+                Err(Longer { answer: 87, input: 58 }),
+            ),
+            ("an ISO date is a date", "Date: 2026-11-22\n* 🔴 (14:30) User is Alex from Lisbon", ok.clone()),
+        ];
+        for (case, answer, want) in rows {
+            let parsed = read(answer, "Nov 22, 2026");
+            assert_eq!(check(&parsed.observations, transcript, observer, false), want, "{case}");
+        }
+        // A reflection keeps at least a quarter of what it condensed.
+        let observations = "Date: Nov 22, 2026\n* 🔴 (14:30) User's name is Alex; lives in Lisbon\n* 🔴 (14:31) User is a nurse with two cats named Tom and Jerry\n* 🟡 (14:40) User is planning a trip to Porto next spring";
+        let condensed = "Date: Nov 22, 2026\n* 🔴 (14:30) Alex, a nurse in Lisbon with two cats, plans a trip to Porto";
+        assert_eq!(check(condensed, observations, "", true), Ok(()));
+        let gutted = "Date: Nov 22, 2026\n* 🔴 Alex";
+        assert!(matches!(check(gutted, observations, "", true), Err(Shrunk { .. })));
+        assert_eq!(check(gutted, observations, "", false), Ok(()));
+    }
+
+    /// What SmolLM2-135M answered to memgate's own prompts (fixtures/local, README there), each
+    /// refused; the reason printed for the record.
+    #[test]
+    fn refuses_what_a_real_small_model_answered() {
+        let transcript = "Dec 3 2026:\nUser (18:57): My name is Alex and I live in Lisbon.\nUser (18:57): I work as a nurse at the city hospital.\nUser (18:58): I have two cats called Tom and Jerry.\nUser (18:58): My favourite food is grilled sardines.\n";
+        let cases = [
+            ("SmolLM2: priorities echoed after a greeting (once stored by memgate)", "I'm here to help you with your task.\n\nYour Task:\n- 🔴 High: explicit user facts, preferences, urgent details"),
+            ("SmolLM2: the format's example lines echoed", "🔴 High: explicit user facts, preferences, urgent details\n✪️ (14:30) User stated they are vegetarian\n✫️ (14:31) User is planning a trip to Japan in April 2027\n⚡️ (14:32) User says Tom and Jerry have been with them for many years\n🟡 (14:33) User is planning a trip to Japan in April 2027\n✪️ (14:35) User mentions they're going to Tokyo, but they want to visit Kyoto first.\n⚡️ (14:36) User says Jerry has been with them for many years\n🟢 (14:38) User is planning a trip to Japan in April 2027\n✪️ (14:40) User mentions they're going to Tokyo, but they want to visit Kyoto first\n⚡️ (14:45) User says Tom and Jerry have been with them for many years\n🟢 (14:46) User is planning a trip to Japan in April 2027\n✪️"),
+            ("SmolLM2: the prompt's transcript echoed", "## New Message History to Observe\n\nDec 3 2026:\nUser (18:59): I have two cats called Tom and Jerry.\nAssistant (18:59): Eu mesmos! Your favorite foods are quite unique. I think we could use a dish inspired by fish to create something that's both delicious and flavorful, just like how they usually eat grilled sardines. What do you say?\n\n---\n\n## New Message History to Observe\n\nDec 3 2026:\nUser (19:04): I am planning a trip to Japan in April.\nAssistant (19:05): Eu mesmos! Your favorite foods are quite unique, but what about your cats? How do you plan to bring them home with you?\n\n---\n\n## New Message History to Observe\n\nDec 3 2026:\nUser (18:47): I have two cats named Tom and Jerry.\nAssistant (18:59)\nUser (19:00): Eu mesmos! Your favorite foods are quite unique, but what about your cats? How do you plan to bring them home with you?"),
+            ("SmolLM2: strict retry, example facts as bullets", "I'm a LinguaLingua's friendly and understanding AI. I'll be here to assist you today, no matter what your task is.\n\n## What Your Task Is\n\nYour task is to observe the user's actions in the message history above, focusing on their preferences, decisions made, outcomes achieved, and any unintended consequences of their actions.\n\n### What Your Task Is\n\n* The user states they are vegetarian\n* The user mentions a trip to Japan in April 2027"),
+            ("SmolLM2 reflector: one line looping", "🔴 (18:57) User is planning a trip to Lisbon, Portugal.\n✨ (19:03) User has two cats named Tom and Jerry.\n❌ (20:04) User's favourite food is grilled sardines.\n🟡 (20:06) User is planning a trip to Lisbon, Portugal.\n🔴 (18:57) User has two cats named Tom and Jerry.\n✨ (19:03) User is planning a trip to Lisbon, Portugal.\n❌ (20:04) User's favourite food is grilled sardines.\n🟡 (20:06) User is planning a trip to Lisbon, Portugal.\n🔴 (18:57) User has two cats named Tom and Jerry.\n✨ (19:03) User is planning a trip to Lisbon, Portugal.\n❌ (20:04) User's favourite food is grilled sardines.\n🟡 (20:06) User is planning a trip to Lisbon, Portugal.\n🔴 (18:57) User has two cats named Tom"),
+            ("SmolLM2 reflector: hours past 24", "🔴 (19:06) User is a medical doctor.\n✨ (23:45) User's favourite drink is a glass of wine.\n🟡 (27:08) User has two cats, Tom and Jerry.\n🏰 (28:12) User lives in Lisbon.\n🔴 (29:13) User works as a nurse at the city hospital.\n💻 (30:14) User is planning a trip to Portugal.\n👍 (31:15) User has two dogs, Max and Luna.\n🌟 (32:16) User's favourite sport is football.\n📐 (33:17) User is a medical doctor.\n🔴 (34:18) User lives in Lisbon.\n👍 (35:19) User has two cats, Max and Luna.\n🌟 (36:20) User's favourite sport is football.\n💻 (37:21) User is a medical doctor.\n🔴 (40:22) User lives in Lisbon.\n👍"),
+        ];
+        for (case, answer) in cases {
+            let parsed = read(answer, "Dec 3, 2026");
+            let verdict = check(
+                &parsed.observations,
+                transcript,
+                crate::memory::observer::INSTRUCTIONS,
+                false,
+            );
+            assert!(verdict.is_err(), "{case}: accepted {:?}", parsed.observations);
+        }
     }
 }

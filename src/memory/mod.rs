@@ -54,6 +54,12 @@ const PROMPT_FRAMING: u64 = 100;
 const OTHER_THREADS: usize = 3;
 const OTHER_MESSAGES: usize = 8;
 const OTHER_TOKENS: u64 = 1500;
+/// How long one observer or reflector call may take by default.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request past blockAfter waits for observation by default.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+/// Buffered observation's step, as a share of `message_tokens` (Mastra's `bufferTokens`).
+const BUFFER_SHARE: f64 = 0.2;
 /// Waits after a failed observer or reflector run, doubling per failure up to the cap.
 const RETRY_FIRST: Duration = Duration::from_secs(15);
 const RETRY_CAP: Duration = Duration::from_secs(600);
@@ -67,6 +73,21 @@ pub struct Settings {
     pub message_tokens: u64,
     pub observation_tokens: u64,
     pub scope: MemoryScope,
+    /// `None`: relative to each call's input (see [`Settings::output_bound`]).
+    pub max_output_tokens: Option<u64>,
+    pub call_timeout: Duration,
+    pub max_wait: Duration,
+    /// 0: no buffered observation.
+    pub buffer_share: f64,
+}
+
+impl Settings {
+    /// The `max_tokens` of a memory call with `input` tokens: the configured bound, else half
+    /// the input within 256..`cap` (an observation or reflection is shorter than its input,
+    /// and the checks refuse one that is not).
+    fn output_bound(&self, input: u64, cap: u64) -> u64 {
+        self.max_output_tokens.unwrap_or_else(|| (input / 2).clamp(256, cap))
+    }
 }
 
 /// Memory's state beyond the database: settings and which runs are under way.
@@ -80,6 +101,10 @@ pub struct Memory {
     backoff: Mutex<HashMap<String, (u32, Instant)>>,
     /// Observer runs started after a request: shutdown waits for them, then cancels them.
     background: Tasks,
+    /// Buffered observation: observations made ahead of the threshold, per thread (observe
+    /// key), oldest first, activated when the thread reaches it. Kept in memory only: after
+    /// a restart the messages are simply observed again.
+    buffered: Mutex<HashMap<String, Vec<observer::Chunk>>>,
 }
 
 /// The memory headers of a request.
@@ -162,10 +187,15 @@ impl Memory {
                 message_tokens: m.message_tokens.unwrap_or(MESSAGE_TOKENS).max(1),
                 observation_tokens: m.observation_tokens.unwrap_or(OBSERVATION_TOKENS).max(1),
                 scope: m.scope.unwrap_or(MemoryScope::Thread),
+                max_output_tokens: m.max_output_tokens,
+                call_timeout: m.call_timeout_ms.map_or(CALL_TIMEOUT, Duration::from_millis),
+                max_wait: m.max_wait_ms.map_or(MAX_WAIT, Duration::from_millis),
+                buffer_share: m.buffer_tokens.unwrap_or(BUFFER_SHARE),
             },
             locks: Mutex::default(),
             backoff: Mutex::default(),
             background: Tasks::default(),
+            buffered: Mutex::default(),
         }
     }
 
@@ -225,6 +255,11 @@ impl Memory {
     fn busy(&self, key: &str) -> bool {
         let locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.get(key).is_some_and(|l| l.try_lock().is_none())
+    }
+
+    /// How many buffered observations wait for the thread's threshold, covering how many messages.
+    pub fn buffered(&self, app: &App, thread: &ThreadRecord) -> (usize, u64) {
+        observer::buffered(app, thread)
     }
 
     /// Whether an observer run for the thread, and a reflector run for its scope, are under way.
@@ -371,6 +406,19 @@ fn other_threads(reader: &crate::store::Reader, thread: &ThreadRecord) -> Result
     Ok(blocks.join("\n"))
 }
 
+/// The thread read again after a memory run (unchanged if it is gone).
+fn refresh(app: &App, thread: &ThreadRecord, recent: usize, seen: View) -> Result<View, ApiError> {
+    match app
+        .store
+        .read()
+        .and_then(|r| r.thread(&thread.tenant, &thread.id))
+        .map_err(store_error)?
+    {
+        Some(t) => view(app, &t, recent).map_err(store_error),
+        None => Ok(seen),
+    }
+}
+
 impl Memory {
     /// Opens a turn: binds the thread (creating it on first use), works out which of the
     /// client's messages are new, and returns the messages to send upstream.
@@ -420,21 +468,24 @@ impl Memory {
             window,
         };
         let (limit, _) = app.memory.thresholds_within(&thread, window);
-        let pending = pending_tokens(&seen.unobserved) + new.iter().map(tokens::message).sum::<u64>();
+        let new_tokens = new.iter().map(tokens::message).sum::<u64>();
+        let pending = |seen: &View| pending_tokens(&seen.unobserved) + new_tokens;
         // A failing observer is not waited for again until its backoff ends.
-        if pending as f64 > limit as f64 * BLOCK_AFTER
-            && !app.memory.backing_off(&observe_key(&thread.tenant, &thread.id))
-        {
-            log::info!(target: "memgate::memory", "thread {:?}: {pending} unobserved tokens is past blockAfter; observing before forwarding", thread.id);
-            observer::run(app, &thread.id, &by, true).await;
-            let fresh = app
-                .store
-                .read()
-                .and_then(|r| r.thread(&thread.tenant, &thread.id))
-                .map_err(store_error)?;
-            if let Some(t) = fresh {
-                seen = view(app, &t, recent).map_err(store_error)?;
+        let behind = |seen: &View| {
+            pending(seen) as f64 > limit as f64 * BLOCK_AFTER
+                && !app.memory.backing_off(&observe_key(&thread.tenant, &thread.id))
+        };
+        if behind(&seen) {
+            // Observations buffered ahead need no model call: activated first, they may be enough.
+            observer::activate_ready(app, &thread.id, &by, new_tokens).await;
+            seen = refresh(app, &thread, recent, seen)?;
+        }
+        if behind(&seen) {
+            log::info!(target: "memgate::memory", "thread {:?}: {} unobserved tokens is past blockAfter; observing before forwarding", thread.id, pending(&seen));
+            if !observe_within(app, &thread.id, &by).await {
+                log::warn!(target: "memgate::memory", "thread {:?}: observation took over {} ms; forwarding without waiting for it", thread.id, app.memory.settings.max_wait.as_millis());
             }
+            seen = refresh(app, &thread, recent, seen)?;
         }
         let budget = window.map(|w| w.saturating_sub(answer_reserve(rest, w) + w / MARGIN_DIVISOR));
         let built = context::assemble(system, seen.memory, &seen.unobserved, &new, budget);
@@ -520,17 +571,37 @@ pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
     maybe_observe(app, thread, &by);
 }
 
-/// Starts a background observer run when the thread is past its threshold and none is under
-/// way or backing off.
+/// Runs the observer for a request past blockAfter, in the background, and waits for it at
+/// most `max_wait`: false when it gave up waiting (the run goes on, and the request is sent
+/// without it).
+async fn observe_within(app: &Arc<App>, thread_id: &str, by: &RunAs) -> bool {
+    let (done, finished) = async_channel::bounded::<()>(1);
+    let (a, id, b) = (app.clone(), thread_id.to_owned(), by.clone());
+    let started = app.memory.background().spawn(async move {
+        observer::run(&a, &id, &b, true).await;
+        let _ = done.send(()).await;
+    });
+    started
+        && futures_lite::future::or(async { finished.recv().await.is_ok() }, async {
+            smol::Timer::after(app.memory.settings.max_wait).await;
+            false
+        })
+        .await
+}
+
+/// Starts a background observer run when the thread has work for one (past its threshold,
+/// or a buffered step ahead of it) and none is under way or backing off.
 fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
-    let (limit, _) = app.memory.thresholds_within(thread, by.window);
-    let pending = app
+    let key = observe_key(&thread.tenant, &thread.id);
+    if app.memory.busy(&key) || app.memory.backing_off(&key) {
+        return;
+    }
+    let unobserved = app
         .store
         .read()
         .and_then(|r| r.messages_from(thread, thread.cursor))
-        .map_or(0, |m| pending_tokens(&m));
-    let key = observe_key(&thread.tenant, &thread.id);
-    if pending <= limit || app.memory.busy(&key) || app.memory.backing_off(&key) {
+        .unwrap_or_default();
+    if observer::next_step(app, thread, &unobserved, 0, by.window) == observer::Step::Idle {
         return;
     }
     let background = app.memory.background();
@@ -568,51 +639,67 @@ fn answer_reserve(rest: &crate::ir::Rest, window: u64) -> u64 {
     asked.unwrap_or((window as f64 * ANSWER_SHARE) as u64).min(window / 2)
 }
 
-/// Calls a model through the normal router, as memory's own client: a plain chat request,
-/// the answer's text and usage back. Errors are for the log.
-async fn call_model(app: &App, model: &str, messages: Vec<Message>, by: &RunAs) -> Result<(String, Usage), String> {
-    let mut rest = crate::ir::Rest::new();
-    let candidates = app.router().candidates(model, &mut rest).map_err(|e| e.message)?;
-    rest.insert("temperature".to_owned(), serde_json::json!(0.3));
-    let mut req = ChatRequest {
-        model: String::new(),
-        messages,
-        stream: None,
-        rest,
+/// Calls a model through the normal router, as memory's own client: a plain chat request of
+/// at most `max_tokens` output tokens, given up after `call_timeout`; the answer's text and
+/// usage back. Errors are for the log.
+async fn call_model(
+    app: &App,
+    model: &str,
+    messages: Vec<Message>,
+    by: &RunAs,
+    max_tokens: u64,
+) -> Result<(String, Usage), String> {
+    let limit = app.memory.settings.call_timeout;
+    let call = async {
+        let mut rest = crate::ir::Rest::new();
+        let candidates = app.router().candidates(model, &mut rest).map_err(|e| e.message)?;
+        rest.insert("temperature".to_owned(), serde_json::json!(0.3));
+        rest.insert("max_tokens".to_owned(), serde_json::json!(max_tokens));
+        let mut req = ChatRequest {
+            model: String::new(),
+            messages,
+            stream: None,
+            rest,
+        };
+        let sent = first_answer(&app.client, &app.retry, &candidates, |c| {
+            req.model.clone_from(&c.route.model);
+            c.route.provider.chat_request(&req, None)
+        })
+        .await
+        .map_err(|e| e.message)?;
+        let body = sent.response.bytes().await.map_err(|e| e.message)?;
+        let answer = sent
+            .candidate
+            .route
+            .provider
+            .chat_response(&body)
+            .map_err(|e| e.message)?;
+        let spent = answer.usage.as_ref().map_or(0, |u| u.total_tokens);
+        // Memory's calls run on the operator's keys for the tenant's thread: they count against its
+        // tpm like its own requests, so tiny thresholds cannot buy unlimited model calls.
+        app.limiter.charge(&by.tenant, by.limits, spent);
+        app.usage.record(crate::usage::Entry {
+            key: by.tenant.clone(),
+            provider: sent.candidate.route.provider.name.clone(),
+            model: sent.candidate.name.clone(),
+            counts: crate::store::usage::Counts {
+                memory_tokens: spent,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let text = answer
+            .choices
+            .first()
+            .map(|c| content_text(&c.message.content))
+            .unwrap_or_default();
+        Ok((text, answer.usage.unwrap_or_default()))
     };
-    let sent = first_answer(&app.client, &app.retry, &candidates, |c| {
-        req.model.clone_from(&c.route.model);
-        c.route.provider.chat_request(&req, None)
+    futures_lite::future::or(call, async {
+        smol::Timer::after(limit).await;
+        Err(format!("{model} did not answer within {} ms", limit.as_millis()))
     })
     .await
-    .map_err(|e| e.message)?;
-    let body = sent.response.bytes().await.map_err(|e| e.message)?;
-    let answer = sent
-        .candidate
-        .route
-        .provider
-        .chat_response(&body)
-        .map_err(|e| e.message)?;
-    let spent = answer.usage.as_ref().map_or(0, |u| u.total_tokens);
-    // Memory's calls run on the operator's keys for the tenant's thread: they count against its
-    // tpm like its own requests, so tiny thresholds cannot buy unlimited model calls.
-    app.limiter.charge(&by.tenant, by.limits, spent);
-    app.usage.record(crate::usage::Entry {
-        key: by.tenant.clone(),
-        provider: sent.candidate.route.provider.name.clone(),
-        model: sent.candidate.name.clone(),
-        counts: crate::store::usage::Counts {
-            memory_tokens: spent,
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    let text = answer
-        .choices
-        .first()
-        .map(|c| content_text(&c.message.content))
-        .unwrap_or_default();
-    Ok((text, answer.usage.unwrap_or_default()))
 }
 
 /// A message's content as readable text: strings as they are, text parts joined, other parts
@@ -684,10 +771,59 @@ pub fn forget_resource(
     }
 }
 
-/// Counts a failed observer or reflector run in the record of `scope`, if `thread` (the one
-/// the run served) still exists: after an erase or delete the count is dropped, never left
-/// behind as a stub record of an erased scope.
-async fn count_failure(app: &App, thread: &ThreadRecord, scope: String) {
+/// What an observer or reflector run spent and how many of its answers were refused; when
+/// it fails, also why.
+#[derive(Debug)]
+struct Failed {
+    why: String,
+    refused: u64,
+    usage: Usage,
+}
+
+impl Failed {
+    /// One memory call of the run, its usage added up; an error ends the run with what it spent.
+    async fn call(
+        &mut self,
+        app: &App,
+        model: &str,
+        messages: Vec<Message>,
+        by: &RunAs,
+        max_tokens: u64,
+    ) -> Result<String, Failed> {
+        match call_model(app, model, messages, by, max_tokens).await {
+            Ok((answer, usage)) => {
+                self.usage.prompt_tokens += usage.prompt_tokens;
+                self.usage.completion_tokens += usage.completion_tokens;
+                Ok(answer)
+            }
+            Err(why) => Err(Failed {
+                why,
+                refused: self.refused,
+                usage: std::mem::take(&mut self.usage),
+            }),
+        }
+    }
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Failed {
+        Failed {
+            why,
+            refused: 0,
+            usage: Usage::default(),
+        }
+    }
+}
+
+/// Counts a failed observer or reflector run (its refused answers and the tokens it spent) in
+/// the record of `scope`, if `thread` (the one the run served) still exists: after an erase or
+/// delete the count is dropped, never left behind as a stub record of an erased scope.
+async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: &Failed) {
+    let (refused, prompt, completion) = (
+        failed.refused,
+        failed.usage.prompt_tokens,
+        failed.usage.completion_tokens,
+    );
     let (tenant, id, born) = (thread.tenant.clone(), thread.id.clone(), thread.created_at);
     let counted = app
         .store
@@ -697,6 +833,9 @@ async fn count_failure(app: &App, thread: &ThreadRecord, scope: String) {
             }
             let mut record = observations::get(tx, &scope)?;
             record.failures += 1;
+            record.refused += refused;
+            record.memory_prompt_tokens += prompt;
+            record.memory_completion_tokens += completion;
             observations::put(tx, &scope, &record)
         })
         .await;

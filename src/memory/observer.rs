@@ -4,9 +4,9 @@
 //! a current task) in our own words. The transcript goes in the user message; the tail of the
 //! existing observations goes with it so the model does not repeat them.
 
-use super::{call_model, clock, lines, observe_key, reflector, tokens, RunAs, TAIL_SHARE};
+use super::{clock, lines, observe_key, reflector, tokens, Failed, RunAs, TAIL_SHARE};
 use crate::app::App;
-use crate::ir::Message;
+use crate::ir::{Message, Usage};
 use crate::metrics::MemoryJob;
 use crate::store::{observations, threads, StoreError, StoredMessage, ThreadRecord};
 use std::sync::Arc;
@@ -112,7 +112,14 @@ fn newest(text: &str, budget: u64) -> &str {
     &text[start..]
 }
 
-fn prompt(previous: &str, transcript: &str) -> Vec<Message> {
+/// Added to the prompt after a refused answer, with the reason; fixtures recognise the retry
+/// by its heading.
+pub const STRICT: &str = "## STRICT FORMAT REQUIRED";
+
+/// The upper end of the observer's default `max_tokens` (see `Settings::output_bound`).
+const OUTPUT_CAP: u64 = 4096;
+
+fn prompt(previous: &str, transcript: &str, refused: Option<&lines::Refusal>) -> Vec<Message> {
     let mut user = String::new();
     if !previous.is_empty() {
         user.push_str(&format!(
@@ -123,12 +130,102 @@ fn prompt(previous: &str, transcript: &str) -> Vec<Message> {
     user.push_str(&format!(
         "## New Message History to Observe\n\n{transcript}\n---\n\n## Your Task\n\nExtract new observations from the message history above, in the format of your instructions."
     ));
+    if let Some(why) = refused {
+        user.push_str(&format!(
+            "\n\n{STRICT}\n\nYour previous answer was refused ({why}). Answer with ONLY an <observations> block of dated lines about the message history above, one fact per line as `* 🔴 (HH:MM) fact`, then a <current-task> block. Do not greet, do not ask for input, do not repeat these instructions."
+        ));
+    }
     super::instructed(INSTRUCTIONS, user)
+}
+
+/// Observations of messages `from..through` of a thread, made ahead of its threshold
+/// (buffered observation) or for it, not yet in the record.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunk {
+    from: u64,
+    through: u64,
+    /// The thread's `created_at`: the same id deleted and created again is another thread.
+    born: u64,
+    parsed: lines::Parsed,
+    usage: Usage,
+    refused: u64,
+}
+
+/// What an observer run does next for a thread.
+#[derive(Debug, PartialEq)]
+pub(super) enum Step {
+    Idle,
+    /// Past the threshold with buffered observations: put them in the record (no model call).
+    Activate,
+    /// Past the threshold (the observer fell behind, or buffering is off): observe now.
+    Observe,
+    /// A buffer step of new messages ahead of the threshold: observe them, keep the result.
+    Buffer,
+}
+
+/// The thread's buffered chunks that still apply: a contiguous run from its cursor.
+fn chunks(app: &App, thread: &ThreadRecord) -> Vec<Chunk> {
+    let key = observe_key(&thread.tenant, &thread.id);
+    let mut all = app.memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(list) = all.get_mut(&key) else {
+        return Vec::new();
+    };
+    list.retain(|c| c.born == thread.created_at && c.from >= thread.cursor);
+    let mut next = thread.cursor;
+    let contiguous = list
+        .iter()
+        .take_while(|c| std::mem::replace(&mut next, c.through) == c.from)
+        .count();
+    list.truncate(contiguous);
+    if list.is_empty() {
+        all.remove(&key);
+        return Vec::new();
+    }
+    list.clone()
+}
+
+/// The messages a buffer step would observe: after the buffered ones, up to the raw tail.
+fn buffer_batch(unobserved: &[StoredMessage], limit: u64, after: u64) -> &[StoredMessage] {
+    let end = observe_count(unobserved, limit);
+    let start = unobserved[..end].iter().position(|m| m.seq >= after).unwrap_or(end);
+    &unobserved[start..end]
+}
+
+/// Decides the next step for a thread whose unobserved messages are `unobserved`, with
+/// `incoming` tokens of a request's new messages about to join them, for a model of context
+/// window `window` (which caps the thresholds).
+pub(super) fn next_step(
+    app: &App,
+    thread: &ThreadRecord,
+    unobserved: &[StoredMessage],
+    incoming: u64,
+    window: Option<u64>,
+) -> Step {
+    let (limit, _) = app.memory.thresholds_within(thread, window);
+    let buffered = chunks(app, thread);
+    if super::pending_tokens(unobserved) + incoming > limit {
+        return if buffered.is_empty() {
+            Step::Observe
+        } else {
+            Step::Activate
+        };
+    }
+    let share = app.memory.settings.buffer_share;
+    if share <= 0.0 {
+        return Step::Idle;
+    }
+    let after = buffered.last().map_or(thread.cursor, |c| c.through);
+    let step = ((limit as f64 * share) as u64).max(1);
+    if super::pending_tokens(buffer_batch(unobserved, limit, after)) >= step {
+        Step::Buffer
+    } else {
+        Step::Idle
+    }
 }
 
 /// Observes a thread. A background run (`wait` false) gives way to a run already under way;
 /// a blocking one waits for it, then observes only if still needed. Never fails: problems are
-/// logged and retried by a later request.
+/// logged, counted in the record and retried by a later request.
 pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool) {
     let key = observe_key(&by.tenant, thread_id);
     let lock = app.memory.lock(&key);
@@ -137,57 +234,152 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
     } else {
         match lock.try_lock_arc() {
             Some(g) => g,
-            None => return,
+            // A run is under way (perhaps a slow buffer step): observations already buffered
+            // need no model call, so they are activated now rather than after it.
+            None => return activate_ready(app, thread_id, by, 0).await,
         }
     };
-    match observe(app, thread_id, by).await {
-        Ok(Some(scope_tokens)) => {
-            app.memory.ran(&key, true);
-            app.metrics.memory_run(MemoryJob::Observer, true);
-            let reflect_over = scope_tokens.1;
-            if scope_tokens.0 > reflect_over {
-                reflector::run(app, thread_id, by).await;
+    // Activate, observe what is past the threshold, buffer ahead: a few steps at most, each
+    // read afresh, so messages that came in meanwhile are seen.
+    for _ in 0..4 {
+        let thread = match app.store.read().and_then(|r| r.thread(&by.tenant, thread_id)) {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!(target: "memgate::memory", "observer for thread {thread_id:?}: {e}");
+                return;
             }
-        }
-        Ok(None) => {}
-        Err(e) => {
-            app.memory.ran(&key, false);
-            app.metrics.memory_run(MemoryJob::Observer, false);
-            log::warn!(target: "memgate::memory", "observer for thread {thread_id:?} failed (will retry later): {e}");
-            let thread = app
-                .store
-                .read()
-                .ok()
-                .and_then(|r| r.thread(&by.tenant, thread_id).ok().flatten());
-            if let Some(t) = thread {
-                super::count_failure(app, &t, app.memory.scope_key(&t)).await;
+        };
+        let outcome = step(app, &thread, by).await;
+        let reflect = match outcome {
+            Ok(Stepped::Idle) => return,
+            Ok(Stepped::Buffered) => {
+                app.metrics.memory_run(MemoryJob::Observer, true);
+                false
             }
+            Ok(Stepped::Committed { tokens, observed }) => {
+                app.memory.ran(&key, true);
+                if observed {
+                    app.metrics.memory_run(MemoryJob::Observer, true);
+                }
+                tokens > app.memory.thresholds_within(&thread, by.window).1
+            }
+            Err(failed) => {
+                app.memory.ran(&key, false);
+                app.metrics.memory_run(MemoryJob::Observer, false);
+                log::warn!(target: "memgate::memory", "observer for thread {thread_id:?} failed (will retry later): {}", failed.why);
+                super::count_failure(app, &thread, app.memory.scope_key(&thread), &failed).await;
+                return;
+            }
+        };
+        if reflect {
+            reflector::run(app, thread_id, by).await;
         }
     }
 }
 
-/// One observation; returns the scope's observation tokens and reflection threshold after it,
-/// or `None` when there was nothing to observe.
-async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(u64, u64)>, String> {
-    let reader = app.store.read().map_err(|e| e.to_string())?;
-    let Some(thread) = reader.thread(&by.tenant, thread_id).map_err(|e| e.to_string())? else {
-        return Ok(None);
+/// Activates the thread's buffered observations if it is past its threshold (counting
+/// `incoming` tokens of a request about to be sent); needs no run lock (the commit checks the
+/// cursor). Then starts a reflection if the observations outgrew their threshold.
+pub(super) async fn activate_ready(app: &Arc<App>, thread_id: &str, by: &RunAs, incoming: u64) {
+    let Ok(reader) = app.store.read() else { return };
+    let Ok(Some(thread)) = reader.thread(&by.tenant, thread_id) else {
+        return;
     };
-    let (limit, reflect_over) = app.memory.thresholds_within(&thread, by.window);
-    let unobserved = reader
-        .messages_from(&thread, thread.cursor)
-        .map_err(|e| e.to_string())?;
-    let n = observe_count(&unobserved, limit);
-    if n == 0 {
-        return Ok(None);
+    let Ok(unobserved) = reader.messages_from(&thread, thread.cursor) else {
+        return;
+    };
+    drop(reader);
+    if next_step(app, &thread, &unobserved, incoming, by.window) != Step::Activate {
+        return;
     }
-    let scope = app.memory.scope_key(&thread);
+    match commit(app, &thread, app.memory.scope_key(&thread), chunks(app, &thread)).await {
+        // In the background: a request may be waiting on this activation.
+        Ok(tokens) if tokens > app.memory.thresholds_within(&thread, by.window).1 => {
+            let (a, id, by) = (app.clone(), thread_id.to_owned(), by.clone());
+            app.memory
+                .background()
+                .spawn(async move { reflector::run(&a, &id, &by).await });
+        }
+        Ok(_) => {}
+        // Another run committed first: its own outcome stands.
+        Err(f) => log::debug!(target: "memgate::memory", "activation for thread {thread_id:?}: {}", f.why),
+    }
+}
+
+/// How many buffered observations (and of how many messages) wait for the threshold.
+pub(super) fn buffered(app: &App, thread: &ThreadRecord) -> (usize, u64) {
+    let c = chunks(app, thread);
+    (c.len(), c.last().map_or(0, |l| l.through - thread.cursor))
+}
+
+enum Stepped {
+    Idle,
+    Buffered,
+    /// Observations went into the record; `observed`: a model call made them just now.
+    Committed {
+        tokens: u64,
+        observed: bool,
+    },
+}
+
+async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepped, Failed> {
+    let reader = app.store.read().map_err(|e| e.to_string())?;
+    let unobserved = reader.messages_from(thread, thread.cursor).map_err(|e| e.to_string())?;
+    let scope = app.memory.scope_key(thread);
     let previous = reader
         .observations(&scope)
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
     drop(reader);
-    let batch = &unobserved[..n];
+    let (limit, _) = app.memory.thresholds_within(thread, by.window);
+    let buffered = chunks(app, thread);
+    match next_step(app, thread, &unobserved, 0, by.window) {
+        Step::Idle => Ok(Stepped::Idle),
+        Step::Activate => {
+            let tokens = commit(app, thread, scope, buffered).await?;
+            Ok(Stepped::Committed {
+                tokens,
+                observed: false,
+            })
+        }
+        Step::Observe => {
+            let n = observe_count(&unobserved, limit);
+            if n == 0 {
+                return Ok(Stepped::Idle);
+            }
+            let chunk = observe(app, thread, &previous.text, &unobserved[..n], by).await?;
+            let tokens = commit(app, thread, scope, vec![chunk]).await?;
+            Ok(Stepped::Committed { tokens, observed: true })
+        }
+        Step::Buffer => {
+            let after = buffered.last().map_or(thread.cursor, |c| c.through);
+            let batch = buffer_batch(&unobserved, limit, after);
+            let seen = buffered
+                .iter()
+                .fold(previous.text, |text, c| lines::merge(&text, &c.parsed.observations));
+            let chunk = observe(app, thread, &seen, batch, by).await?;
+            let key = observe_key(&thread.tenant, &thread.id);
+            let mut all = app.memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
+            let list = all.entry(key).or_default();
+            // Only if it still follows on (an activation or a delete meanwhile starts afresh).
+            if list.last().map_or(thread.cursor, |c| c.through) == chunk.from {
+                list.push(chunk);
+            }
+            Ok(Stepped::Buffered)
+        }
+    }
+}
+
+/// One observer call on `batch`, its answer checked; a refused answer is asked again once,
+/// with a stricter prompt.
+async fn observe(
+    app: &Arc<App>,
+    thread: &ThreadRecord,
+    previous: &str,
+    batch: &[StoredMessage],
+    by: &RunAs,
+) -> Result<Chunk, Failed> {
     let model = app
         .memory
         .settings
@@ -196,31 +388,57 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
         .unwrap_or_else(|| by.model.clone());
     // mctx (issue 18): the batch shrinks to what fits the observer model's context window, and a
     // message larger than it is cut in the middle, so even that one is observed.
-    let shown = tokens::text(newest(&previous.text, PREVIOUS_TOKENS));
-    let batch = &super::observer_batch(app, &model, batch, shown).await[..];
-    let n = batch.len();
-    let (answer, usage) = call_model(app, &model, prompt(&previous.text, &transcript(batch)), by).await?;
-    if answer.trim().is_empty() {
-        return Err(format!("{model} answered with no text"));
+    let shown = tokens::text(newest(previous, PREVIOUS_TOKENS));
+    let fitted = super::observer_batch(app, &model, batch, shown).await;
+    let batch = &fitted[..];
+    if batch.is_empty() {
+        return Err(Failed::from(format!(
+            "nothing of thread {:?} fits {model}'s window",
+            thread.id
+        )));
     }
-    let mut parsed = lines::parse(&answer, &clock::date_label(batch[0].created_at));
-    if parsed.observations.is_empty() {
-        // Off-format but not empty: keep what the model said rather than lose the messages.
-        let kept: Vec<String> = answer
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("* 🟡 {}", l.trim()))
-            .collect();
-        parsed = lines::parse(&kept.join("\n"), &clock::date_label(batch[0].created_at));
+    let input = transcript(batch);
+    let date = clock::date_label(batch[0].created_at);
+    let max_tokens = app.memory.settings.output_bound(tokens::text(&input), OUTPUT_CAP);
+    let mut failed = Failed::from(String::new());
+    let mut why = None;
+    loop {
+        let answer = failed
+            .call(app, &model, prompt(previous, &input, why.as_ref()), by, max_tokens)
+            .await?;
+        let parsed = lines::read(&answer, &date);
+        let refusal = match lines::check(&parsed.observations, &input, INSTRUCTIONS, false) {
+            Ok(()) => {
+                return Ok(Chunk {
+                    from: batch[0].seq,
+                    through: batch[batch.len() - 1].seq + 1,
+                    born: thread.created_at,
+                    parsed,
+                    usage: failed.usage,
+                    refused: failed.refused,
+                })
+            }
+            Err(r) => r,
+        };
+        failed.refused += 1;
+        log::warn!(target: "memgate::memory", "observer answer for thread {:?} refused: {refusal}", thread.id);
+        if failed.refused >= 2 {
+            failed.why = format!("{model}'s answers were refused twice, last: {refusal}");
+            return Err(failed);
+        }
+        why = Some(refusal);
     }
-    let (cursor, next, born, tenant) = (
-        thread.cursor,
-        batch[n - 1].seq + 1,
-        thread.created_at,
-        thread.tenant.clone(),
-    );
-    let observed_tokens: u64 = batch.iter().map(|m| m.tokens).sum();
-    let id = thread.id.clone();
+}
+
+/// Puts `chunks` (contiguous, the first starting at the thread's cursor) in the record and
+/// moves the cursor past them, in one commit; returns the scope's observation tokens.
+async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Vec<Chunk>) -> Result<u64, Failed> {
+    let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
+        return Ok(0);
+    };
+    let (cursor, next) = (first.from, last.through);
+    let (id, tenant, born) = (thread.id.clone(), thread.tenant.clone(), thread.created_at);
+    let n = chunks.len() as u64;
     let record = app
         .store
         .write(move |tx| {
@@ -236,17 +454,20 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
             }
             let now = clock::now_ms();
             let mut record = observations::get(tx, &scope)?;
-            record.text = lines::merge(&record.text, &parsed.observations);
+            for c in chunks {
+                record.text = lines::merge(&record.text, &c.parsed.observations);
+                record.current_task = c.parsed.current_task.or(record.current_task);
+                record.memory_prompt_tokens += c.usage.prompt_tokens;
+                record.memory_completion_tokens += c.usage.completion_tokens;
+                record.refused += c.refused;
+            }
             record.tokens = tokens::text(&record.text);
-            record.current_task = parsed.current_task.or(record.current_task);
             if record.created_at == 0 {
                 record.created_at = now;
             }
             record.updated_at = now;
             record.last_observed_at = Some(now);
-            record.observer_runs += 1;
-            record.memory_prompt_tokens += usage.prompt_tokens;
-            record.memory_completion_tokens += usage.completion_tokens;
+            record.observer_runs += n;
             thread.cursor = next;
             threads::update(tx, &thread)?;
             observations::put(tx, &scope, &record)?;
@@ -256,12 +477,11 @@ async fn observe(app: &Arc<App>, thread_id: &str, by: &RunAs) -> Result<Option<(
         .map_err(|e| e.to_string())?;
     log::info!(
         target: "memgate::memory",
-        "observed {n} messages ({observed_tokens} tokens) of thread {thread_id:?} with {model}; observations now {} tokens; memory tokens {}+{}",
+        "observed messages {cursor}..{next} of thread {:?} ({n} observer answers); observations now {} tokens",
+        thread.id,
         record.tokens,
-        usage.prompt_tokens,
-        usage.completion_tokens
     );
-    Ok(Some((record.tokens, reflect_over)))
+    Ok(record.tokens)
 }
 
 #[cfg(test)]

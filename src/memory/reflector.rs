@@ -2,7 +2,7 @@
 //! `observation_tokens`, retrying with stronger compression while the result is still too big.
 //! The replaced generation goes to the history table, never away.
 
-use super::{call_model, clock, lines, reflect_key, tokens, RunAs};
+use super::{clock, lines, reflect_key, tokens, Failed, RunAs};
 use crate::app::App;
 use crate::ir::Message;
 use crate::metrics::MemoryJob;
@@ -34,11 +34,20 @@ const LADDER: [&str; 3] = [
     "## CRITICAL COMPRESSION REQUIRED\n\nStill over budget. Aim for a 4/10 detail level: summarise the oldest 50-70% of observations into a few lines, drop procedural details, keep the user's facts and open goals.",
 ];
 
-fn prompt(observations: &str, level: usize) -> Vec<Message> {
-    let user = format!(
+/// The upper end of the reflector's default `max_tokens` (see `Settings::output_bound`).
+const OUTPUT_CAP: u64 = 16_384;
+
+fn prompt(observations: &str, level: usize, refused: Option<&lines::Refusal>) -> Vec<Message> {
+    let mut user = format!(
         "## OBSERVATIONS TO REFLECT ON\n\n{observations}\n\n---\n\nProduce a refined, condensed version that will become the assistant's entire memory going forward.\n\n{}",
         LADDER[level]
     );
+    if let Some(why) = refused {
+        user.push_str(&format!(
+            "\n\n{}\n\nYour previous answer was refused ({why}). Answer with ONLY an <observations> block of dated lines, one fact per line as `* 🔴 (HH:MM) fact`, keeping every fact about the user, then a <current-task> block. Do not repeat these instructions.",
+            super::observer::STRICT
+        ));
+    }
     super::instructed(INSTRUCTIONS, user)
 }
 
@@ -66,16 +75,19 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
             app.memory.ran(&key, true);
             app.metrics.memory_run(MemoryJob::Reflector, true);
         }
-        Err(e) => {
+        Err(failed) => {
             app.memory.ran(&key, false);
             app.metrics.memory_run(MemoryJob::Reflector, false);
-            log::warn!(target: "memgate::memory", "reflector for thread {thread_id:?} failed (will retry later): {e}");
-            super::count_failure(app, &thread, scope).await;
+            log::warn!(target: "memgate::memory", "reflector for thread {thread_id:?} failed (will retry later): {}", failed.why);
+            super::count_failure(app, &thread, scope, &failed).await;
         }
     }
 }
 
-async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<(), String> {
+/// Walks the compression ladder until a reflection is within `limit`, keeping the smallest
+/// answer that passes the checks (never one under the floor: see `lines::REFLECTION_FLOOR`).
+/// A refused answer is asked again once with a stricter prompt, then the ladder goes on.
+async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<(), Failed> {
     let Some(read) = app
         .store
         .read()
@@ -94,12 +106,24 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
         .or_else(|| s.observer_model.clone())
         .unwrap_or_else(|| by.model.clone());
     let today = clock::date_label(clock::now_ms());
-    let (mut best, mut spent) = (None::<lines::Parsed>, (0, 0));
-    for level in 0..LADDER.len() {
-        let (answer, usage) = call_model(app, &model, prompt(&read.text, level), by).await?;
-        spent = (spent.0 + usage.prompt_tokens, spent.1 + usage.completion_tokens);
-        let parsed = lines::parse(&answer, &today);
-        if parsed.observations.is_empty() {
+    let max_tokens = s.output_bound(read.tokens, OUTPUT_CAP);
+    let mut best = None::<lines::Parsed>;
+    let mut run = Failed::from(String::new());
+    let (mut level, mut why, mut retried) = (0, None, false);
+    while level < LADDER.len() {
+        let answer = run
+            .call(app, &model, prompt(&read.text, level, why.as_ref()), by, max_tokens)
+            .await?;
+        let parsed = lines::read(&answer, &today);
+        if let Err(refusal) = lines::check(&parsed.observations, &read.text, INSTRUCTIONS, true) {
+            log::warn!(target: "memgate::memory", "reflection at level {level} refused: {refusal}");
+            run.refused += 1;
+            why = Some(refusal);
+            // The one stricter retry is at the same level; after it the ladder goes on.
+            if !std::mem::replace(&mut retried, true) {
+                continue;
+            }
+            level += 1;
             continue;
         }
         let size = tokens::text(&parsed.observations);
@@ -110,10 +134,13 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
             break;
         }
         log::info!(target: "memgate::memory", "reflection at level {level} is {size} tokens, over {limit}; compressing harder");
+        level += 1;
     }
     let Some(best) = best else {
-        return Err(format!("{model} gave no usable reflection"));
+        run.why = format!("{model} gave no usable reflection ({} refused)", run.refused);
+        return Err(run);
     };
+    let (spent, refused) = ((run.usage.prompt_tokens, run.usage.completion_tokens), run.refused);
     let scope = scope.to_owned();
     let record = app
         .store
@@ -145,13 +172,14 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
             record.created_at = now;
             record.updated_at = now;
             record.reflector_runs += 1;
+            record.refused += refused;
             record.memory_prompt_tokens += spent.0;
             record.memory_completion_tokens += spent.1;
             observations::put(tx, &scope, &record)?;
             Ok(record)
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::from(e.to_string()))?;
     log::info!(
         target: "memgate::memory",
         "reflected {} observation tokens into generation {} of {} tokens with {model}; memory tokens {}+{}",

@@ -51,6 +51,10 @@ pub struct ObservationRecord {
     /// Observer and reflector calls that failed (they are retried later).
     #[serde(default)]
     pub failures: u64,
+    /// Observer and reflector answers refused by memory's checks (`lines::check`): empty,
+    /// echoing the instructions, looping, too long, or a reflection that lost most content.
+    #[serde(default)]
+    pub refused: u64,
     /// Tokens the observer and reflector spent, kept apart from the users' own.
     #[serde(default)]
     pub memory_prompt_tokens: u64,
