@@ -224,6 +224,8 @@ fn is_time(t: &str) -> bool {
 /// made from: `input` (the transcript, or the observations reflected) and the
 /// `instructions` the model was given. `reflection` adds the floor of [`REFLECTION_FLOOR`].
 pub fn check(observations: &str, input: &str, instructions: &str, reflection: bool) -> Result<(), Refusal> {
+    // A chat phrase the conversation itself holds ("how can I help my son read?") is a fact.
+    let heard = input.to_lowercase();
     let mut texts = Vec::new();
     for raw in observations.lines() {
         if let Some(d) = raw.strip_prefix(DATE) {
@@ -240,7 +242,7 @@ pub fn check(observations: &str, input: &str, instructions: &str, reflection: bo
             return Err(Refusal::BareLine(raw.to_owned()));
         }
         let lower = text.to_lowercase();
-        if CHAT.iter().any(|c| lower.contains(c)) {
+        if CHAT.iter().any(|c| lower.contains(c) && !heard.contains(c)) {
             return Err(Refusal::Echo(raw.to_owned()));
         }
         texts.push(text);
@@ -491,5 +493,14 @@ mod tests {
             );
             assert!(verdict.is_err(), "{case}: accepted {:?}", parsed.observations);
         }
+    }
+
+    #[test]
+    fn chat_phrases_the_conversation_said_are_facts() {
+        let transcript = "Dec 3 2026:\nUser (09:00): How can I help my son learn to read?\nUser (09:01): I'm sorry I was late yesterday.\n";
+        let facts = "Date: Dec 3, 2026\n* 🟡 (09:00) User asked how can I help my son learn to read.\n* 🟢 (09:01) User said I'm sorry I was late yesterday.";
+        assert_eq!(check(facts, transcript, "", false), Ok(()));
+        let chat = "Date: Dec 3, 2026\n* 🟡 (09:00) I'm ready to assist with your reading questions.";
+        assert!(matches!(check(chat, transcript, "", false), Err(Refusal::Echo(_))));
     }
 }
