@@ -1017,6 +1017,27 @@ fn an_observer_that_never_finishes_does_not_hold_a_request_past_the_bound() {
 }
 
 #[test]
+fn requests_past_block_after_join_the_run_under_way_instead_of_queueing_more() {
+    let mock = Mock::start("fixtures/local");
+    let gw = gateway(&mock, "max_wait_ms = 300\ncall_timeout_ms = 1500");
+    seed_behind(&gw, "joined", "memgate-test: slow observer");
+    // The first request starts the observer run (its call times out after 1.5 s) and stops
+    // waiting for it after 300 ms; the next ones find it under way and join it rather than
+    // queue runs of their own, which would each call the observer once it ends.
+    for _ in 0..4 {
+        assert_eq!(say(&gw, &hdrs(&at("joined", "alex")), QUESTION).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let observer = asks(&mock, "observer of memgate");
+    assert_eq!(observer.len(), 1, "{} observer calls for one thread", observer.len());
+    assert!(
+        gw.log().matches("forwarding without waiting for it").count() >= 4,
+        "{}",
+        gw.log()
+    );
+}
+
+#[test]
 fn memory_calls_obey_the_configured_bounds() {
     let mock = Mock::start("fixtures/local");
     let gw = gateway(

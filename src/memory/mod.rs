@@ -575,18 +575,33 @@ pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
 /// most `max_wait`: false when it gave up waiting (the run goes on, and the request is sent
 /// without it).
 async fn observe_within(app: &Arc<App>, thread_id: &str, by: &RunAs) -> bool {
-    let (done, finished) = async_channel::bounded::<()>(1);
-    let (a, id, b) = (app.clone(), thread_id.to_owned(), by.clone());
-    let started = app.memory.background().spawn(async move {
-        observer::run(&a, &id, &b, true).await;
-        let _ = done.send(()).await;
-    });
-    started
-        && futures_lite::future::or(async { finished.recv().await.is_ok() }, async {
-            smol::Timer::after(app.memory.settings.max_wait).await;
-            false
+    let key = observe_key(&by.tenant, thread_id);
+    type Done = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+    // A run under way is joined, not queued behind: requests past blockAfter while a slow call
+    // holds the thread would otherwise each add a run.
+    let done: Done = if app.memory.busy(&key) {
+        let lock = app.memory.lock(&key);
+        Box::pin(async move {
+            drop(lock.lock().await);
+            true
         })
-        .await
+    } else {
+        let (done, finished) = async_channel::bounded::<()>(1);
+        let (a, id, b) = (app.clone(), thread_id.to_owned(), by.clone());
+        let started = app.memory.background().spawn(async move {
+            observer::run(&a, &id, &b, true).await;
+            let _ = done.send(()).await;
+        });
+        if !started {
+            return false;
+        }
+        Box::pin(async move { finished.recv().await.is_ok() })
+    };
+    futures_lite::future::or(done, async {
+        smol::Timer::after(app.memory.settings.max_wait).await;
+        false
+    })
+    .await
 }
 
 /// Starts a background observer run when the thread has work for one (past its threshold,
