@@ -1072,3 +1072,37 @@ fn a_request_crossing_the_threshold_does_not_wait_for_the_observer() {
         "{r}"
     );
 }
+
+/// The id of a thread's oldest stored message.
+fn first_id(gw: &Gateway, thread: &str) -> String {
+    messages(gw, thread, &[])[0]["id"].as_str().unwrap().to_owned()
+}
+
+fn delete_message(gw: &Gateway, thread: &str, id: &str) {
+    let path = format!("/v1/memory/threads/{thread}/messages");
+    let del = call(gw, "DELETE", &path, &json!({"messageIds": [id]}));
+    assert_eq!(del.status, 200, "{}", del.text());
+}
+
+/// Waits until the thread's observer either committed a run or counted a failure.
+fn observed_or_failed(gw: &Gateway, thread: &str) -> Value {
+    wait_record(gw, thread, "an observer run or a failure", |r| {
+        r["observerRuns"].as_u64() > Some(0) || r["failures"].as_u64() > Some(0)
+    })
+}
+
+#[test]
+fn deleting_the_message_at_the_cursor_does_not_stop_observation() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 60\nbuffer_tokens = 0");
+    let h = at("gap", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    // The cursor is on this message's seq; once it is gone, the oldest unobserved is the next.
+    delete_message(&gw, "gap", &first_id(&gw, "gap"));
+    for i in 0..4 {
+        answer(&say(&gw, &hdrs(&h), &format!("Tell me something nice, number {i}")));
+    }
+    let r = observed_or_failed(&gw, "gap");
+    assert_eq!(r["failures"], 0, "{r}\n{}", gw.log());
+    assert!(r["observedMessages"].as_u64() > Some(0), "{r}");
+}

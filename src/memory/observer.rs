@@ -142,6 +142,8 @@ fn prompt(previous: &str, transcript: &str, refused: Option<&lines::Refusal>) ->
 /// (buffered observation) or for it, not yet in the record.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
+    /// The cursor the chunk follows on from (the thread's cursor, or the previous chunk's
+    /// `through`), not its first message's seq: messages deleted in between leave a gap.
     from: u64,
     through: u64,
     /// The thread's `created_at`: the same id deleted and created again is another thread.
@@ -348,7 +350,7 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
             if n == 0 {
                 return Ok(Stepped::Idle);
             }
-            let chunk = observe(app, thread, &previous.text, &unobserved[..n], by).await?;
+            let chunk = observe(app, thread, &previous.text, thread.cursor, &unobserved[..n], by).await?;
             let tokens = commit(app, thread, scope, vec![chunk]).await?;
             Ok(Stepped::Committed { tokens, observed: true })
         }
@@ -358,7 +360,7 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
             let seen = buffered
                 .iter()
                 .fold(previous.text, |text, c| lines::merge(&text, &c.parsed.observations));
-            let chunk = observe(app, thread, &seen, batch, by).await?;
+            let chunk = observe(app, thread, &seen, after, batch, by).await?;
             let key = observe_key(&thread.tenant, &thread.id);
             let mut all = app.memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
             let list = all.entry(key).or_default();
@@ -371,12 +373,13 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
     }
 }
 
-/// One observer call on `batch`, its answer checked; a refused answer is asked again once,
-/// with a stricter prompt.
+/// One observer call on `batch` (the messages following cursor `from`), its answer checked;
+/// a refused answer is asked again once, with a stricter prompt.
 async fn observe(
     app: &Arc<App>,
     thread: &ThreadRecord,
     previous: &str,
+    from: u64,
     batch: &[StoredMessage],
     by: &RunAs,
 ) -> Result<Chunk, Failed> {
@@ -410,7 +413,7 @@ async fn observe(
         let refusal = match lines::check(&parsed.observations, &input, INSTRUCTIONS, false) {
             Ok(()) => {
                 return Ok(Chunk {
-                    from: batch[0].seq,
+                    from,
                     through: batch[batch.len() - 1].seq + 1,
                     born: thread.created_at,
                     parsed,
