@@ -1106,3 +1106,29 @@ fn deleting_the_message_at_the_cursor_does_not_stop_observation() {
     assert_eq!(r["failures"], 0, "{r}\n{}", gw.log());
     assert!(r["observedMessages"].as_u64() > Some(0), "{r}");
 }
+
+#[test]
+fn a_message_deleted_after_it_was_buffered_never_reaches_the_observations() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 100");
+    let h = at("private", "alex");
+    let intro = format!(
+        "{INTRO} {}",
+        "I keep a small garden with tomatoes and beans. ".repeat(2)
+    );
+    answer(&say(&gw, &hdrs(&h), &intro));
+    wait_record(&gw, "private", "a buffered observation", |r| {
+        r["buffered"]["chunks"] == 1
+    });
+    delete_message(&gw, "private", &first_id(&gw, "private"));
+    let long = format!("Also, {}", "the soil near the fence stays wet after rain. ".repeat(4));
+    for _ in 0..3 {
+        answer(&say(&gw, &hdrs(&h), &long));
+    }
+    let r = observed_or_failed(&gw, "private");
+    assert_eq!(r["failures"], 0, "{r}");
+    let obs = gw.get("/v1/memory/threads/private/observations", &[]).json();
+    let text = obs["observations"].as_str().unwrap();
+    assert!(!text.is_empty(), "{obs}");
+    assert!(!text.contains("Alex"), "a deleted message was observed: {text}");
+}
