@@ -1132,3 +1132,20 @@ fn a_message_deleted_after_it_was_buffered_never_reaches_the_observations() {
     assert!(!text.is_empty(), "{obs}");
     assert!(!text.contains("Alex"), "a deleted message was observed: {text}");
 }
+
+#[test]
+fn buffered_observation_goes_on_after_the_message_at_the_cursor_is_deleted() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 200");
+    let h = at("gap-buffered", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    delete_message(&gw, "gap-buffered", &first_id(&gw, "gap-buffered"));
+    let more = format!("Also, {}", "the soil near the fence stays wet after rain. ".repeat(3));
+    for _ in 0..3 {
+        answer(&say(&gw, &hdrs(&h), &more));
+    }
+    let r = wait_record(&gw, "gap-buffered", "a buffered observation", |r| {
+        r["buffered"]["chunks"].as_u64() > Some(0) || r["observerRuns"].as_u64() > Some(0)
+    });
+    assert_eq!(r["failures"], 0, "{r}");
+}
