@@ -1073,15 +1073,17 @@ fn a_request_crossing_the_threshold_does_not_wait_for_the_observer() {
     );
 }
 
-/// The id of a thread's oldest stored message.
-fn first_id(gw: &Gateway, thread: &str) -> String {
-    messages(gw, thread, &[])[0]["id"].as_str().unwrap().to_owned()
-}
-
-fn delete_message(gw: &Gateway, thread: &str, id: &str) {
+/// Deletes the oldest stored message of `thread` (resource alex) through the memory API, then
+/// says each of `turns` on it.
+fn delete_the_first_then_say(gw: &Gateway, thread: &str, turns: impl IntoIterator<Item = String>) {
+    let first = messages(gw, thread, &[])[0]["id"].clone();
     let path = format!("/v1/memory/threads/{thread}/messages");
-    let del = call(gw, "DELETE", &path, &json!({"messageIds": [id]}));
+    let del = call(gw, "DELETE", &path, &json!({"messageIds": [first]}));
     assert_eq!(del.status, 200, "{}", del.text());
+    let h = at(thread, "alex");
+    for text in turns {
+        answer(&say(gw, &hdrs(&h), &text));
+    }
 }
 
 /// Waits until the thread's observer either committed a run or counted a failure.
@@ -1098,10 +1100,11 @@ fn deleting_the_message_at_the_cursor_does_not_stop_observation() {
     let h = at("gap", "alex");
     answer(&say(&gw, &hdrs(&h), INTRO));
     // The cursor is on this message's seq; once it is gone, the oldest unobserved is the next.
-    delete_message(&gw, "gap", &first_id(&gw, "gap"));
-    for i in 0..4 {
-        answer(&say(&gw, &hdrs(&h), &format!("Tell me something nice, number {i}")));
-    }
+    delete_the_first_then_say(
+        &gw,
+        "gap",
+        (0..4).map(|i| format!("Tell me something nice, number {i}")),
+    );
     let r = observed_or_failed(&gw, "gap");
     assert_eq!(r["failures"], 0, "{r}\n{}", gw.log());
     assert!(r["observedMessages"].as_u64() > Some(0), "{r}");
@@ -1120,11 +1123,8 @@ fn a_message_deleted_after_it_was_buffered_never_reaches_the_observations() {
     wait_record(&gw, "private", "a buffered observation", |r| {
         r["buffered"]["chunks"] == 1
     });
-    delete_message(&gw, "private", &first_id(&gw, "private"));
     let long = format!("Also, {}", "the soil near the fence stays wet after rain. ".repeat(4));
-    for _ in 0..3 {
-        answer(&say(&gw, &hdrs(&h), &long));
-    }
+    delete_the_first_then_say(&gw, "private", vec![long; 3]);
     let r = observed_or_failed(&gw, "private");
     assert_eq!(r["failures"], 0, "{r}");
     let obs = gw.get("/v1/memory/threads/private/observations", &[]).json();
@@ -1139,11 +1139,8 @@ fn buffered_observation_goes_on_after_the_message_at_the_cursor_is_deleted() {
     let gw = gateway(&mock, "message_tokens = 200");
     let h = at("gap-buffered", "alex");
     answer(&say(&gw, &hdrs(&h), INTRO));
-    delete_message(&gw, "gap-buffered", &first_id(&gw, "gap-buffered"));
     let more = format!("Also, {}", "the soil near the fence stays wet after rain. ".repeat(3));
-    for _ in 0..3 {
-        answer(&say(&gw, &hdrs(&h), &more));
-    }
+    delete_the_first_then_say(&gw, "gap-buffered", vec![more; 3]);
     let r = wait_record(&gw, "gap-buffered", "a buffered observation", |r| {
         r["buffered"]["chunks"].as_u64() > Some(0) || r["observerRuns"].as_u64() > Some(0)
     });
