@@ -1146,3 +1146,66 @@ fn buffered_observation_goes_on_after_the_message_at_the_cursor_is_deleted() {
     });
     assert_eq!(r["failures"], 0, "{r}");
 }
+
+#[test]
+fn observation_never_leaves_a_tool_result_opening_the_context() {
+    let history = [
+        json!({"role": "user", "content": "Please check the weather in Lisbon for my trip tomorrow."}),
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Lisbon\",\"day\":\"tomorrow\"}"}}]}),
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees, light wind from the north."}),
+        json!({"role": "assistant", "content": "Tomorrow Lisbon will be sunny and mild, around 21 degrees."}),
+        json!({"role": "user", "content": "Great, then I will pack light clothes for the whole week."}),
+        json!({"role": "assistant", "content": "Good plan; a light jacket for the evenings may help."}),
+    ];
+    let size = |m: &Value| memgate::memory::tokens::message(&serde_json::from_value(m.clone()).unwrap());
+    // Just what is left from the tool result on: observing stops once the call is observed.
+    let from_the_result: u64 = history[2..].iter().map(size).sum();
+    let mock = Mock::start("fixtures/memory");
+    // The observer's model has a tiny window: each run observes one message (or call group).
+    let gw = gateway(
+        &mock,
+        &format!(
+            "observer_model = \"small/gpt-4o-mini\"\nmessage_tokens = {from_the_result}\nbuffer_tokens = 0\n{}",
+            provider("small", &mock, "context_window = 256")
+        ),
+    );
+    let made = call(
+        &gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": "trip", "resourceId": "alex"}),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let added = call(
+        &gw,
+        "POST",
+        "/v1/memory/threads/trip/messages",
+        &json!({"messages": history}),
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+    wait_record(&gw, "trip", "two observer runs", |r| {
+        r["observerRuns"].as_u64() >= Some(2) && r["isObserving"] == false
+    });
+    mock.clear();
+    let h = at("trip", "alex");
+    answer(&say(&gw, &hdrs(&h), "What should I wear?"));
+    let turn = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/chat/completions")
+        .map(|r| serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap())
+        .find(|b| !b.to_string().contains("observer of memgate"))
+        .unwrap();
+    let sent: Vec<&Value> = turn["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .collect();
+    assert_eq!(sent[0]["role"], "user", "{turn}");
+    // Any tool result that is sent comes after the call it answers.
+    if let Some(result) = sent.iter().position(|m| m["role"] == "tool") {
+        assert!(sent[..result].iter().any(|m| m["tool_calls"].is_array()), "{turn}");
+    }
+}
