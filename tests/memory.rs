@@ -1093,3 +1093,140 @@ fn a_request_crossing_the_threshold_does_not_wait_for_the_observer() {
         "{r}"
     );
 }
+
+/// Deletes the oldest stored message of `thread` (resource alex) through the memory API, then
+/// says each of `turns` on it.
+fn delete_the_first_then_say(gw: &Gateway, thread: &str, turns: impl IntoIterator<Item = String>) {
+    let first = messages(gw, thread, &[])[0]["id"].clone();
+    let path = format!("/v1/memory/threads/{thread}/messages");
+    let del = call(gw, "DELETE", &path, &json!({"messageIds": [first]}));
+    assert_eq!(del.status, 200, "{}", del.text());
+    let h = at(thread, "alex");
+    for text in turns {
+        answer(&say(gw, &hdrs(&h), &text));
+    }
+}
+
+/// Waits until the thread's observer either committed a run or counted a failure.
+fn observed_or_failed(gw: &Gateway, thread: &str) -> Value {
+    wait_record(gw, thread, "an observer run or a failure", |r| {
+        r["observerRuns"].as_u64() > Some(0) || r["failures"].as_u64() > Some(0)
+    })
+}
+
+#[test]
+fn deleting_the_message_at_the_cursor_does_not_stop_observation() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 60\nbuffer_tokens = 0");
+    let h = at("gap", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    // The cursor is on this message's seq; once it is gone, the oldest unobserved is the next.
+    delete_the_first_then_say(
+        &gw,
+        "gap",
+        (0..4).map(|i| format!("Tell me something nice, number {i}")),
+    );
+    let r = observed_or_failed(&gw, "gap");
+    assert_eq!(r["failures"], 0, "{r}\n{}", gw.log());
+    assert!(r["observedMessages"].as_u64() > Some(0), "{r}");
+}
+
+#[test]
+fn a_message_deleted_after_it_was_buffered_never_reaches_the_observations() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 100");
+    let h = at("private", "alex");
+    let intro = format!(
+        "{INTRO} {}",
+        "I keep a small garden with tomatoes and beans. ".repeat(2)
+    );
+    answer(&say(&gw, &hdrs(&h), &intro));
+    wait_record(&gw, "private", "a buffered observation", |r| {
+        r["buffered"]["chunks"] == 1
+    });
+    let long = format!("Also, {}", "the soil near the fence stays wet after rain. ".repeat(4));
+    delete_the_first_then_say(&gw, "private", vec![long; 3]);
+    let r = observed_or_failed(&gw, "private");
+    assert_eq!(r["failures"], 0, "{r}");
+    let obs = gw.get("/v1/memory/threads/private/observations", &[]).json();
+    let text = obs["observations"].as_str().unwrap();
+    assert!(!text.is_empty(), "{obs}");
+    assert!(!text.contains("Alex"), "a deleted message was observed: {text}");
+}
+
+#[test]
+fn buffered_observation_goes_on_after_the_message_at_the_cursor_is_deleted() {
+    let mock = Mock::start("fixtures/memory");
+    let gw = gateway(&mock, "message_tokens = 200");
+    let h = at("gap-buffered", "alex");
+    answer(&say(&gw, &hdrs(&h), INTRO));
+    let more = format!("Also, {}", "the soil near the fence stays wet after rain. ".repeat(3));
+    delete_the_first_then_say(&gw, "gap-buffered", vec![more; 3]);
+    let r = wait_record(&gw, "gap-buffered", "a buffered observation", |r| {
+        r["buffered"]["chunks"].as_u64() > Some(0) || r["observerRuns"].as_u64() > Some(0)
+    });
+    assert_eq!(r["failures"], 0, "{r}");
+}
+
+#[test]
+fn observation_never_leaves_a_tool_result_opening_the_context() {
+    let history = [
+        json!({"role": "user", "content": "Please check the weather in Lisbon for my trip tomorrow."}),
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Lisbon\",\"day\":\"tomorrow\"}"}}]}),
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees, light wind from the north."}),
+        json!({"role": "assistant", "content": "Tomorrow Lisbon will be sunny and mild, around 21 degrees."}),
+        json!({"role": "user", "content": "Great, then I will pack light clothes for the whole week."}),
+        json!({"role": "assistant", "content": "Good plan; a light jacket for the evenings may help."}),
+    ];
+    let size = |m: &Value| memgate::memory::tokens::message(&serde_json::from_value(m.clone()).unwrap());
+    // Just what is left from the tool result on: observing stops once the call is observed.
+    let from_the_result: u64 = history[2..].iter().map(size).sum();
+    let mock = Mock::start("fixtures/memory");
+    // The observer's model has a tiny window: each run observes one message (or call group).
+    let gw = gateway(
+        &mock,
+        &format!(
+            "observer_model = \"small/gpt-4o-mini\"\nmessage_tokens = {from_the_result}\nbuffer_tokens = 0\n{}",
+            provider("small", &mock, "context_window = 256")
+        ),
+    );
+    let made = call(
+        &gw,
+        "POST",
+        "/v1/memory/threads",
+        &json!({"id": "trip", "resourceId": "alex"}),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let added = call(
+        &gw,
+        "POST",
+        "/v1/memory/threads/trip/messages",
+        &json!({"messages": history}),
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+    wait_record(&gw, "trip", "two observer runs", |r| {
+        r["observerRuns"].as_u64() >= Some(2) && r["isObserving"] == false
+    });
+    mock.clear();
+    let h = at("trip", "alex");
+    answer(&say(&gw, &hdrs(&h), "What should I wear?"));
+    let turn = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/chat/completions")
+        .map(|r| serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap())
+        .find(|b| !b.to_string().contains("observer of memgate"))
+        .unwrap();
+    let sent: Vec<&Value> = turn["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .collect();
+    assert_eq!(sent[0]["role"], "user", "{turn}");
+    // Any tool result that is sent comes after the call it answers.
+    if let Some(result) = sent.iter().position(|m| m["role"] == "tool") {
+        assert!(sent[..result].iter().any(|m| m["tool_calls"].is_array()), "{turn}");
+    }
+}

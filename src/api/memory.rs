@@ -38,11 +38,7 @@ pub(super) async fn handle(
         (Method::Get, ["threads", id]) => Ok(json_response(200, &thread_json(&visible(ctx, &tenant, id)?))),
         (Method::Patch, ["threads", id]) => update_thread(ctx, &tenant, id, body).await,
         (Method::Delete, ["threads", id]) => {
-            let (id, t) = (id.to_string(), tenant.clone());
-            let thread = ctx
-                .app
-                .store
-                .write(move |tx| memory::delete_thread_op(tx, &t, &id))
+            let thread = memory::delete_thread(&ctx.app, &tenant, id)
                 .await
                 .map_err(store_error)?;
             Ok(json_response(200, &json!({"id": thread.id, "deleted": true})))
@@ -56,8 +52,9 @@ pub(super) async fn handle(
         (Method::Patch, ["threads", id, "observations", "config"]) => set_config(ctx, &tenant, id, body).await,
         (Method::Delete, ["resources", resource]) => {
             threads::check_id("resourceId", resource).map_err(ApiError::invalid)?;
-            let erase = memory::forget_resource(Some(tenant.clone()), resource.to_string());
-            let gone = ctx.app.store.write(erase).await.map_err(store_error)?;
+            let gone = memory::erase_resource(&ctx.app, &tenant, resource)
+                .await
+                .map_err(store_error)?;
             Ok(json_response(
                 200,
                 &json!({"resourceId": resource, "deleted": true, "threads": gone.len()}),
@@ -375,10 +372,9 @@ struct DeleteMessages {
 
 async fn delete_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let del: DeleteMessages = parse_body(body)?;
-    let deleted = on_thread(ctx, tenant, id, move |tx, mut t| {
-        threads::delete_messages(tx, &mut t, &del.message_ids)
-    })
-    .await?;
+    let deleted = memory::delete_messages(&ctx.app, tenant, id, del.message_ids)
+        .await
+        .map_err(store_error)?;
     Ok(json_response(200, &json!({"deleted": deleted})))
 }
 

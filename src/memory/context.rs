@@ -155,13 +155,30 @@ pub fn assemble(
             total = rest;
         }
     }
-    let kept = &conversation[start..];
-    let hint = memory.is_some() && kept.first().is_some_and(|m| m.role == "assistant");
+    let mut kept = &conversation[start..];
+    // Tool results whose call is already observed (a cursor left on one by an older version):
+    // sent as they are, they open the context with a result no call asked for, which upstreams
+    // refuse; their text goes into the user turn that opens the conversation instead.
+    let orphans = kept.iter().take_while(|m| m.role == "tool").count();
+    let results: Vec<String> = kept[..orphans]
+        .iter()
+        .map(|m| super::content_text(&m.content))
+        .collect();
+    total -= sizes[start..start + orphans].iter().sum::<u64>();
+    kept = &kept[orphans..];
+    let hint = orphans > 0 || memory.is_some() && kept.first().is_some_and(|m| m.role == "assistant");
     let mut out = Vec::with_capacity(system.len() + 2 + kept.len());
     out.extend(system);
     out.extend(memory);
     if hint {
-        let m = text_message("user", CONTINUATION);
+        let mut text = CONTINUATION.to_owned();
+        if orphans > 0 {
+            text.push_str(&format!(
+                "\n\nResults of tool calls made before:\n{}",
+                results.join("\n")
+            ));
+        }
+        let m = text_message("user", &text);
         total += tokens::message(&m);
         out.push(m);
     }
@@ -177,22 +194,42 @@ pub fn assemble(
 
 /// The oldest of `batch` that fit in `budget` tokens for the observer to read, at least one;
 /// a message larger than the budget is cut in the middle (marked), so it is still observed.
+/// It never ends between a tool call and its results: the cursor would land on a result, and
+/// a context opening with a result whose call is gone is refused upstream. A tool-call group
+/// that alone is over the budget is taken whole, each message cut to its share.
 pub fn fit_batch(batch: &[StoredMessage], budget: u64) -> Vec<StoredMessage> {
-    let mut out: Vec<StoredMessage> = Vec::new();
+    let is_result = |m: &StoredMessage| m.message.role == "tool";
+    let mut end = 0;
     let mut spent = 0;
-    for m in batch {
-        if !out.is_empty() && spent + m.tokens > budget {
-            break;
-        }
-        let mut m = m.clone();
-        if m.tokens > budget {
-            let text = super::content_text(&m.message.content);
-            m.message.content = Value::String(clip(&text, budget));
-        }
-        spent += m.tokens.min(budget);
-        out.push(m);
+    while end < batch.len() && (end == 0 || spent + batch[end].tokens <= budget) {
+        spent += batch[end].tokens.min(budget);
+        end += 1;
     }
-    out
+    if batch.get(end).is_some_and(is_result) {
+        // Back to before the call whose results are not all in.
+        while end > 0 && is_result(&batch[end - 1]) {
+            end -= 1;
+        }
+        end = end.saturating_sub(1);
+    }
+    let share = if end == 0 {
+        end = 1 + batch.iter().skip(1).take_while(|m| is_result(m)).count();
+        (budget / end as u64).max(1)
+    } else {
+        budget
+    };
+    batch[..end.min(batch.len())]
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            let text = super::content_text(&m.message.content);
+            // A call without text is left whole (its arguments are not content to cut).
+            if m.tokens > share && !text.is_empty() {
+                m.message.content = Value::String(clip(&text, share));
+            }
+            m
+        })
+        .collect()
 }
 
 /// `text` cut to about `budget` tokens: its head and tail around a marker.
@@ -354,6 +391,76 @@ mod tests {
         let shown = fitted[0].message.content.as_str().unwrap();
         assert!(tokens::text(shown) <= 100 && !shown.contains("MIDDLE"), "{shown}");
         assert!(shown.starts_with("head") && shown.ends_with("tail ") && shown.contains("characters left out"));
+    }
+
+    fn tool_call(id: &str) -> Message {
+        serde_json::from_value(json!({"role": "assistant", "content": null,
+            "tool_calls": [{"id": id, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}))
+        .unwrap()
+    }
+
+    fn tool_result(id: &str) -> Message {
+        serde_json::from_value(json!({"role": "tool", "tool_call_id": id, "content": "r"})).unwrap()
+    }
+
+    fn sized(msgs: &[(Message, u64)]) -> Vec<StoredMessage> {
+        let mut out = stored(&msgs.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>());
+        for (m, (_, t)) in out.iter_mut().zip(msgs) {
+            m.tokens = *t;
+        }
+        out
+    }
+
+    fn roles(out: &[Message]) -> Vec<&str> {
+        out.iter().map(|m| m.role.as_str()).collect()
+    }
+
+    #[test]
+    fn a_batch_never_ends_between_a_tool_call_and_its_results() {
+        let batch = sized(&[
+            (msg("user", "q"), 40),
+            (tool_call("c1"), 40),
+            (tool_result("c1"), 40),
+            (msg("user", "q2"), 10),
+        ]);
+        // The call fits, its result does not: the batch ends before the call.
+        let fitted = fit_batch(&batch, 100);
+        assert_eq!(fitted.len(), 1);
+        let mem = memory_message("* 🔴 (14:30) x", None, "");
+        let out = assemble(vec![], mem, &batch[fitted.len()..], &[], None).messages;
+        assert_eq!(roles(&out), ["system", "user", "assistant", "tool", "user"]);
+        assert_eq!(out[1].content, CONTINUATION);
+        // Two results, only the first fits: the same.
+        let batch = sized(&[
+            (msg("user", "q"), 40),
+            (tool_call("c1"), 20),
+            (tool_result("c1"), 20),
+            (tool_result("c1"), 40),
+        ]);
+        assert_eq!(fit_batch(&batch, 100).len(), 1);
+        // A group that alone is over the budget is observed whole, each message cut to its share.
+        let batch = sized(&[(tool_call("c1"), 80), (tool_result("c1"), 80), (msg("user", "q"), 10)]);
+        let fitted = fit_batch(&batch, 100);
+        assert_eq!(
+            roles(&fitted.iter().map(|m| m.message.clone()).collect::<Vec<_>>()),
+            ["assistant", "tool"]
+        );
+    }
+
+    #[test]
+    fn a_context_never_opens_with_a_tool_result() {
+        // A cursor left on a tool result (observed by an older version): the orphan result is
+        // folded into the user turn that opens the conversation.
+        let mem = memory_message("* 🔴 (14:30) x", None, "");
+        let tail = stored(&[tool_result("c1"), msg("assistant", "It is sunny.")]);
+        let out = assemble(vec![], mem, &tail, &[msg("user", "new")], None).messages;
+        assert_eq!(roles(&out), ["system", "user", "assistant", "user"]);
+        let opening = out[1].content.as_str().unwrap();
+        assert!(opening.starts_with(CONTINUATION) && opening.ends_with("r"), "{opening}");
+        let mem = memory_message("* 🔴 (14:30) x", None, "");
+        let tail = stored(&[tool_result("c1"), msg("user", "thanks")]);
+        let out = assemble(vec![], mem, &tail, &[], None).messages;
+        assert_eq!(roles(&out), ["system", "user", "user"]);
     }
 
     #[test]

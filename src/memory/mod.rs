@@ -262,6 +262,13 @@ impl Memory {
         observer::buffered(app, thread)
     }
 
+    /// Drops a thread's buffered observations: its messages were deleted (what is left is
+    /// observed again) or the thread itself was.
+    pub fn drop_buffered(&self, tenant: &str, thread: &str) {
+        let mut all = self.buffered.lock().unwrap_or_else(|p| p.into_inner());
+        all.remove(&observe_key(tenant, thread));
+    }
+
     /// Whether an observer run for the thread, and a reflector run for its scope, are under way.
     pub fn activity(&self, thread: &ThreadRecord) -> (bool, bool) {
         (
@@ -759,6 +766,38 @@ pub fn delete_thread_op(tx: &redb::WriteTransaction, tenant: &str, id: &str) -> 
     quota::release(tx, tenant, id)?;
     observations::delete(tx, &Scope::Thread { tenant, id }.key())?;
     Ok(thread)
+}
+
+/// Deletes the tenant's thread `id` (see [`delete_thread_op`]) and its buffered observations.
+pub async fn delete_thread(app: &App, tenant: &str, id: &str) -> Result<ThreadRecord, StoreError> {
+    let (t, i) = (tenant.to_owned(), id.to_owned());
+    let thread = app.store.write(move |tx| delete_thread_op(tx, &t, &i)).await?;
+    app.memory.drop_buffered(&thread.tenant, &thread.id);
+    Ok(thread)
+}
+
+/// Erases a tenant's resource (see [`forget_resource`]) and its threads' buffered observations.
+pub async fn erase_resource(app: &App, tenant: &str, resource: &str) -> Result<Vec<ThreadRecord>, StoreError> {
+    let erase = forget_resource(Some(tenant.to_owned()), resource.to_owned());
+    let gone = app.store.write(erase).await?;
+    for t in &gone {
+        app.memory.drop_buffered(&t.tenant, &t.id);
+    }
+    Ok(gone)
+}
+
+/// Deletes messages of the tenant's thread `id`; returns how many existed. The thread's
+/// buffered observations may hold them, so they go too (what is left is observed again).
+pub async fn delete_messages(app: &App, tenant: &str, id: &str, ids: Vec<String>) -> Result<u64, StoreError> {
+    let (t, i) = (tenant.to_owned(), id.to_owned());
+    let deleted = app
+        .store
+        .write(move |tx| threads::delete_messages(tx, &mut threads::owned(tx, &t, &i)?, &ids))
+        .await?;
+    if deleted > 0 {
+        app.memory.drop_buffered(tenant, id);
+    }
+    Ok(deleted)
 }
 
 /// Erases everything of a resource: its threads, their messages and observations, and the

@@ -142,8 +142,12 @@ fn prompt(previous: &str, transcript: &str, refused: Option<&lines::Refusal>) ->
 /// (buffered observation) or for it, not yet in the record.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
+    /// The cursor the chunk follows on from (the thread's cursor, or the previous chunk's
+    /// `through`), not its first message's seq: messages deleted in between leave a gap.
     from: u64,
     through: u64,
+    /// How many messages it observed: fewer stored at commit means some were deleted meanwhile.
+    messages: u64,
     /// The thread's `created_at`: the same id deleted and created again is another thread.
     born: u64,
     parsed: lines::Parsed,
@@ -348,7 +352,7 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
             if n == 0 {
                 return Ok(Stepped::Idle);
             }
-            let chunk = observe(app, thread, &previous.text, &unobserved[..n], by).await?;
+            let chunk = observe(app, thread, &previous.text, thread.cursor, &unobserved[..n], by).await?;
             let tokens = commit(app, thread, scope, vec![chunk]).await?;
             Ok(Stepped::Committed { tokens, observed: true })
         }
@@ -358,7 +362,7 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
             let seen = buffered
                 .iter()
                 .fold(previous.text, |text, c| lines::merge(&text, &c.parsed.observations));
-            let chunk = observe(app, thread, &seen, batch, by).await?;
+            let chunk = observe(app, thread, &seen, after, batch, by).await?;
             let key = observe_key(&thread.tenant, &thread.id);
             let mut all = app.memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
             let list = all.entry(key).or_default();
@@ -371,12 +375,13 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
     }
 }
 
-/// One observer call on `batch`, its answer checked; a refused answer is asked again once,
-/// with a stricter prompt.
+/// One observer call on `batch` (the messages following cursor `from`), its answer checked;
+/// a refused answer is asked again once, with a stricter prompt.
 async fn observe(
     app: &Arc<App>,
     thread: &ThreadRecord,
     previous: &str,
+    from: u64,
     batch: &[StoredMessage],
     by: &RunAs,
 ) -> Result<Chunk, Failed> {
@@ -410,8 +415,9 @@ async fn observe(
         let refusal = match lines::check(&parsed.observations, &input, INSTRUCTIONS, false) {
             Ok(()) => {
                 return Ok(Chunk {
-                    from: batch[0].seq,
+                    from,
                     through: batch[batch.len() - 1].seq + 1,
+                    messages: batch.len() as u64,
                     born: thread.created_at,
                     parsed,
                     usage: failed.usage,
@@ -431,7 +437,9 @@ async fn observe(
 }
 
 /// Puts `chunks` (contiguous, the first starting at the thread's cursor) in the record and
-/// moves the cursor past them, in one commit; returns the scope's observation tokens.
+/// moves the cursor past them, in one commit; returns the scope's observation tokens. If any of
+/// their messages was deleted meanwhile, nothing is written and the thread's buffered chunks
+/// are dropped: what was deleted never reaches the record.
 async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Vec<Chunk>) -> Result<u64, Failed> {
     let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
         return Ok(0);
@@ -439,6 +447,7 @@ async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Ve
     let (cursor, next) = (first.from, last.through);
     let (id, tenant, born) = (thread.id.clone(), thread.tenant.clone(), thread.created_at);
     let n = chunks.len() as u64;
+    let observed: u64 = chunks.iter().map(|c| c.messages).sum();
     let record = app
         .store
         .write(move |tx| {
@@ -451,6 +460,9 @@ async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Ve
             };
             if thread.cursor != cursor {
                 return Err(StoreError::Conflict(format!("thread {id:?} was observed meanwhile")));
+            }
+            if threads::count_messages(tx, &thread, cursor..next)? != observed {
+                return Ok(None);
             }
             let now = clock::now_ms();
             let mut record = observations::get(tx, &scope)?;
@@ -471,10 +483,17 @@ async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Ve
             thread.cursor = next;
             threads::update(tx, &thread)?;
             observations::put(tx, &scope, &record)?;
-            Ok(record)
+            Ok(Some(record))
         })
         .await
         .map_err(|e| e.to_string())?;
+    let Some(record) = record else {
+        app.memory.drop_buffered(&thread.tenant, &thread.id);
+        return Err(Failed::from(format!(
+            "messages of thread {:?} were deleted while being observed",
+            thread.id
+        )));
+    };
     log::info!(
         target: "memgate::memory",
         "observed messages {cursor}..{next} of thread {:?} ({n} observer answers); observations now {} tokens",
@@ -503,6 +522,95 @@ mod tests {
             created_at: 1_795_357_805_123 + seq * 60_000,
             incomplete: false,
         }
+    }
+
+    /// An app on a fresh database with `threads` (tenant t_a, thread id → resource), each
+    /// with two stored messages (seqs 0 and 1) and one buffered chunk covering them.
+    fn app_with_buffered(name: &str, threads: &[(&'static str, &'static str)]) -> (Arc<App>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("memgate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::store::Store::open(&dir).unwrap();
+        let config = crate::config::Config::parse("").unwrap();
+        let app = Arc::new(App::new(&config, "127.0.0.1:0".parse().unwrap(), store).unwrap());
+        for &(id, resource) in threads {
+            let thread = app
+                .store
+                .write_blocking(move |tx| {
+                    let mut t = threads::bind(tx, id, "t_a", resource, 1)?;
+                    let said = ["My name is Alex", "Hello Alex"].map(|text| {
+                        let m = serde_json::from_value(json!({"role": "user", "content": text})).unwrap();
+                        super::super::to_store(m, false)
+                    });
+                    threads::append(tx, &mut t, said.into(), 1)?;
+                    Ok(t)
+                })
+                .unwrap();
+            let chunk = Chunk {
+                from: 0,
+                through: 2,
+                messages: 2,
+                born: thread.created_at,
+                parsed: lines::read("* 🔴 (14:30) User stated their name is Alex", "Nov 22, 2026"),
+                usage: Usage::default(),
+                refused: 0,
+            };
+            let mut all = app.memory.buffered.lock().unwrap();
+            all.insert(observe_key("t_a", id), vec![chunk]);
+        }
+        (app, dir)
+    }
+
+    fn buffered_keys(app: &App) -> Vec<String> {
+        let mut keys: Vec<String> = app.memory.buffered.lock().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn deleting_messages_threads_or_resources_drops_their_buffered_observations() {
+        let (app, dir) = app_with_buffered(
+            "drop-buffered",
+            &[("a", "alex"), ("b", "alex"), ("c", "sam"), ("d", "sam")],
+        );
+        smol::block_on(async {
+            super::super::delete_thread(&app, "t_a", "a").await.unwrap();
+            assert_eq!(buffered_keys(&app), ["b", "c", "d"].map(|id| observe_key("t_a", id)));
+            super::super::erase_resource(&app, "t_a", "alex").await.unwrap();
+            assert_eq!(buffered_keys(&app), ["c", "d"].map(|id| observe_key("t_a", id)));
+            let thread = app.store.read().unwrap().thread("t_a", "c").unwrap().unwrap();
+            let first = app.store.read().unwrap().messages_from(&thread, 0).unwrap()[0]
+                .id
+                .clone();
+            super::super::delete_messages(&app, "t_a", "c", vec![first])
+                .await
+                .unwrap();
+            assert_eq!(buffered_keys(&app), [observe_key("t_a", "d")]);
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_commit_refuses_chunks_whose_messages_were_deleted_meanwhile() {
+        let (app, dir) = app_with_buffered("commit-deleted", &[("a", "alex")]);
+        let thread = app.store.read().unwrap().thread("t_a", "a").unwrap().unwrap();
+        let chunks = chunks(&app, &thread);
+        assert_eq!(chunks.len(), 1);
+        // Deleted behind the memory API's back, as a delete racing an activation would be.
+        let first = app.store.read().unwrap().messages_from(&thread, 0).unwrap()[0]
+            .id
+            .clone();
+        app.store
+            .write_blocking(move |tx| threads::delete_messages(tx, &mut threads::owned(tx, "t_a", "a")?, &[first]))
+            .unwrap();
+        let scope = app.memory.scope_key(&thread);
+        let failed = smol::block_on(commit(&app, &thread, scope.clone(), chunks)).unwrap_err();
+        assert!(failed.why.contains("deleted while being observed"), "{}", failed.why);
+        let reader = app.store.read().unwrap();
+        assert_eq!(reader.observations(&scope).unwrap().unwrap_or_default().text, "");
+        assert_eq!(reader.thread("t_a", "a").unwrap().unwrap().cursor, 0);
+        drop(reader);
+        assert!(buffered_keys(&app).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

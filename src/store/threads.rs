@@ -310,6 +310,25 @@ pub fn delete_messages(tx: &WriteTransaction, thread: &mut ThreadRecord, ids: &[
     Ok(doomed.len() as u64)
 }
 
+/// How many messages of a thread are stored with a seq in `seqs`.
+pub fn count_messages(
+    tx: &WriteTransaction,
+    thread: &ThreadRecord,
+    seqs: std::ops::Range<u64>,
+) -> Result<u64, StoreError> {
+    let messages = tx.open_table(MESSAGES).or_fail("open messages")?;
+    let (tenant, id) = (thread.tenant.as_str(), thread.id.as_str());
+    let range = messages
+        .range((tenant, id, seqs.start)..(tenant, id, seqs.end))
+        .or_fail("read messages")?;
+    let mut n = 0;
+    for entry in range {
+        entry.or_fail("read message")?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Deletes a thread with its messages; its observations are the caller's to delete.
 pub fn delete(tx: &WriteTransaction, thread: &ThreadRecord) -> Result<(), StoreError> {
     tx.open_table(MESSAGES)
