@@ -86,6 +86,11 @@ pub struct Provider {
     /// Set when the upstream answered `/responses` with a 404 for the endpoint (`responses =
     /// "auto"`): Responses go through chat for the rest of the process (a reload starts over).
     lacks_responses: AtomicBool,
+    /// Whether streams ask for a usage chunk (`stream_usage`, default true)…
+    stream_usage: bool,
+    /// …unless the upstream refused `stream_options` with a 400/422 (Mistral, older Azure
+    /// api-versions): then asked no more for the rest of the process.
+    refuses_stream_options: AtomicBool,
     /// Context windows: configured, and discovered per model (see `window`).
     windows: window::Windows,
 }
@@ -134,6 +139,8 @@ impl Provider {
             replay,
             responses: cfg.responses.unwrap_or_default(),
             lacks_responses: AtomicBool::new(false),
+            stream_usage: cfg.stream_usage.unwrap_or(true),
+            refuses_stream_options: AtomicBool::new(false),
         })
     }
 
@@ -186,7 +193,14 @@ impl Provider {
     pub fn chat_request(&self, req: &ChatRequest, byok: Option<&str>) -> Result<UpstreamRequest, ApiError> {
         let key = self.credential(byok);
         match self.kind {
-            ProviderKind::Openai | ProviderKind::Replay => Ok(openai::chat_request(&self.base_url, key, req)),
+            ProviderKind::Openai | ProviderKind::Replay => {
+                let usage = match self.refuses_stream_options.load(Ordering::Relaxed) {
+                    true => openai::StreamUsage::Refused,
+                    false if self.stream_usage => openai::StreamUsage::Ask,
+                    false => openai::StreamUsage::AsSent,
+                };
+                Ok(openai::chat_request(&self.base_url, key, req, usage))
+            }
             ProviderKind::Anthropic => anthropic::chat_request(&self.base_url, key, req),
             ProviderKind::Gemini => gemini::chat_request(&self.base_url, key, req),
         }
@@ -265,7 +279,10 @@ impl Provider {
         req: &UpstreamRequest,
         budget: &mut Budget,
     ) -> Result<UpstreamResponse, ApiError> {
+        // The request resent without the `stream_options` the upstream refused.
+        let mut healed = None;
         loop {
+            let req = healed.as_ref().unwrap_or(req);
             budget.start();
             let outcome = match &self.replay {
                 Some(fixtures) => fixtures.answer(req),
@@ -277,6 +294,12 @@ impl Provider {
                     let (status, after) = (res.status, res.retry_after);
                     let body = res.bytes().await?;
                     let err = self.error(status, &body);
+                    if healed.is_none() {
+                        if let Some(resent) = self.without_stream_options(req, status, &body) {
+                            healed = Some(resent);
+                            continue;
+                        }
+                    }
                     if !budget.retries(status, &body) {
                         return Err(err);
                     }
@@ -297,6 +320,33 @@ impl Provider {
             );
             smol::Timer::after(wait).await;
         }
+    }
+
+    /// `req` again without `stream_options` when the upstream refused it (a 400/422 whose body
+    /// names it, as Mistral's `extra_forbidden`, Azure's "Unrecognized request argument") and it
+    /// asked only for usage, which memgate then estimates as for servers that send none; the
+    /// provider is asked no more. A client's other stream options are never dropped.
+    fn without_stream_options(&self, req: &UpstreamRequest, status: u16, body: &[u8]) -> Option<UpstreamRequest> {
+        let openai = matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay);
+        if !(openai && matches!(status, 400 | 422) && contains(body, b"stream_options")) {
+            return None;
+        }
+        let mut sent: serde_json::Map<String, Value> = serde_json::from_slice(&req.body).ok()?;
+        let options = sent.get("stream_options")?.as_object()?;
+        if options.keys().any(|k| k != "include_usage") {
+            return None;
+        }
+        sent.shift_remove("stream_options");
+        if !self.refuses_stream_options.swap(true, Ordering::Relaxed) {
+            log::info!(
+                "provider '{}' refuses stream_options ({status}): streams are sent without it from now on and their \
+                 usage is estimated when the upstream reports none (set stream_usage = false to skip the probe)",
+                self.name
+            );
+        }
+        let mut resent = req.clone();
+        resent.body = serde_json::to_vec(&sent).ok()?;
+        Some(resent)
     }
 
     /// A complete (non-streamed) chat exchange.
@@ -392,6 +442,11 @@ fn unnamed_error(status: u16, message: String) -> ApiError {
         500.. => ApiError::new(status, "server_error", None, message),
         _ => ApiError::new(502, "server_error", None, message),
     }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Seconds since the epoch, for the `created` field of translated answers.
