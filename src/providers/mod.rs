@@ -166,14 +166,18 @@ impl Provider {
     }
 
     /// Learns from the error a passed-through `/responses` request got whether the upstream
-    /// lacks the endpoint (`responses = "auto"`): a 404 that names no model (FastAPI's
-    /// `{"detail":"Not Found"}`, llama.cpp's "File Not Found", Ollama's "404 page not found"),
-    /// where a missing model's 404 says "model". True when Responses now go through chat.
-    pub fn learns_no_responses(&self, e: &ApiError) -> bool {
-        let missing = e.status == 404 && !e.message.to_ascii_lowercase().contains("model");
-        let probing =
-            self.responses == ResponsesMode::Auto && matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay);
-        if !(missing && probing) {
+    /// lacks the endpoint (`responses = "auto"`). True when Responses now go through chat.
+    /// The switch is for every caller of the provider, so only a 404 that can only mean a
+    /// missing route counts: never from OpenAI itself, never for a request that named stored
+    /// state (`stored`: a caller's stale `previous_response_id` or `conversation` is a 404 too),
+    /// and only a body that is no OpenAI error object (FastAPI's `{"detail":"Not Found"}`,
+    /// Ollama's "404 page not found", HTML, nothing) or one whose message says the route is
+    /// missing (llama.cpp's "File Not Found"); never one about a model or another resource.
+    pub fn learns_no_responses(&self, e: &ApiError, stored: bool) -> bool {
+        let probing = self.responses == ResponsesMode::Auto
+            && matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay)
+            && !self.base_url.starts_with("https://api.openai.com/");
+        if !(probing && e.status == 404 && !stored && names_missing_route(e)) {
             return false;
         }
         // Requests in flight together may all learn it; one log line says so.
@@ -444,6 +448,21 @@ fn unnamed_error(status: u16, message: String) -> ApiError {
     }
 }
 
+/// Whether a 404 is about the route itself, not a resource named in the request (see
+/// [`Provider::learns_no_responses`]).
+fn names_missing_route(e: &ApiError) -> bool {
+    let message = e.message.to_ascii_lowercase();
+    if message.contains("model") {
+        return false;
+    }
+    if message.starts_with(crate::error::UNSHAPED) {
+        return true;
+    }
+    ["file not found", "page not found", "route", "path", "endpoint", "url"]
+        .iter()
+        .any(|w| message.contains(w))
+}
+
 /// Whether `needle` occurs in `haystack`.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -452,4 +471,53 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Seconds since the epoch, for the `created` field of translated answers.
 fn created() -> u64 {
     crate::clock::now_ms() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(base_url: &str) -> Provider {
+        let toml = format!("[providers.p]\nkind = \"openai\"\nbase_url = \"{base_url}\"\n");
+        let config = crate::config::Config::parse(&toml).unwrap();
+        Provider::new("p", &config.providers["p"]).unwrap()
+    }
+
+    /// Whether a fresh provider at `base_url` learns "no /responses" from this 404.
+    fn learns(base_url: &str, body: &str, stored: bool) -> bool {
+        let p = provider(base_url);
+        let learnt = p.learns_no_responses(&ApiError::from_upstream(404, body.as_bytes()), stored);
+        assert_eq!(p.speaks_responses(), !learnt);
+        learnt
+    }
+
+    #[test]
+    fn only_a_404_for_the_endpoint_itself_switches_responses_to_chat() {
+        let local = "http://127.0.0.1:8000/v1";
+        // A stale previous_response_id of one caller (OpenAI's own words) says nothing of the
+        // endpoint: neither at OpenAI, nor at a compatible proxy, nor with the field unseen.
+        let stale = r#"{"error":{"message":"Previous response with id 'resp_abc' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}"#;
+        for (url, stored) in [("https://api.openai.com/v1", true), (local, true), (local, false)] {
+            assert!(!learns(url, stale, stored), "{url} {stored}");
+        }
+        let conversation = r#"{"error":{"message":"Conversation with id 'conv_1' not found.","type":"invalid_request_error","param":null,"code":null}}"#;
+        assert!(!learns(local, conversation, false));
+        // A missing model's 404 (vLLM's words).
+        let model = r#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}"#;
+        assert!(!learns(local, model, false));
+        // Servers without the endpoint: FastAPI (llama-cpp-python, fixtures/local/prov-020),
+        // llama.cpp, Ollama, an HTML page, nothing.
+        for missing in [
+            r#"{"detail":"Not Found"}"#,
+            r#"{"error":{"code":404,"message":"File Not Found","type":"not_found_error"}}"#,
+            "404 page not found",
+            "<html><body><h1>404 Not Found</h1></body></html>",
+            "",
+        ] {
+            assert!(learns(local, missing, false), "{missing}");
+            // Never with a caller's stored state in the request, never at OpenAI itself.
+            assert!(!learns(local, missing, true), "{missing}");
+            assert!(!learns("https://api.openai.com/v1", missing, false), "{missing}");
+        }
+    }
 }
