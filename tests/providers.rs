@@ -603,3 +603,31 @@ fn a_clients_own_stream_options_are_not_dropped_on_a_refusal() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(chat_bodies(&mock).len(), 1);
 }
+
+#[test]
+fn one_callers_stale_previous_response_id_does_not_switch_responses_to_chat_for_everyone() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&format!("[auth]\nmode = \"keys\"\n{}", provider("openai", &mock, "")));
+    let key = format!("Bearer {}", gw.create_key("alice"));
+    let byok = [
+        ("x-memory-gateway-authorization", key.as_str()),
+        ("authorization", "Bearer sk-user-own"),
+    ];
+    let stale = json!({"model": "openai/gpt-4o-mini", "input": "Count from 1 to 5",
+        "previous_response_id": "resp_stale"});
+    let e = gw
+        .post("/v1/responses", &byok, &stale)
+        .expect_error(404, "invalid_request_error");
+    assert!(e["message"].as_str().unwrap().contains("resp_stale"), "{e}");
+    // Another caller's Responses request still goes to the upstream's /responses.
+    mock.clear();
+    let r = gw.post(
+        "/v1/responses",
+        &[("authorization", key.as_str())],
+        &json!({"model": "openai/gpt-4o-mini", "input": "Count from 1 to 5"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let paths: Vec<Value> = mock.requests().iter().map(|r| r["path"].clone()).collect();
+    assert_eq!(paths, [json!("/v1/responses")]);
+    assert!(!gw.log().contains("has no /responses endpoint"), "{}", gw.log());
+}
