@@ -103,13 +103,16 @@ impl Provider {
         }
         let w = &self.windows;
         {
-            let found = w.found.lock().unwrap_or_else(|p| p.into_inner());
+            let mut found = w.found.lock().unwrap_or_else(|p| p.into_inner());
             match found.get(model) {
                 Some((n, until)) if n.is_some() || until.is_none_or(|t| Instant::now() < t) => return *n,
                 Some(_) => {}
                 None if found.len() >= MAX_DISCOVERED && !self.knows(model) => return None,
                 None => {}
             }
+            // The name's place, taken before asking: requests meanwhile (for it or for new
+            // names past the bound) do not ask too.
+            found.insert(model.to_owned(), (None, Some(Instant::now() + 2 * ASK_TIMEOUT)));
         }
         let (window, until) = found(self.ask(client, self.show(model)).await);
         match window {
