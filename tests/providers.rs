@@ -580,6 +580,26 @@ fn a_provider_that_refuses_stream_options_still_streams_and_is_not_asked_again()
     }
     let usage = gw.get("/v1/usage?group_by=model", &[]).json();
     assert_eq!(usage["data"][0]["prompt_tokens"], 20, "{usage}");
+    // The Messages translation's own usage ask is left out too; its usage is the upstream's.
+    mock.clear();
+    let mut s = Stream::open(
+        &gw.addr,
+        "/v1/messages",
+        &[],
+        &json!({"model": "mistral/mistral-small-latest", "max_tokens": 20, "stream": true,
+            "messages": [{"role": "user", "content": "Count from 1 to 5"}]}),
+    );
+    assert_eq!(s.status, 200);
+    let delta = s
+        .events()
+        .into_iter()
+        .find(|(_, e, _)| e.as_deref() == Some("message_delta"))
+        .map(|(_, _, d)| serde_json::from_str::<Value>(&d).unwrap())
+        .expect("no message_delta");
+    assert_eq!(delta["usage"]["output_tokens"], 13, "{delta}");
+    let sent = chat_bodies(&mock);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].get("stream_options").is_none(), "{}", sent[0]);
 }
 
 #[test]
