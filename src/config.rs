@@ -179,6 +179,11 @@ pub struct ProviderConfig {
     /// Whether `/v1/responses` is passed through or translated through chat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responses: Option<ResponsesMode>,
+    /// Whether streamed chat requests to an OpenAI-compatible provider ask for a usage chunk
+    /// (`stream_options.include_usage`); default true. Servers that refuse the field are also
+    /// found out by their 400/422 and asked no more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_usage: Option<bool>,
     /// Model names clients use and the upstream names they stand for, e.g.
     /// `"claude-sonnet-4" = "claude-sonnet-4-20250514"`: OpenRouter-style names work against the
     /// vendor's own API.
@@ -514,6 +519,12 @@ impl Config {
                     p.kind.name()
                 ));
             }
+            if !speaks_openai && p.stream_usage.is_some() {
+                return Err(format!(
+                    "[providers.{name}] stream_usage applies to OpenAI-compatible providers; a {} stream always reports usage",
+                    p.kind.name()
+                ));
+            }
             if p.kind == ProviderKind::Replay && p.dir.is_none() {
                 return Err(format!(
                     "[providers.{name}] kind = \"replay\" needs dir = \"fixtures/…\""
@@ -579,6 +590,7 @@ impl Config {
                     api_key_env: key_env.map(str::to_owned),
                     models: Models::Unset,
                     responses: None,
+                    stream_usage: None,
                     aliases: Default::default(),
                     dir: None,
                     context_window: None,
@@ -687,6 +699,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("api_key_env", &self.api_key_env)
             .field("models", &self.models)
             .field("responses", &self.responses)
+            .field("stream_usage", &self.stream_usage)
             .field("aliases", &self.aliases)
             .field("dir", &self.dir)
             .field("context_window", &self.context_window)
@@ -889,6 +902,7 @@ mod tests {
         for (bad, says) in [
             ("kind = \"openai\"\nmodels = \"all\"", "\"auto\""),
             ("kind = \"gemini\"\nmodels = \"auto\"", "needs an OpenAI-compatible"),
+            ("kind = \"anthropic\"\nstream_usage = false", "stream_usage applies"),
             ("kind = \"anthropic\"\nresponses = \"chat\"", "responses applies"),
             ("kind = \"openai\"\nresponses = \"sometimes\"", "responses"),
         ] {

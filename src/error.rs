@@ -7,6 +7,10 @@
 use serde_json::{json, Value};
 use std::fmt;
 
+/// How the message of an upstream error whose body is no OpenAI error object starts (the body
+/// follows): what tells a bare 404 page from an error about something the request named.
+pub const UNSHAPED: &str = "upstream answered";
+
 /// A client-facing error: an HTTP status plus the OpenAI error object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -124,7 +128,7 @@ impl ApiError {
         }
         .unwrap_or_else(|| {
             let cut = &body[..body.len().min(1024)];
-            format!("upstream answered {status}: {}", String::from_utf8_lossy(cut).trim())
+            format!("{UNSHAPED} {status}: {}", String::from_utf8_lossy(cut).trim())
         });
         let kind = text(obj.and_then(|o| o.get("type"))).unwrap_or_else(|| default_kind(status).to_owned());
         let code = obj.and_then(|o| o.get("code")).and_then(|c| match c {

@@ -518,3 +518,136 @@ fn messages_to_an_anthropic_provider_pass_through_untranslated() {
     assert_eq!((&sent["tools"], &sent["thinking"]), (&body["tools"], &body["thinking"]));
     assert_eq!(sent["some_future_field"], json!({"x": 1}));
 }
+
+/// The chat requests a mock received, as JSON bodies, oldest first.
+fn chat_bodies(mock: &Mock) -> Vec<Value> {
+    mock.requests()
+        .iter()
+        .filter(|r| r["path"] == "/v1/chat/completions")
+        .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// The text a chat stream carried, and whether it ended with `[DONE]`.
+fn streamed_text(gw: &Gateway, body: &Value) -> (String, bool) {
+    let mut s = Stream::open(&gw.addr, "/v1/chat/completions", &[], body);
+    assert_eq!(s.status, 200);
+    let events = s.events();
+    let done = events.last().is_some_and(|(_, _, d)| d == "[DONE]");
+    let text = events
+        .iter()
+        .filter_map(|(_, _, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    (text, done)
+}
+
+fn mistral_stream() -> Value {
+    json!({"model": "mistral/mistral-small-latest", "stream": true,
+        "messages": [{"role": "user", "content": "Count from 1 to 5"}]})
+}
+
+#[test]
+fn a_provider_that_refuses_stream_options_still_streams_and_is_not_asked_again() {
+    // Mistral answers a body holding `stream_options` with a 422 `extra_forbidden`.
+    let mock = Mock::start("fixtures/mistral");
+    let gw = Gateway::start(&provider("mistral", &mock, ""));
+    let body = mistral_stream();
+    assert_eq!(streamed_text(&gw, &body), ("1, 2, 3, 4, 5".to_owned(), true));
+    let sent = chat_bodies(&mock);
+    assert_eq!(
+        sent.len(),
+        2,
+        "one refused request, then one without stream_options: {sent:?}"
+    );
+    assert_eq!(sent[0]["stream_options"], json!({"include_usage": true}));
+    assert!(sent[1].get("stream_options").is_none(), "{}", sent[1]);
+    assert!(
+        gw.log().contains("stream_options"),
+        "the lesson is logged:\n{}",
+        gw.log()
+    );
+    // Learnt for the provider: the next stream goes straight without it.
+    mock.clear();
+    assert_eq!(streamed_text(&gw, &body).0, "1, 2, 3, 4, 5");
+    let sent = chat_bodies(&mock);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].get("stream_options").is_none(), "{}", sent[0]);
+    // The upstream's own usage (sent unasked) is counted, once both log lines are written.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while gw.log().matches("stream=complete").count() < 2 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let usage = gw.get("/v1/usage?group_by=model", &[]).json();
+    assert_eq!(usage["data"][0]["prompt_tokens"], 20, "{usage}");
+    // The Messages translation's own usage ask is left out too; its usage is the upstream's.
+    mock.clear();
+    let mut s = Stream::open(
+        &gw.addr,
+        "/v1/messages",
+        &[],
+        &json!({"model": "mistral/mistral-small-latest", "max_tokens": 20, "stream": true,
+            "messages": [{"role": "user", "content": "Count from 1 to 5"}]}),
+    );
+    assert_eq!(s.status, 200);
+    let delta = s
+        .events()
+        .into_iter()
+        .find(|(_, e, _)| e.as_deref() == Some("message_delta"))
+        .map(|(_, _, d)| serde_json::from_str::<Value>(&d).unwrap())
+        .expect("no message_delta");
+    assert_eq!(delta["usage"]["output_tokens"], 13, "{delta}");
+    let sent = chat_bodies(&mock);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].get("stream_options").is_none(), "{}", sent[0]);
+}
+
+#[test]
+fn stream_usage_false_never_asks_for_stream_options() {
+    let mock = Mock::start("fixtures/mistral");
+    let gw = Gateway::start(&provider("mistral", &mock, "stream_usage = false"));
+    let body = mistral_stream();
+    assert_eq!(streamed_text(&gw, &body).0, "1, 2, 3, 4, 5");
+    let sent = chat_bodies(&mock);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].get("stream_options").is_none(), "{}", sent[0]);
+}
+
+#[test]
+fn a_clients_own_stream_options_are_not_dropped_on_a_refusal() {
+    let mock = Mock::start("fixtures/mistral");
+    let gw = Gateway::start(&provider("mistral", &mock, ""));
+    let mut body = mistral_stream();
+    body["stream_options"] = json!({"continuous_usage_stats": true});
+    let r = gw.post("/v1/chat/completions", &[], &body);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(chat_bodies(&mock).len(), 1);
+}
+
+#[test]
+fn one_callers_stale_previous_response_id_does_not_switch_responses_to_chat_for_everyone() {
+    let mock = Mock::start("fixtures/openai");
+    let gw = Gateway::start(&format!("[auth]\nmode = \"keys\"\n{}", provider("openai", &mock, "")));
+    let key = format!("Bearer {}", gw.create_key("alice"));
+    let byok = [
+        ("x-memory-gateway-authorization", key.as_str()),
+        ("authorization", "Bearer sk-user-own"),
+    ];
+    let stale = json!({"model": "openai/gpt-4o-mini", "input": "Count from 1 to 5",
+        "previous_response_id": "resp_stale"});
+    let e = gw
+        .post("/v1/responses", &byok, &stale)
+        .expect_error(404, "invalid_request_error");
+    assert!(e["message"].as_str().unwrap().contains("resp_stale"), "{e}");
+    // Another caller's Responses request still goes to the upstream's /responses.
+    mock.clear();
+    let r = gw.post(
+        "/v1/responses",
+        &[("authorization", key.as_str())],
+        &json!({"model": "openai/gpt-4o-mini", "input": "Count from 1 to 5"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let paths: Vec<Value> = mock.requests().iter().map(|r| r["path"].clone()).collect();
+    assert_eq!(paths, [json!("/v1/responses")]);
+    assert!(!gw.log().contains("has no /responses endpoint"), "{}", gw.log());
+}

@@ -277,6 +277,7 @@ fn providers() -> Vec<Provider> {
                 api_key_env: None,
                 models: Default::default(),
                 responses: None,
+                stream_usage: None,
                 aliases: Default::default(),
                 dir: None,
                 context_window: None,

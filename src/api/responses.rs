@@ -66,7 +66,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         Ok(answer) => answer,
         // A server without the Responses API (llama-cpp-python, Ollama): the same request
         // through chat, now and from now on, with memory's context and turn as they are.
-        Err(e) if tried.is_some_and(|p| p.learns_no_responses(&e)) => {
+        Err(e) if tried.is_some_and(|p| p.learns_no_responses(&e, stored.is_some())) => {
             let chat = responses_chat::to_chat(req)?;
             let answered = exchange_begun(ctx, chat, turn, &candidates, ResponsesEncoder::new()).await?;
             return through_chat(answered);

@@ -494,7 +494,7 @@ impl Memory {
             }
             seen = refresh(app, &thread, recent, seen)?;
         }
-        let budget = window.map(|w| w.saturating_sub(answer_reserve(rest, w) + w / MARGIN_DIVISOR));
+        let budget = window.map(|w| context_budget(rest, w));
         let built = context::assemble(system, seen.memory, &seen.unobserved, &new, budget);
         if built.left_out > 0 {
             log::info!(
@@ -508,7 +508,15 @@ impl Memory {
             );
         }
         if let Some(budget) = budget.filter(|b| built.tokens > *b) {
-            log::warn!(target: "memgate::memory", "thread {:?}: the context (about {} tokens) is over its budget of {budget} even with only the newest turn", thread.id, built.tokens);
+            log::warn!(
+                target: "memgate::memory",
+                "thread {:?}: the context (about {} tokens) is over its budget of {budget} even with only the newest turn \
+                 ({} of {model}'s window of {} tokens kept for the answer): sent as it is, the upstream may refuse it",
+                thread.id,
+                built.tokens,
+                window.map_or(0, |w| answer_reserve(rest, w)),
+                window.unwrap_or_default()
+            );
         }
         let upstream = built.messages;
         let turn = Turn {
@@ -651,14 +659,22 @@ async fn observer_batch(app: &App, model: &str, batch: &[StoredMessage], previou
     context::fit_batch(batch, budget)
 }
 
+/// Tokens the context may take in a window of `window`: what the answer's room
+/// ([`answer_reserve`]) and the margin leave.
+fn context_budget(rest: &crate::ir::Rest, window: u64) -> u64 {
+    window.saturating_sub(answer_reserve(rest, window) + window / MARGIN_DIVISOR)
+}
+
 /// Tokens kept free for the answer in a window of `window`: the request's own limit
 /// (`max_tokens`, `max_completion_tokens`, Responses' `max_output_tokens`), else
-/// [`ANSWER_SHARE`] of the window; never more than half of it.
+/// [`ANSWER_SHARE`] of the window. All of it is kept, however large (a server such as vLLM
+/// refuses a prompt whose tokens and `max_tokens` together pass its window): a large limit
+/// leaves less of the conversation, down to the newest turn alone.
 fn answer_reserve(rest: &crate::ir::Rest, window: u64) -> u64 {
     let asked = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| rest.get(*k).and_then(Value::as_u64));
-    asked.unwrap_or((window as f64 * ANSWER_SHARE) as u64).min(window / 2)
+    asked.unwrap_or((window as f64 * ANSWER_SHARE) as u64).min(window)
 }
 
 /// Calls a model through the normal router, as memory's own client: a plain chat request of
@@ -902,6 +918,29 @@ async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: 
 mod tests {
     use super::*;
     use crate::store::Store;
+
+    #[test]
+    fn the_context_and_the_answer_asked_for_fit_the_window_together() {
+        let rest =
+            |max: u64| -> crate::ir::Rest { serde_json::from_value(serde_json::json!({"max_tokens": max})).unwrap() };
+        for (window, max) in [
+            (4096, 3000),
+            (4096, 100),
+            (4096, 2048),
+            (8192, 8000),
+            (4096, 4096),
+            (4096, 9000),
+        ] {
+            let budget = context_budget(&rest(max), window);
+            let room = window.saturating_sub(max + window / MARGIN_DIVISOR);
+            // No room left: only the newest turn is sent (and the log says so).
+            assert_eq!(budget, room, "window {window}, max_tokens {max}");
+            assert!(budget + max.min(window) <= window, "window {window}, max_tokens {max}");
+        }
+        assert_eq!(context_budget(&rest(3000), 4096), 4096 - 3000 - 204);
+        // Unset: a fifth of the window for the answer.
+        assert_eq!(context_budget(&crate::ir::Rest::new(), 4096), 4096 - 819 - 204);
+    }
 
     #[test]
     fn an_erase_takes_threads_created_after_it_was_prepared() {

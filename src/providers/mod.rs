@@ -86,6 +86,11 @@ pub struct Provider {
     /// Set when the upstream answered `/responses` with a 404 for the endpoint (`responses =
     /// "auto"`): Responses go through chat for the rest of the process (a reload starts over).
     lacks_responses: AtomicBool,
+    /// Whether streams ask for a usage chunk (`stream_usage`, default true)…
+    stream_usage: bool,
+    /// …unless the upstream refused `stream_options` with a 400/422 (Mistral, older Azure
+    /// api-versions): then asked no more for the rest of the process.
+    refuses_stream_options: AtomicBool,
     /// Context windows: configured, and discovered per model (see `window`).
     windows: window::Windows,
 }
@@ -134,6 +139,8 @@ impl Provider {
             replay,
             responses: cfg.responses.unwrap_or_default(),
             lacks_responses: AtomicBool::new(false),
+            stream_usage: cfg.stream_usage.unwrap_or(true),
+            refuses_stream_options: AtomicBool::new(false),
         })
     }
 
@@ -159,14 +166,18 @@ impl Provider {
     }
 
     /// Learns from the error a passed-through `/responses` request got whether the upstream
-    /// lacks the endpoint (`responses = "auto"`): a 404 that names no model (FastAPI's
-    /// `{"detail":"Not Found"}`, llama.cpp's "File Not Found", Ollama's "404 page not found"),
-    /// where a missing model's 404 says "model". True when Responses now go through chat.
-    pub fn learns_no_responses(&self, e: &ApiError) -> bool {
-        let missing = e.status == 404 && !e.message.to_ascii_lowercase().contains("model");
-        let probing =
-            self.responses == ResponsesMode::Auto && matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay);
-        if !(missing && probing) {
+    /// lacks the endpoint (`responses = "auto"`). True when Responses now go through chat.
+    /// The switch is for every caller of the provider, so only a 404 that can only mean a
+    /// missing route counts: never from OpenAI itself, never for a request that named stored
+    /// state (`stored`: a caller's stale `previous_response_id` or `conversation` is a 404 too),
+    /// and only a body that is no OpenAI error object (FastAPI's `{"detail":"Not Found"}`,
+    /// Ollama's "404 page not found", HTML, nothing) or one whose message says the route is
+    /// missing (llama.cpp's "File Not Found"); never one about a model or another resource.
+    pub fn learns_no_responses(&self, e: &ApiError, stored: bool) -> bool {
+        let probing = self.responses == ResponsesMode::Auto
+            && matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay)
+            && !self.base_url.starts_with("https://api.openai.com/");
+        if !(probing && e.status == 404 && !stored && names_missing_route(e)) {
             return false;
         }
         // Requests in flight together may all learn it; one log line says so.
@@ -186,7 +197,14 @@ impl Provider {
     pub fn chat_request(&self, req: &ChatRequest, byok: Option<&str>) -> Result<UpstreamRequest, ApiError> {
         let key = self.credential(byok);
         match self.kind {
-            ProviderKind::Openai | ProviderKind::Replay => Ok(openai::chat_request(&self.base_url, key, req)),
+            ProviderKind::Openai | ProviderKind::Replay => {
+                let usage = match self.refuses_stream_options.load(Ordering::Relaxed) {
+                    true => openai::StreamUsage::Refused,
+                    false if self.stream_usage => openai::StreamUsage::Ask,
+                    false => openai::StreamUsage::AsSent,
+                };
+                Ok(openai::chat_request(&self.base_url, key, req, usage))
+            }
             ProviderKind::Anthropic => anthropic::chat_request(&self.base_url, key, req),
             ProviderKind::Gemini => gemini::chat_request(&self.base_url, key, req),
         }
@@ -265,7 +283,10 @@ impl Provider {
         req: &UpstreamRequest,
         budget: &mut Budget,
     ) -> Result<UpstreamResponse, ApiError> {
+        // The request resent without the `stream_options` the upstream refused.
+        let mut healed = None;
         loop {
+            let req = healed.as_ref().unwrap_or(req);
             budget.start();
             let outcome = match &self.replay {
                 Some(fixtures) => fixtures.answer(req),
@@ -277,6 +298,12 @@ impl Provider {
                     let (status, after) = (res.status, res.retry_after);
                     let body = res.bytes().await?;
                     let err = self.error(status, &body);
+                    if healed.is_none() {
+                        if let Some(resent) = self.without_stream_options(req, status, &body) {
+                            healed = Some(resent);
+                            continue;
+                        }
+                    }
                     if !budget.retries(status, &body) {
                         return Err(err);
                     }
@@ -297,6 +324,33 @@ impl Provider {
             );
             smol::Timer::after(wait).await;
         }
+    }
+
+    /// `req` again without `stream_options` when the upstream refused it (a 400/422 whose body
+    /// names it, as Mistral's `extra_forbidden`, Azure's "Unrecognized request argument") and it
+    /// asked only for usage, which memgate then estimates as for servers that send none; the
+    /// provider is asked no more. A client's other stream options are never dropped.
+    fn without_stream_options(&self, req: &UpstreamRequest, status: u16, body: &[u8]) -> Option<UpstreamRequest> {
+        let openai = matches!(self.kind, ProviderKind::Openai | ProviderKind::Replay);
+        if !(openai && matches!(status, 400 | 422) && contains(body, b"stream_options")) {
+            return None;
+        }
+        let mut sent: serde_json::Map<String, Value> = serde_json::from_slice(&req.body).ok()?;
+        let options = sent.get("stream_options")?.as_object()?;
+        if options.keys().any(|k| k != "include_usage") {
+            return None;
+        }
+        sent.shift_remove("stream_options");
+        if !self.refuses_stream_options.swap(true, Ordering::Relaxed) {
+            log::info!(
+                "provider '{}' refuses stream_options ({status}): streams are sent without it from now on and their \
+                 usage is estimated when the upstream reports none (set stream_usage = false to skip the probe)",
+                self.name
+            );
+        }
+        let mut resent = req.clone();
+        resent.body = serde_json::to_vec(&sent).ok()?;
+        Some(resent)
     }
 
     /// A complete (non-streamed) chat exchange.
@@ -394,7 +448,76 @@ fn unnamed_error(status: u16, message: String) -> ApiError {
     }
 }
 
+/// Whether a 404 is about the route itself, not a resource named in the request (see
+/// [`Provider::learns_no_responses`]).
+fn names_missing_route(e: &ApiError) -> bool {
+    let message = e.message.to_ascii_lowercase();
+    if message.contains("model") {
+        return false;
+    }
+    if message.starts_with(crate::error::UNSHAPED) {
+        return true;
+    }
+    ["file not found", "page not found", "route", "path", "endpoint", "url"]
+        .iter()
+        .any(|w| message.contains(w))
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Seconds since the epoch, for the `created` field of translated answers.
 fn created() -> u64 {
     crate::clock::now_ms() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(base_url: &str) -> Provider {
+        let toml = format!("[providers.p]\nkind = \"openai\"\nbase_url = \"{base_url}\"\n");
+        let config = crate::config::Config::parse(&toml).unwrap();
+        Provider::new("p", &config.providers["p"]).unwrap()
+    }
+
+    /// Whether a fresh provider at `base_url` learns "no /responses" from this 404.
+    fn learns(base_url: &str, body: &str, stored: bool) -> bool {
+        let p = provider(base_url);
+        let learnt = p.learns_no_responses(&ApiError::from_upstream(404, body.as_bytes()), stored);
+        assert_eq!(p.speaks_responses(), !learnt);
+        learnt
+    }
+
+    #[test]
+    fn only_a_404_for_the_endpoint_itself_switches_responses_to_chat() {
+        let local = "http://127.0.0.1:8000/v1";
+        // A stale previous_response_id of one caller (OpenAI's own words) says nothing of the
+        // endpoint: neither at OpenAI, nor at a compatible proxy, nor with the field unseen.
+        let stale = r#"{"error":{"message":"Previous response with id 'resp_abc' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}"#;
+        for (url, stored) in [("https://api.openai.com/v1", true), (local, true), (local, false)] {
+            assert!(!learns(url, stale, stored), "{url} {stored}");
+        }
+        let conversation = r#"{"error":{"message":"Conversation with id 'conv_1' not found.","type":"invalid_request_error","param":null,"code":null}}"#;
+        assert!(!learns(local, conversation, false));
+        // A missing model's 404 (vLLM's words).
+        let model = r#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}"#;
+        assert!(!learns(local, model, false));
+        // Servers without the endpoint: FastAPI (llama-cpp-python, fixtures/local/prov-020),
+        // llama.cpp, Ollama, an HTML page, nothing.
+        for missing in [
+            r#"{"detail":"Not Found"}"#,
+            r#"{"error":{"code":404,"message":"File Not Found","type":"not_found_error"}}"#,
+            "404 page not found",
+            "<html><body><h1>404 Not Found</h1></body></html>",
+            "",
+        ] {
+            assert!(learns(local, missing, false), "{missing}");
+            // Never with a caller's stored state in the request, never at OpenAI itself.
+            assert!(!learns(local, missing, true), "{missing}");
+            assert!(!learns("https://api.openai.com/v1", missing, false), "{missing}");
+        }
+    }
 }

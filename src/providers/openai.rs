@@ -40,19 +40,45 @@ fn request(method: Method, base_url: &str, path: &str, key: Option<&str>, body: 
 /// A chat request as is, less the `thinking_blocks` memgate keeps on assistant turns for
 /// Anthropic (OpenAI refuses fields it does not know on a message); see [`Wire`] for what is
 /// added.
-pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest) -> UpstreamRequest {
+pub(super) fn chat_request(
+    base_url: &str,
+    key: Option<&str>,
+    req: &ChatRequest,
+    usage: StreamUsage,
+) -> UpstreamRequest {
     // OpenAI's reasoning models refuse `max_tokens`; servers compatible with OpenAI's API
     // (llama-cpp-python, Ollama) ignore `max_completion_tokens`, and would generate until the
     // context is full.
     let mirror = !serves_openai_models(base_url);
     if !req.messages.iter().any(|m| m.rest.contains_key("thinking_blocks")) {
-        return post(base_url, "/chat/completions", key, &Wire { req, mirror });
+        return post(base_url, "/chat/completions", key, &Wire { req, mirror, usage });
     }
     let mut req = req.clone();
     for m in &mut req.messages {
         m.rest.remove("thinking_blocks");
     }
-    post(base_url, "/chat/completions", key, &Wire { req: &req, mirror })
+    post(
+        base_url,
+        "/chat/completions",
+        key,
+        &Wire {
+            req: &req,
+            mirror,
+            usage,
+        },
+    )
+}
+
+/// What a stream's `stream_options` become upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StreamUsage {
+    /// `include_usage: true` added (other options kept).
+    Ask,
+    /// As the client sent them (`stream_usage = false`).
+    AsSent,
+    /// The upstream refuses the field: left out when it only asks for usage (memgate's own ask,
+    /// or a translation's), which memgate then gives by estimate; a client's other options kept.
+    Refused,
 }
 
 /// Whether `base_url` is OpenAI's own API or Azure's (whose reasoning models refuse
@@ -63,14 +89,15 @@ fn serves_openai_models(base_url: &str) -> bool {
     host == "api.openai.com" || host.ends_with(".azure.com")
 }
 
-/// A chat request serialised as it goes upstream, without copying its messages: a stream
-/// always asks for its usage chunk (`stream_options.include_usage`, other options kept), which
-/// the [`Decoder`] keeps from a client that did not ask for it, since without it usage, rate
-/// limits and metrics would count nothing; with `mirror`, `max_completion_tokens` is sent as
-/// `max_tokens` too, unless that is given.
+/// A chat request serialised as it goes upstream, without copying its messages: a stream asks
+/// for its usage chunk (`stream_options.include_usage`, other options kept) as `usage` says,
+/// which the [`Decoder`] keeps from a client that did not ask for it, since without it usage,
+/// rate limits and metrics would count nothing; with `mirror`, `max_completion_tokens` is sent
+/// as `max_tokens` too, unless that is given.
 struct Wire<'a> {
     req: &'a ChatRequest,
     mirror: bool,
+    usage: StreamUsage,
 }
 
 impl Serialize for Wire<'_> {
@@ -81,7 +108,8 @@ impl Serialize for Wire<'_> {
             .then(|| req.rest.get("max_completion_tokens"))
             .flatten()
             .filter(|_| !req.rest.contains_key("max_tokens"));
-        if !req.is_stream() && mirrored.is_none() {
+        let rewrite = req.is_stream() && self.usage != StreamUsage::AsSent;
+        if !rewrite && mirrored.is_none() {
             return req.serialize(s);
         }
         let mut map = s.serialize_map(None)?;
@@ -92,11 +120,17 @@ impl Serialize for Wire<'_> {
         }
         let mut asked = false;
         for (k, v) in &req.rest {
-            if k == "stream_options" && req.is_stream() {
+            if k == "stream_options" && rewrite {
                 let mut options = v.as_object().cloned().unwrap_or_default();
-                options.insert("include_usage".to_owned(), Value::Bool(true));
-                map.serialize_entry(k, &options)?;
                 asked = true;
+                match self.usage {
+                    StreamUsage::Refused if options.keys().all(|k| k == "include_usage") => continue,
+                    StreamUsage::Refused | StreamUsage::AsSent => {}
+                    StreamUsage::Ask => {
+                        options.insert("include_usage".to_owned(), Value::Bool(true));
+                    }
+                }
+                map.serialize_entry(k, &options)?;
             } else {
                 map.serialize_entry(k, v)?;
             }
@@ -106,7 +140,7 @@ impl Serialize for Wire<'_> {
                 }
             }
         }
-        if req.is_stream() && !asked {
+        if rewrite && !asked && self.usage == StreamUsage::Ask {
             map.serialize_entry("stream_options", &serde_json::json!({"include_usage": true}))?;
         }
         map.end()
@@ -169,8 +203,28 @@ mod tests {
     use serde_json::json;
 
     fn sent(base_url: &str, req: Value) -> Value {
+        sent_with(base_url, req, StreamUsage::Ask)
+    }
+
+    fn sent_with(base_url: &str, req: Value, usage: StreamUsage) -> Value {
         let req: ChatRequest = serde_json::from_value(req).unwrap();
-        serde_json::from_slice(&chat_request(base_url, None, &req).body).unwrap()
+        serde_json::from_slice(&chat_request(base_url, None, &req, usage).body).unwrap()
+    }
+
+    #[test]
+    fn stream_options_are_left_as_sent_or_out_when_refused() {
+        let local = "http://127.0.0.1:8080/v1";
+        let bare = json!({"model": "m", "messages": [], "stream": true});
+        let asked = json!({"model": "m", "messages": [], "stream": true, "stream_options": {"include_usage": true}});
+        let own =
+            json!({"model": "m", "messages": [], "stream": true, "stream_options": {"continuous_usage_stats": true}});
+        for usage in [StreamUsage::AsSent, StreamUsage::Refused] {
+            assert_eq!(sent_with(local, bare.clone(), usage), bare, "{usage:?}");
+            assert_eq!(sent_with(local, own.clone(), usage), own, "{usage:?}");
+        }
+        assert_eq!(sent_with(local, asked.clone(), StreamUsage::AsSent), asked);
+        // A translation's (or a client's) bare usage ask is given by memgate instead.
+        assert_eq!(sent_with(local, asked, StreamUsage::Refused), bare);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! OpenAI-compatible server on a custom `base_url` is asked where local servers tell: llama.cpp's
 //! `GET /props` (`default_generation_settings.n_ctx`), then Ollama's `POST /api/show`
 //! (`model_info["<arch>.context_length"]`, or a smaller `num_ctx` in `parameters`, which is what
-//! Ollama actually loads). The answer is cached per model. A server that answers neither (both
-//! refused: llama-cpp-python, vLLM, a cloud API) is not asked again; one that could not be
-//! reached is asked again after [`RETRY`]. An unknown window means no window-based limit.
+//! Ollama actually loads). `/props` is the server's, asked once per provider; `/api/show` is
+//! cached per model, for at most [`MAX_DISCOVERED`] names a client chose. A server that answers
+//! neither (both refused: llama-cpp-python, vLLM, a cloud API) is not asked again; one that
+//! could not be reached is asked again after [`RETRY`]. An unknown window means no window-based
+//! limit.
 
 use super::Provider;
 use crate::config::{ProviderConfig, ProviderKind, MIN_CONTEXT_WINDOW};
@@ -24,11 +26,19 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY: Duration = Duration::from_secs(60);
 /// The largest window believed: a bigger number is a broken answer, not a model.
 const MAX_WINDOW: u64 = 1 << 24;
+/// Model names whose windows are asked of `/api/show` and cached, per provider: the names are
+/// the clients' to choose, so past this many only names the config knows (listed models, alias
+/// targets) are asked.
+const MAX_DISCOVERED: usize = 64;
 
 #[derive(Debug)]
 pub(super) struct Windows {
     default: Option<u64>,
     per_model: BTreeMap<String, u64>,
+    /// What `/props` told: the server's window, for whatever model it serves. Asked one at a
+    /// time (requests arriving meanwhile wait for that answer).
+    props: smol::lock::Mutex<Option<Found>>,
+    /// What `/api/show` told per model, at most [`MAX_DISCOVERED`] names the config does not know.
     found: Mutex<HashMap<String, Found>>,
     /// What the server's own "context too long" answer said (the smallest, for any model).
     learnt: Mutex<Option<u64>>,
@@ -43,6 +53,7 @@ impl Windows {
         Windows {
             default: cfg.context_window,
             per_model: cfg.context_windows.clone(),
+            props: smol::lock::Mutex::default(),
             found: Mutex::default(),
             learnt: Mutex::default(),
         }
@@ -84,30 +95,26 @@ impl Provider {
 
     /// The window the server tells for `model` (see the module documentation), cached.
     async fn discovered(&self, client: &Client, model: &str) -> Option<u64> {
-        let w = &self.windows;
         if !self.discovers() {
             return None;
         }
+        if let Some(n) = self.props_window(client).await {
+            return Some(n);
+        }
+        let w = &self.windows;
         {
-            let found = w.found.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((n, until)) = found.get(model) {
-                if n.is_some() || until.is_none_or(|t| Instant::now() < t) {
-                    return *n;
-                }
+            let mut found = w.found.lock().unwrap_or_else(|p| p.into_inner());
+            match found.get(model) {
+                Some((n, until)) if n.is_some() || until.is_none_or(|t| Instant::now() < t) => return *n,
+                Some(_) => {}
+                None if found.len() >= MAX_DISCOVERED && !self.knows(model) => return None,
+                None => {}
             }
+            // The name's place, taken before asking: requests meanwhile (for it or for new
+            // names past the bound) do not ask too.
+            found.insert(model.to_owned(), (None, Some(Instant::now() + 2 * ASK_TIMEOUT)));
         }
-        let mut unreachable = false;
-        let mut window = None;
-        for ask in [self.props(), self.show(model)] {
-            match self.ask(client, ask).await {
-                Asked::Window(n) => {
-                    window = Some(n);
-                    break;
-                }
-                Asked::Refused => {}
-                Asked::Unreachable => unreachable = true,
-            }
-        }
+        let (window, until) = found(self.ask(client, self.show(model)).await);
         match window {
             Some(n) => log::info!(
                 "provider '{}': model {model:?} has a context window of {n} tokens",
@@ -115,12 +122,36 @@ impl Provider {
             ),
             None => log::debug!("provider '{}': no context window discovered for {model:?}", self.name),
         }
-        let until = (window.is_none() && unreachable).then(|| Instant::now() + RETRY);
         w.found
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(model.to_owned(), (window, until));
         window
+    }
+
+    /// The server's window from `/props` (llama.cpp), asked once per provider (again after
+    /// [`RETRY`] if it could not be reached).
+    async fn props_window(&self, client: &Client) -> Option<u64> {
+        let mut props = self.windows.props.lock().await;
+        if let Some((n, until)) = *props {
+            if n.is_some() || until.is_none_or(|t| Instant::now() < t) {
+                return n;
+            }
+        }
+        let told = found(self.ask(client, self.props()).await);
+        if let Some(n) = told.0 {
+            log::info!(
+                "provider '{}': the server has a context window of {n} tokens",
+                self.name
+            );
+        }
+        *props = Some(told);
+        told.0
+    }
+
+    /// Whether the config names `model` (a listed model or an alias's upstream name).
+    fn knows(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == model) || self.aliases.values().any(|m| m == model)
     }
 
     /// Learns the window from an answer refusing a request as too long for it, which names it:
@@ -217,6 +248,15 @@ impl Provider {
     }
 }
 
+/// What is cached of one discovery request.
+fn found(asked: Asked) -> Found {
+    match asked {
+        Asked::Window(n) => (Some(n), None),
+        Asked::Refused => (None, None),
+        Asked::Unreachable => (None, Some(Instant::now() + RETRY)),
+    }
+}
+
 /// Ollama's window from `/api/show`: the model's `<arch>.context_length`, or the smaller
 /// `num_ctx` the model is loaded with when its parameters set one.
 fn ollama_window(v: &Value) -> Option<u64> {
@@ -265,5 +305,73 @@ mod tests {
         assert_eq!(learnt(), Some(2048));
         p.learn_window(br#"{"error":{"message":"This model's maximum context length is 8192 tokens."}}"#);
         assert_eq!(learnt(), Some(2048));
+    }
+}
+
+#[cfg(test)]
+mod bounded {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::Arc;
+
+    /// A server answering every request 404 `{"detail":"Not Found"}` (llama-cpp-python's answer
+    /// to `/props` and `/api/show`), closing each connection; returns its URL and the request
+    /// lines it read.
+    fn not_found_server() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut first, mut len) = (String::new(), 0);
+                reader.read_line(&mut first).unwrap();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                reader.read_exact(&mut vec![0; len]).unwrap();
+                record.lock().unwrap().push(first.trim().to_owned());
+                let body = r#"{"detail":"Not Found"}"#;
+                let head = "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\nconnection: close";
+                let _ = write!(stream, "{head}\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            }
+        });
+        (url, seen)
+    }
+
+    #[test]
+    fn client_chosen_model_names_cost_bounded_cache_entries_and_asks() {
+        let (url, seen) = not_found_server();
+        let toml =
+            format!("[providers.l]\nkind = \"openai\"\nbase_url = \"{url}\"\naliases = {{ small = \"smollm2\" }}\n");
+        let config = crate::config::Config::parse(&toml).unwrap();
+        let p = Provider::new("l", &config.providers["l"]).unwrap();
+        let client = Client::new(Default::default(), &config.limits);
+        smol::block_on(async {
+            for i in 0..500 {
+                assert_eq!(
+                    p.context_window(&client, &format!("random-{i}-{}", i * 7919)).await,
+                    None
+                );
+            }
+            // A name the config knows is still discovered past the bound.
+            assert_eq!(p.context_window(&client, "smollm2").await, None);
+        });
+        let found = p.windows.found.lock().unwrap().len();
+        assert!(found <= MAX_DISCOVERED + 1, "{found} names cached");
+        let seen = seen.lock().unwrap().clone();
+        let props = seen.iter().filter(|l| l.starts_with("GET /props ")).count();
+        assert_eq!(props, 1, "/props is the server's, asked once");
+        assert!(seen.len() <= MAX_DISCOVERED + 2, "{} discovery requests", seen.len());
+        assert_eq!(seen.last().unwrap(), "POST /api/show HTTP/1.1", "{seen:?}");
     }
 }
