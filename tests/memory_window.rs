@@ -373,3 +373,130 @@ fn a_window_is_learnt_from_the_servers_context_length_error() {
     );
     assert!(gw.log().contains("context window is 4096 tokens"), "{}", gw.log());
 }
+
+/// Writes one exchange of the `memgate-mock` fixture format into `dir`: `meta` and an
+/// OpenAI chat completion answering `text`, in llama-cpp-python's JSON shape.
+fn scripted(dir: &std::path::Path, name: &str, meta: Value, text: &str) {
+    let case = dir.join(name);
+    std::fs::create_dir_all(&case).unwrap();
+    std::fs::write(case.join("meta.json"), meta.to_string()).unwrap();
+    let answer = json!({
+        "id": format!("chatcmpl-scripted-{name}"), "object": "chat.completion", "created": 1796324400,
+        "model": "smollm2", "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+        "finish_reason": "stop"}], "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+    });
+    std::fs::write(case.join("response.json"), answer.to_string()).unwrap();
+}
+
+fn chat_fixture(markers: &[&str], absent: &[&str]) -> Value {
+    json!({"path": "/v1/chat/completions", "match": markers, "absent": absent, "content_type": "application/json"})
+}
+
+/// Observation lines about the notes of [`long_history`], `n` of them from `first`.
+fn note_lines(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("* 🟡 (10:{:02}) User's note {i} mentions day {i}.\n", i % 60))
+        .collect()
+}
+
+#[test]
+fn observations_past_the_window_are_cut_to_fit_it_everywhere() {
+    let fixtures = temp_dir("grown-fixtures");
+    // About 2,800 tokens of observations: more than a 2,048-token window holds.
+    let big = format!(
+        "<observations>\nDate: Dec 1, 2026\n{}</observations>",
+        note_lines(0, 180)
+    );
+    scripted(
+        &fixtures,
+        "010_observer_big",
+        chat_fixture(&["observer of memgate", "PHASE-ONE"], &[]),
+        &big,
+    );
+    scripted(
+        &fixtures,
+        "020_observer",
+        chat_fixture(&["observer of memgate"], &[]),
+        "<observations>\nDate: Dec 2, 2026\n* 🔴 (09:00) User asked what they wrote in phase two.\n</observations>",
+    );
+    let condensed = format!(
+        "<observations>\nDate: Dec 1, 2026\n{}</observations>",
+        note_lines(500, 24)
+    );
+    scripted(
+        &fixtures,
+        "030_reflector",
+        chat_fixture(&["reflector of memgate"], &[]),
+        &condensed,
+    );
+    scripted(
+        &fixtures,
+        "040_chat",
+        chat_fixture(&["\"messages\""], &[]),
+        "You wrote notes about your week.",
+    );
+    let mock = Mock::start(fixtures.to_str().unwrap());
+    let dir = temp_dir("grown");
+    // Grown with a large window (and no reflection)…
+    let large = format!(
+        "default_provider = \"local\"\n[memory]\nmessage_tokens = 3000\nobservation_tokens = 100000\n{}",
+        provider("local", &mock, "context_window = 100000")
+    );
+    let mut gw = Gateway::start_in(&dir, &large, &[]);
+    let mut history = long_history(80);
+    history[0]["content"] = json!("PHASE-ONE My name is Alex and I live in Lisbon.");
+    seed(&gw, "grown", "alex", &history);
+    let h = at("grown", "alex");
+    ask(&gw, &hdrs(&h), "local/smollm2", "Hello again.", false);
+    let r = wait_record(&gw, "grown", "the big observation", |r| {
+        r["observationTokenCount"].as_u64() > Some(WINDOW)
+    });
+    assert_eq!(r["generationCount"], 0, "{r}");
+    gw.terminate();
+    // …then served by a model whose window is 2,048 tokens.
+    mock.clear();
+    let small = format!(
+        "default_provider = \"local\"\n{}",
+        provider("local", &mock, &format!("context_window = {WINDOW}"))
+    );
+    let gw = Gateway::start_in(&dir, &small, &[]);
+    for i in 0..12 {
+        ask(
+            &gw,
+            &hdrs(&h),
+            "local/smollm2",
+            &format!("PHASE-TWO question {i}: what did I write?"),
+            false,
+        );
+    }
+    let r = wait_record(&gw, "grown", "a reflection", |r| {
+        r["generationCount"].as_u64() >= Some(1)
+    });
+    let text = gw.get("/v1/memory/threads/grown/observations", &[]).json().to_string();
+    // The oldest part was condensed, the newest lines kept as they were.
+    assert!(text.contains("note 500"), "{text}");
+    assert!(text.contains("note 179"), "{text}");
+    assert!(!text.contains("note 0 "), "{text}");
+    assert!(r["observationTokenCount"].as_u64().unwrap() < 2800, "{r}");
+    let sent = chat_requests(&mock);
+    assert!(sent.iter().any(|b| b.to_string().contains("reflector of memgate")));
+    for body in &sent {
+        let used = sent_tokens(body);
+        if is_observer(body) || body.to_string().contains("reflector of memgate") {
+            let answer = body["max_tokens"].as_u64().unwrap();
+            assert!(
+                used + answer <= WINDOW,
+                "a memory call of {used} tokens + {answer} for the answer"
+            );
+        } else {
+            assert!(
+                used <= WINDOW - WINDOW / 5,
+                "{used} tokens sent to a {WINDOW}-token window"
+            );
+            assert!(
+                body.to_string().contains("note 179"),
+                "the newest observations are shown"
+            );
+        }
+    }
+}

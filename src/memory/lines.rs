@@ -9,6 +9,7 @@
 //! Models drift from any format, so parsing is lenient: the `<observations>` block if there is
 //! one, else the bullet lines; undated lines go under the date of the messages observed.
 
+use super::tokens;
 use serde::Serialize;
 
 const DATE: &str = "Date: ";
@@ -87,6 +88,49 @@ fn normalize(block: &str, date: &str) -> String {
         out.push(line.to_owned());
     }
     out.join("\n")
+}
+
+/// Where observations `text` splits so that what comes before stays within `budget` tokens
+/// (whole lines, at least one), and the rest under the date header it was written under (a
+/// split inside a date group keeps the date for both sides).
+pub fn split_oldest(text: &str, budget: u64) -> (&str, String) {
+    let mut end = 0;
+    let mut spent = 0;
+    for line in text.split_inclusive('\n') {
+        spent += tokens::text(line);
+        if spent > budget && end > 0 {
+            break;
+        }
+        end += line.len();
+    }
+    let (head, rest) = text.split_at(end);
+    (head.trim_end_matches('\n'), under_its_date(head, rest))
+}
+
+/// The newest whole lines of observations `text` within `budget` tokens, under the date
+/// header they were written under.
+pub fn newest(text: &str, budget: u64) -> String {
+    let mut start = text.len();
+    let mut spent = 0;
+    for line_start in text.rmatch_indices('\n').map(|(i, _)| i + 1).chain([0]) {
+        spent += tokens::text(&text[line_start..start]);
+        if spent > budget {
+            break;
+        }
+        start = line_start;
+    }
+    let (old, kept) = text.split_at(start);
+    under_its_date(old, kept)
+}
+
+/// `rest`, the lines that followed `before`, opened by the last date header of `before` when
+/// `rest` does not open with one.
+fn under_its_date(before: &str, rest: &str) -> String {
+    let rest = rest.trim_start_matches('\n');
+    match before.lines().rev().find(|l| l.starts_with(DATE)) {
+        Some(header) if !rest.is_empty() && !rest.starts_with(DATE) => format!("{header}\n{rest}"),
+        _ => rest.to_owned(),
+    }
 }
 
 /// Appends `new` observations to `old`, without repeating a date header already open.
@@ -502,5 +546,25 @@ mod tests {
         assert_eq!(check(facts, transcript, "", false), Ok(()));
         let chat = "Date: Dec 3, 2026\n* 🟡 (09:00) I'm ready to assist with your reading questions.";
         assert!(matches!(check(chat, transcript, "", false), Err(Refusal::Echo(_))));
+    }
+
+    #[test]
+    fn a_cut_inside_a_date_group_keeps_its_date_on_both_sides() {
+        let text = "Date: Nov 22, 2026\n* 🔴 (14:30) aaaa\n* 🔴 (14:31) bbbb\nDate: Nov 23, 2026\n* 🔴 (09:00) cccc";
+        assert_eq!(newest(text, 1000), text);
+        assert_eq!(newest(text, 8), "Date: Nov 23, 2026\n* 🔴 (09:00) cccc");
+        assert_eq!(
+            newest(text, 24),
+            "Date: Nov 22, 2026\n* 🔴 (14:31) bbbb\nDate: Nov 23, 2026\n* 🔴 (09:00) cccc"
+        );
+        let (head, rest) = split_oldest(text, 20);
+        assert_eq!(head, "Date: Nov 22, 2026\n* 🔴 (14:30) aaaa");
+        assert_eq!(
+            rest,
+            "Date: Nov 22, 2026\n* 🔴 (14:31) bbbb\nDate: Nov 23, 2026\n* 🔴 (09:00) cccc"
+        );
+        assert_eq!(split_oldest(text, 1000), (text, String::new()));
+        // At least one line, however small the budget.
+        assert_eq!(split_oldest(text, 0).0, "Date: Nov 22, 2026");
     }
 }

@@ -230,10 +230,9 @@ impl Memory {
         let Some(w) = window else {
             return (messages, observations);
         };
-        let share = |s: f64| ((w as f64 * s) as u64).max(1);
         (
-            messages.min(share(MESSAGE_SHARE)),
-            observations.min(share(OBSERVATION_SHARE)),
+            messages.min(share(w, MESSAGE_SHARE).max(1)),
+            observations.min(share(w, OBSERVATION_SHARE).max(1)),
         )
     }
 
@@ -360,7 +359,9 @@ struct View {
     memory: Option<Message>,
 }
 
-fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreError> {
+/// Reads what a request on `thread` shows: its unobserved messages, the `recent` newest, and the
+/// memory message, whose observations fit `room` (the newest kept, when reflection fell behind).
+fn view(app: &App, thread: &ThreadRecord, recent: usize, room: Room) -> Result<View, StoreError> {
     let reader = app.store.read()?;
     let unobserved = reader.messages_from(thread, thread.cursor)?;
     let recent = if recent <= unobserved.len() {
@@ -369,6 +370,18 @@ fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreEr
         reader.last_messages(thread, recent)?
     };
     let record = reader.observations(&app.memory.scope_key(thread))?.unwrap_or_default();
+    let observations = if record.tokens > room.observations() {
+        log::info!(
+            target: "memgate::memory",
+            "thread {:?}: its {} observation tokens are past the model's window share of {}; the newest are shown until reflection condenses them",
+            thread.id,
+            record.tokens,
+            room.observations()
+        );
+        lines::newest(&record.text, room.observations())
+    } else {
+        record.text
+    };
     let others = match app.memory.settings.scope {
         MemoryScope::Resource => other_threads(&reader, thread)?,
         MemoryScope::Thread => String::new(),
@@ -376,7 +389,7 @@ fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreEr
     Ok(View {
         unobserved,
         recent,
-        memory: context::memory_message(&record.text, record.current_task.as_deref(), &others),
+        memory: context::memory_message(&observations, record.current_task.as_deref(), &others),
     })
 }
 
@@ -414,14 +427,14 @@ fn other_threads(reader: &crate::store::Reader, thread: &ThreadRecord) -> Result
 }
 
 /// The thread read again after a memory run (unchanged if it is gone).
-fn refresh(app: &App, thread: &ThreadRecord, recent: usize, seen: View) -> Result<View, ApiError> {
+fn refresh(app: &App, thread: &ThreadRecord, recent: usize, room: Room, seen: View) -> Result<View, ApiError> {
     match app
         .store
         .read()
         .and_then(|r| r.thread(&thread.tenant, &thread.id))
         .map_err(store_error)?
     {
-        Some(t) => view(app, &t, recent).map_err(store_error),
+        Some(t) => view(app, &t, recent, room).map_err(store_error),
         None => Ok(seen),
     }
 }
@@ -460,14 +473,14 @@ impl Memory {
         };
         let (system, conversation): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(context::is_system);
         let recent = conversation.len().saturating_sub(1);
-        let mut seen = view(app, &thread, recent).map_err(store_error)?;
+        let window = window_of(app, model).await;
+        let mut seen = view(app, &thread, recent, Room(window)).map_err(store_error)?;
         let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
         // Checked before the model is called: a refused turn costs no tokens.
         app.store
             .read()
             .and_then(|r| quota::admit(&r, &caller.tenant, quota::message_bytes(&new), app.store.quota()))
             .map_err(store_error)?;
-        let window = window_of(app, model).await;
         let by = RunAs {
             model: model.to_owned(),
             tenant: caller.tenant.clone(),
@@ -485,14 +498,14 @@ impl Memory {
         if behind(&seen) {
             // Observations buffered ahead need no model call: activated first, they may be enough.
             observer::activate_ready(app, &thread.id, &by, new_tokens).await;
-            seen = refresh(app, &thread, recent, seen)?;
+            seen = refresh(app, &thread, recent, Room(window), seen)?;
         }
         if behind(&seen) {
             log::info!(target: "memgate::memory", "thread {:?}: {} unobserved tokens is past blockAfter; observing before forwarding", thread.id, pending(&seen));
             if !observe_within(app, &thread.id, &by).await {
                 log::warn!(target: "memgate::memory", "thread {:?}: observation took over {} ms; forwarding without waiting for it", thread.id, app.memory.settings.max_wait.as_millis());
             }
-            seen = refresh(app, &thread, recent, seen)?;
+            seen = refresh(app, &thread, recent, Room(window), seen)?;
         }
         let budget = window.map(|w| context_budget(rest, w));
         let built = context::assemble(system, seen.memory, &seen.unobserved, &new, budget);
@@ -647,16 +660,41 @@ async fn window_of(app: &App, model: &str) -> Option<u64> {
     route.provider.context_window(&app.client, &route.model).await
 }
 
-/// What of `batch` the observer model `model` can read in one prompt (see
-/// [`context::fit_batch`]): its window less its instructions, the previous observations shown
-/// (`previous` tokens) and room for its answer. Without a known window, all of it.
-async fn observer_batch(app: &App, model: &str, batch: &[StoredMessage], previous: u64) -> Vec<StoredMessage> {
-    let Some(w) = window_of(app, model).await else {
-        return batch.to_vec();
-    };
-    let fixed = tokens::text(observer::INSTRUCTIONS) + previous + PROMPT_FRAMING;
-    let budget = w.saturating_sub(fixed + (w as f64 * ANSWER_SHARE) as u64).max(w / 10);
-    context::fit_batch(batch, budget)
+/// A memory call's room in its model's context window (`None`: unknown, nothing bounded):
+/// the instructions and input, the answer's `max_tokens` and the margin fit it together.
+#[derive(Clone, Copy, Debug)]
+struct Room(Option<u64>);
+
+impl Room {
+    async fn of(app: &App, model: &str) -> Room {
+        Room(window_of(app, model).await)
+    }
+
+    /// How much of a scope's observations fits in front of the model: [`OBSERVATION_SHARE`]
+    /// of the window, the reflection threshold's cap. Observations grow past it only while
+    /// reflection fails; then the newest are shown.
+    fn observations(self) -> u64 {
+        self.0.map_or(u64::MAX, |w| share(w, OBSERVATION_SHARE))
+    }
+
+    /// The `max_tokens` of a call whose unbounded choice is `bound`: within
+    /// [`ANSWER_SHARE`] of the window.
+    fn answer(self, bound: u64) -> u64 {
+        self.0.map_or(bound, |w| bound.min(share(w, ANSWER_SHARE)))
+    }
+
+    /// Tokens left for the input next to `fixed` ones (instructions, framing), the answer's
+    /// room and the margin; a tenth of the window at least, so a call always carries something.
+    fn input(self, fixed: u64) -> Option<u64> {
+        self.0.map(|w| {
+            w.saturating_sub(fixed + share(w, ANSWER_SHARE) + w / MARGIN_DIVISOR)
+                .max(w / 10)
+        })
+    }
+}
+
+fn share(window: u64, share: f64) -> u64 {
+    (window as f64 * share) as u64
 }
 
 /// Tokens the context may take in a window of `window`: what the answer's room
@@ -674,7 +712,7 @@ fn answer_reserve(rest: &crate::ir::Rest, window: u64) -> u64 {
     let asked = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| rest.get(*k).and_then(Value::as_u64));
-    asked.unwrap_or((window as f64 * ANSWER_SHARE) as u64).min(window)
+    asked.unwrap_or(share(window, ANSWER_SHARE)).min(window)
 }
 
 /// Calls a model through the normal router, as memory's own client: a plain chat request of

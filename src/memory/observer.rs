@@ -4,7 +4,7 @@
 //! a current task) in our own words. The transcript goes in the user message; the tail of the
 //! existing observations goes with it so the model does not repeat them.
 
-use super::{clock, lines, observe_key, reflector, tokens, Failed, RunAs, TAIL_SHARE};
+use super::{clock, context, lines, observe_key, reflector, tokens, Failed, RunAs, TAIL_SHARE};
 use crate::app::App;
 use crate::ir::{Message, Usage};
 use crate::metrics::MemoryJob;
@@ -98,20 +98,6 @@ pub(super) fn transcript(messages: &[StoredMessage]) -> String {
     out
 }
 
-/// The newest whole lines of `text` within `budget` tokens.
-fn newest(text: &str, budget: u64) -> &str {
-    let mut start = text.len();
-    let mut spent = 0;
-    for line_start in text.rmatch_indices('\n').map(|(i, _)| i + 1).chain([0]) {
-        spent += tokens::text(&text[line_start..start]);
-        if spent > budget {
-            break;
-        }
-        start = line_start;
-    }
-    &text[start..]
-}
-
 /// Added to the prompt after a refused answer, with the reason; fixtures recognise the retry
 /// by its heading.
 pub const STRICT: &str = "## STRICT FORMAT REQUIRED";
@@ -119,12 +105,12 @@ pub const STRICT: &str = "## STRICT FORMAT REQUIRED";
 /// The upper end of the observer's default `max_tokens` (see `Settings::output_bound`).
 const OUTPUT_CAP: u64 = 4096;
 
-fn prompt(previous: &str, transcript: &str, refused: Option<&lines::Refusal>) -> Vec<Message> {
+/// The observer's prompt: `shown`, the newest previous observations, and the transcript.
+fn prompt(shown: &str, transcript: &str, refused: Option<&lines::Refusal>) -> Vec<Message> {
     let mut user = String::new();
-    if !previous.is_empty() {
+    if !shown.is_empty() {
         user.push_str(&format!(
-            "## Previous Observations\n\n{}\n\n---\n\nDo not repeat these existing observations. Your new observations will be appended to them.\n\n",
-            newest(previous, PREVIOUS_TOKENS)
+            "## Previous Observations\n\n{shown}\n\n---\n\nDo not repeat these existing observations. Your new observations will be appended to them.\n\n"
         ));
     }
     user.push_str(&format!(
@@ -391,10 +377,15 @@ async fn observe(
         .observer_model
         .clone()
         .unwrap_or_else(|| by.model.clone());
-    // mctx (issue 18): the batch shrinks to what fits the observer model's context window, and a
-    // message larger than it is cut in the middle, so even that one is observed.
-    let shown = tokens::text(newest(previous, PREVIOUS_TOKENS));
-    let fitted = super::observer_batch(app, &model, batch, shown).await;
+    // The previous observations shown and the batch shrink to what fits the observer model's
+    // window, and a message larger than it is cut in the middle, so even that one is observed.
+    let room = super::Room::of(app, &model).await;
+    let shown = lines::newest(previous, PREVIOUS_TOKENS.min(room.observations()));
+    let fixed = tokens::text(INSTRUCTIONS) + tokens::text(&shown) + super::PROMPT_FRAMING;
+    let fitted = match room.input(fixed) {
+        Some(budget) => context::fit_batch(batch, budget),
+        None => batch.to_vec(),
+    };
     let batch = &fitted[..];
     if batch.is_empty() {
         return Err(Failed::from(format!(
@@ -404,12 +395,12 @@ async fn observe(
     }
     let input = transcript(batch);
     let date = clock::date_label(batch[0].created_at);
-    let max_tokens = app.memory.settings.output_bound(tokens::text(&input), OUTPUT_CAP);
+    let max_tokens = room.answer(app.memory.settings.output_bound(tokens::text(&input), OUTPUT_CAP));
     let mut failed = Failed::from(String::new());
     let mut why = None;
     loop {
         let answer = failed
-            .call(app, &model, prompt(previous, &input, why.as_ref()), by, max_tokens)
+            .call(app, &model, prompt(&shown, &input, why.as_ref()), by, max_tokens)
             .await?;
         let parsed = lines::read(&answer, &date);
         let refusal = match lines::check(&parsed.observations, &input, INSTRUCTIONS, false) {
@@ -647,12 +638,5 @@ mod tests {
             transcript(&msgs),
             "Nov 22 2026:\nUser (14:30): My name is Alex\nTool Call get_weather (14:31): {\"city\":\"Paris\"}\nTool Result (14:32): sunny\nUser (14:33): look [image]\n"
         );
-    }
-
-    #[test]
-    fn shows_only_the_newest_previous_observations() {
-        let text = "Date: Nov 22, 2026\n* 🔴 (14:30) aaaa\n* 🔴 (14:31) bbbb";
-        assert_eq!(newest(text, 1000), text);
-        assert_eq!(newest(text, 8), "* 🔴 (14:31) bbbb");
     }
 }

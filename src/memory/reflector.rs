@@ -106,16 +106,25 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
         .or_else(|| s.observer_model.clone())
         .unwrap_or_else(|| by.model.clone());
     let today = clock::date_label(clock::now_ms());
-    let max_tokens = s.output_bound(read.tokens, OUTPUT_CAP);
+    // Observations past what the reflector model reads at once (reflections failing while the
+    // thread grew, or a smaller model since): the oldest part is condensed now, the rest kept
+    // as it is for the next run.
+    let room = super::Room::of(app, &model).await;
+    let fixed = tokens::text(INSTRUCTIONS) + tokens::text(LADDER[LADDER.len() - 1]) + super::PROMPT_FRAMING;
+    let (input, rest) = match room.input(fixed) {
+        Some(budget) if read.tokens > budget => lines::split_oldest(&read.text, budget),
+        _ => (read.text.as_str(), String::new()),
+    };
+    let max_tokens = room.answer(s.output_bound(tokens::text(input), OUTPUT_CAP));
     let mut best = None::<lines::Parsed>;
     let mut run = Failed::from(String::new());
     let (mut level, mut why, mut retried) = (0, None, false);
     while level < LADDER.len() {
         let answer = run
-            .call(app, &model, prompt(&read.text, level, why.as_ref()), by, max_tokens)
+            .call(app, &model, prompt(input, level, why.as_ref()), by, max_tokens)
             .await?;
         let parsed = lines::read(&answer, &today);
-        if let Err(refusal) = lines::check(&parsed.observations, &read.text, INSTRUCTIONS, true) {
+        if let Err(refusal) = lines::check(&parsed.observations, input, INSTRUCTIONS, true) {
             log::warn!(target: "memgate::memory", "reflection at level {level} refused: {refusal}");
             run.refused += 1;
             why = Some(refusal);
@@ -165,7 +174,7 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
                     replaced_at: now,
                 },
             )?;
-            record.text = lines::merge(&best.observations, &appended);
+            record.text = lines::merge(&lines::merge(&best.observations, &rest), &appended);
             record.tokens = tokens::text(&record.text);
             record.current_task = best.current_task.or(record.current_task);
             record.generation += 1;
