@@ -356,12 +356,34 @@ impl std::fmt::Debug for Turn {
 struct View {
     unobserved: Vec<StoredMessage>,
     recent: Vec<StoredMessage>,
-    memory: Option<Message>,
+    record: observations::ObservationRecord,
+    /// Resource scope: the other threads' newest unobserved messages.
+    others: String,
 }
 
-/// Reads what a request on `thread` shows: its unobserved messages, the `recent` newest, and the
-/// memory message, whose observations fit `room` (the newest kept, when reflection fell behind).
-fn view(app: &App, thread: &ThreadRecord, recent: usize, room: Room) -> Result<View, StoreError> {
+impl View {
+    /// The memory message, its observations within `room` (the newest kept when reflection
+    /// fell behind the window).
+    fn memory(&self, room: Room, thread: &str) -> Option<Message> {
+        let record = &self.record;
+        let mut observations = std::borrow::Cow::from(record.text.as_str());
+        if record.tokens > room.observations() {
+            log::info!(
+                target: "memgate::memory",
+                "thread {thread:?}: its {} observation tokens are past the model's window share of {}; the newest are \
+                 shown until reflection condenses them",
+                record.tokens,
+                room.observations()
+            );
+            observations = lines::newest(&record.text, room.observations()).into();
+        }
+        context::memory_message(&observations, record.current_task.as_deref(), &self.others)
+    }
+}
+
+/// Reads what a request on `thread` shows: its unobserved messages, the `recent` newest, its
+/// observations and (resource scope) the other threads'.
+fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreError> {
     let reader = app.store.read()?;
     let unobserved = reader.messages_from(thread, thread.cursor)?;
     let recent = if recent <= unobserved.len() {
@@ -370,18 +392,6 @@ fn view(app: &App, thread: &ThreadRecord, recent: usize, room: Room) -> Result<V
         reader.last_messages(thread, recent)?
     };
     let record = reader.observations(&app.memory.scope_key(thread))?.unwrap_or_default();
-    let observations = if record.tokens > room.observations() {
-        log::info!(
-            target: "memgate::memory",
-            "thread {:?}: its {} observation tokens are past the model's window share of {}; the newest are shown until reflection condenses them",
-            thread.id,
-            record.tokens,
-            room.observations()
-        );
-        lines::newest(&record.text, room.observations())
-    } else {
-        record.text
-    };
     let others = match app.memory.settings.scope {
         MemoryScope::Resource => other_threads(&reader, thread)?,
         MemoryScope::Thread => String::new(),
@@ -389,7 +399,8 @@ fn view(app: &App, thread: &ThreadRecord, recent: usize, room: Room) -> Result<V
     Ok(View {
         unobserved,
         recent,
-        memory: context::memory_message(&observations, record.current_task.as_deref(), &others),
+        record,
+        others,
     })
 }
 
@@ -427,14 +438,14 @@ fn other_threads(reader: &crate::store::Reader, thread: &ThreadRecord) -> Result
 }
 
 /// The thread read again after a memory run (unchanged if it is gone).
-fn refresh(app: &App, thread: &ThreadRecord, recent: usize, room: Room, seen: View) -> Result<View, ApiError> {
+fn refresh(app: &App, thread: &ThreadRecord, recent: usize, seen: View) -> Result<View, ApiError> {
     match app
         .store
         .read()
         .and_then(|r| r.thread(&thread.tenant, &thread.id))
         .map_err(store_error)?
     {
-        Some(t) => view(app, &t, recent, room).map_err(store_error),
+        Some(t) => view(app, &t, recent).map_err(store_error),
         None => Ok(seen),
     }
 }
@@ -473,14 +484,14 @@ impl Memory {
         };
         let (system, conversation): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(context::is_system);
         let recent = conversation.len().saturating_sub(1);
-        let window = window_of(app, model).await;
-        let mut seen = view(app, &thread, recent, Room(window)).map_err(store_error)?;
+        let mut seen = view(app, &thread, recent).map_err(store_error)?;
         let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
         // Checked before the model is called: a refused turn costs no tokens.
         app.store
             .read()
             .and_then(|r| quota::admit(&r, &caller.tenant, quota::message_bytes(&new), app.store.quota()))
             .map_err(store_error)?;
+        let window = window_of(app, model).await;
         let by = RunAs {
             model: model.to_owned(),
             tenant: caller.tenant.clone(),
@@ -498,17 +509,18 @@ impl Memory {
         if behind(&seen) {
             // Observations buffered ahead need no model call: activated first, they may be enough.
             observer::activate_ready(app, &thread.id, &by, new_tokens).await;
-            seen = refresh(app, &thread, recent, Room(window), seen)?;
+            seen = refresh(app, &thread, recent, seen)?;
         }
         if behind(&seen) {
             log::info!(target: "memgate::memory", "thread {:?}: {} unobserved tokens is past blockAfter; observing before forwarding", thread.id, pending(&seen));
             if !observe_within(app, &thread.id, &by).await {
                 log::warn!(target: "memgate::memory", "thread {:?}: observation took over {} ms; forwarding without waiting for it", thread.id, app.memory.settings.max_wait.as_millis());
             }
-            seen = refresh(app, &thread, recent, Room(window), seen)?;
+            seen = refresh(app, &thread, recent, seen)?;
         }
         let budget = window.map(|w| context_budget(rest, w));
-        let built = context::assemble(system, seen.memory, &seen.unobserved, &new, budget);
+        let memory = seen.memory(Room(window), &thread.id);
+        let built = context::assemble(system, memory, &seen.unobserved, &new, budget);
         if built.left_out > 0 {
             log::info!(
                 target: "memgate::memory",
