@@ -184,6 +184,10 @@ pub struct ProviderConfig {
     /// found out by their 400/422 and asked no more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_usage: Option<bool>,
+    /// How many requests the upstream runs at once (llama-cpp-python: 1; llama.cpp's server:
+    /// its `--parallel`). Set, memory's calls there give way to clients' requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<usize>,
     /// Model names clients use and the upstream names they stand for, e.g.
     /// `"claude-sonnet-4" = "claude-sonnet-4-20250514"`: OpenRouter-style names work against the
     /// vendor's own API.
@@ -353,6 +357,10 @@ pub struct MemoryConfig {
     /// The longest a request past blockAfter waits for observation before going on without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_ms: Option<u64>,
+    /// On an upstream with `slots`, how long a client's request that found them all taken may
+    /// wait behind a memory call before that call hangs up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub give_way_ms: Option<u64>,
     /// Buffered observation: a background observer run every this share of `message_tokens`
     /// (0 turns it off), its observations activated when the thread reaches the threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -525,6 +533,11 @@ impl Config {
                     p.kind.name()
                 ));
             }
+            if p.slots == Some(0) {
+                return Err(format!(
+                    "[providers.{name}] slots must be at least 1 (how many requests the upstream runs at once)"
+                ));
+            }
             if p.kind == ProviderKind::Replay && p.dir.is_none() {
                 return Err(format!(
                     "[providers.{name}] kind = \"replay\" needs dir = \"fixtures/…\""
@@ -591,6 +604,7 @@ impl Config {
                     models: Models::Unset,
                     responses: None,
                     stream_usage: None,
+                    slots: None,
                     aliases: Default::default(),
                     dir: None,
                     context_window: None,
@@ -700,6 +714,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("models", &self.models)
             .field("responses", &self.responses)
             .field("stream_usage", &self.stream_usage)
+            .field("slots", &self.slots)
             .field("aliases", &self.aliases)
             .field("dir", &self.dir)
             .field("context_window", &self.context_window)
@@ -905,6 +920,7 @@ mod tests {
             ("kind = \"anthropic\"\nstream_usage = false", "stream_usage applies"),
             ("kind = \"anthropic\"\nresponses = \"chat\"", "responses applies"),
             ("kind = \"openai\"\nresponses = \"sometimes\"", "responses"),
+            ("kind = \"openai\"\nslots = 0", "slots must be at least 1"),
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");

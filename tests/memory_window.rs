@@ -500,3 +500,110 @@ fn observations_past_the_window_are_cut_to_fit_it_everywhere() {
         }
     }
 }
+
+/// Writes a streamed answer of `text` (word by word, `gap_ms` apart) in llama-cpp-python's
+/// chunk shape into `dir`, matched by `markers`.
+fn scripted_stream(dir: &std::path::Path, name: &str, markers: &[&str], text: &str, gap_ms: u64) {
+    let case = dir.join(name);
+    std::fs::create_dir_all(&case).unwrap();
+    let meta = json!({"path": "/v1/chat/completions", "match": markers, "event_delay_ms": gap_ms,
+        "content_type": "text/event-stream; charset=utf-8"});
+    std::fs::write(case.join("meta.json"), meta.to_string()).unwrap();
+    let chunk = |delta: Value, finish: Value| {
+        let c = json!({"id": "chatcmpl-scripted", "model": "smollm2", "created": 1796324413,
+            "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let mut sse = chunk(json!({"role": "assistant"}), Value::Null);
+    for word in text.split_inclusive(' ') {
+        sse.push_str(&chunk(json!({"content": word}), Value::Null));
+    }
+    sse.push_str(&chunk(json!({}), json!("stop")));
+    sse.push_str("data: [DONE]\n\n");
+    std::fs::write(case.join("response.sse"), sse).unwrap();
+}
+
+/// The mock's record of the first request whose body holds `marker`.
+fn seen_with(mock: &Mock, marker: &str) -> Option<Value> {
+    mock.requests()
+        .into_iter()
+        .find(|r| r["body"].as_str().unwrap_or_default().contains(marker))
+}
+
+#[test]
+fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
+    let fixtures = temp_dir("slots-fixtures");
+    // An observer answer streamed over about 4 s, as a small CPU model generates it.
+    let observation = "<observations>\nDate: Dec 3, 2026\n* 🔴 (10:00) User is called Alex and lives in Lisbon.\n* 🟡 (10:01) User keeps a journal of walks by the river and chapters read.\n</observations>";
+    scripted_stream(
+        &fixtures,
+        "010_observer",
+        &["observer of memgate", "\"stream\":true"],
+        observation,
+        150,
+    );
+    scripted(
+        &fixtures,
+        "020_chat",
+        chat_fixture(&["\"messages\""], &["observer of memgate"]),
+        "Hello!",
+    );
+    // One request at a time, as llama-cpp-python serves them.
+    let mock = Mock::start_with(fixtures.to_str().unwrap(), &["--slots", "1"]);
+    let gw = Gateway::start(&format!(
+        "default_provider = \"local\"\n[memory]\nobserver_model = \"local/smollm2\"\nmessage_tokens = 300\n\
+         buffer_tokens = 0\ngive_way_ms = 200\n{}",
+        provider("local", &mock, "context_window = 8192\nslots = 1")
+    ));
+    seed(&gw, "alex", "alex", &long_history(12));
+    // The observer run started by the seeded messages streams its call…
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let observer = loop {
+        if let Some(r) = seen_with(&mock, "observer of memgate") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no observer call\n{}", gw.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        observer["body"].as_str().unwrap().contains("\"stream\":true"),
+        "{observer}"
+    );
+    // …and a client's request to the same server takes its slot: the call hangs up.
+    let res = gw.post(
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "local/smollm2", "messages": [{"role": "user", "content": "Hi there"}]}),
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    let abandoned = || seen_with(&mock, "observer of memgate").unwrap()["stream"] == "abandoned";
+    while !abandoned() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the observer call was not abandoned\n{}",
+            gw.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(gw.log().contains("gave way"), "{}", gw.log());
+    // Giving way is not a failure: nothing counted, no backoff; the next turn observes, and
+    // with the server free the streamed answer is read to its end and stored.
+    let r = record(&gw, "alex");
+    assert_eq!(
+        (r["failures"].as_u64(), r["observerRuns"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    ask(
+        &gw,
+        &hdrs(&at("alex", "alex")),
+        "local/smollm2",
+        "What is my name?",
+        false,
+    );
+    wait_record(&gw, "alex", "an observer run", |r| {
+        r["observerRuns"].as_u64() >= Some(1)
+    });
+    let text = gw.get("/v1/memory/threads/alex/observations", &[]).json().to_string();
+    assert!(text.contains("User is called Alex and lives in Lisbon."), "{text}");
+}

@@ -278,6 +278,7 @@ fn providers() -> Vec<Provider> {
                 models: Default::default(),
                 responses: None,
                 stream_usage: None,
+                slots: None,
                 aliases: Default::default(),
                 dir: None,
                 context_window: None,

@@ -8,8 +8,12 @@
 //! Every request is recorded: `GET /__mock/requests` lists them (a streamed answer's entry
 //! says whether the stream was sent to the end or abandoned by the client), `DELETE` clears.
 //!
-//! Usage: memgate-mock --dir fixtures/openai [--listen 127.0.0.1:0] [--tls CERT.pem KEY.pem];
-//! prints its URL on stdout.
+//! With `--slots N` it serves N requests at a time, as a local model server does (llama-cpp-python
+//! serves one): the others wait, and a streamed answer holds its slot until it was sent to the
+//! end or the client went away (seen at the next event, as llama-cpp-python sees it).
+//!
+//! Usage: memgate-mock --dir fixtures/openai [--listen 127.0.0.1:0] [--tls CERT.pem KEY.pem]
+//! [--slots N]; prints its URL on stdout.
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use http_types::{Request, Response};
@@ -31,6 +35,8 @@ const MAX_RECORDED: usize = 1000;
 struct Mock {
     fixtures: Fixtures,
     seen: Mutex<Vec<Value>>,
+    /// `--slots`: how many answers are served at once.
+    slots: Option<Arc<smol::lock::Semaphore>>,
 }
 
 async fn answer(mock: Arc<Mock>, mut req: Request, conn: Arc<ConnState>) -> Response {
@@ -70,6 +76,10 @@ async fn answer(mock: Arc<Mock>, mut req: Request, conn: Arc<ConnState>) -> Resp
         let err = json!({"error": {"message": format!("memgate-mock: no fixture matches {method} {path}"), "type": "invalid_request_error", "param": null, "code": "no_fixture"}});
         return json_response(404, &err);
     };
+    let slot = match &mock.slots {
+        Some(s) => Some(s.acquire_arc().await),
+        None => None,
+    };
     if f.meta.delay_ms > 0 {
         smol::Timer::after(Duration::from_millis(f.meta.delay_ms)).await;
     }
@@ -90,6 +100,7 @@ async fn answer(mock: Arc<Mock>, mut req: Request, conn: Arc<ConnState>) -> Resp
                     break;
                 }
             }
+            drop(slot);
             let mut seen = mock.seen.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(entry) = index.and_then(|i| seen.get_mut(i)) {
                 entry["stream"] = Value::String(outcome.to_owned());
@@ -152,9 +163,17 @@ fn main() {
         let identity = native_tls::Identity::from_pkcs8(&read(1), &read(2)).expect("PEM certificate and PKCS#8 key");
         async_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::new(identity).expect("TLS acceptor"))
     });
+    let slots = arg("--slots").map(|n| match n.parse::<usize>() {
+        Ok(n) if n > 0 => Arc::new(smol::lock::Semaphore::new(n)),
+        _ => {
+            eprintln!("memgate-mock: --slots takes a number above 0");
+            std::process::exit(2);
+        }
+    });
     let mock = Arc::new(Mock {
         fixtures,
         seen: Mutex::new(Vec::new()),
+        slots,
     });
     memgate::runtime::block_on(async move {
         let listener = smol::net::TcpListener::bind(listen.as_str()).await.expect("bind");

@@ -123,6 +123,7 @@ impl Gateway {
             url: format!("{}{path}", self.base),
             headers: all,
             body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+            gives_way: None,
         };
         let res = self.client.send(&req).await.map_err(|e| e.message)?;
         let status = res.status;

@@ -22,6 +22,7 @@ use crate::clock;
 use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
 use crate::ir::{ChatRequest, Message, Usage};
+use crate::metrics::MemoryJob;
 use crate::router::first_answer;
 use crate::store::{observations, quota, threads, NewMessage, Scope, StoreError, StoredMessage, ThreadRecord};
 use crate::tasks::Tasks;
@@ -58,6 +59,8 @@ const OTHER_TOKENS: u64 = 1500;
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request past blockAfter waits for observation by default.
 const MAX_WAIT: Duration = Duration::from_secs(10);
+/// How long a client's request waits behind a memory call on an upstream with `slots`.
+const GIVE_WAY: Duration = Duration::from_secs(1);
 /// Buffered observation's step, as a share of `message_tokens` (Mastra's `bufferTokens`).
 const BUFFER_SHARE: f64 = 0.2;
 /// Waits after a failed observer or reflector run, doubling per failure up to the cap.
@@ -77,6 +80,7 @@ pub struct Settings {
     pub max_output_tokens: Option<u64>,
     pub call_timeout: Duration,
     pub max_wait: Duration,
+    pub give_way: Duration,
     /// 0: no buffered observation.
     pub buffer_share: f64,
 }
@@ -190,6 +194,7 @@ impl Memory {
                 max_output_tokens: m.max_output_tokens,
                 call_timeout: m.call_timeout_ms.map_or(CALL_TIMEOUT, Duration::from_millis),
                 max_wait: m.max_wait_ms.map_or(MAX_WAIT, Duration::from_millis),
+                give_way: m.give_way_ms.map_or(GIVE_WAY, Duration::from_millis),
                 buffer_share: m.buffer_tokens.unwrap_or(BUFFER_SHARE),
             },
             locks: Mutex::default(),
@@ -736,11 +741,11 @@ async fn call_model(
     messages: Vec<Message>,
     by: &RunAs,
     max_tokens: u64,
-) -> Result<(String, Usage), String> {
+) -> Result<(String, Usage), CallError> {
     let limit = app.memory.settings.call_timeout;
     let call = async {
         let mut rest = crate::ir::Rest::new();
-        let candidates = app.router().candidates(model, &mut rest).map_err(|e| e.message)?;
+        let candidates = app.router().candidates(model, &mut rest)?;
         rest.insert("temperature".to_owned(), serde_json::json!(0.3));
         rest.insert("max_tokens".to_owned(), serde_json::json!(max_tokens));
         let mut req = ChatRequest {
@@ -751,24 +756,31 @@ async fn call_model(
         };
         let sent = first_answer(&app.client, &app.retry, &candidates, |c| {
             req.model.clone_from(&c.route.model);
-            c.route.provider.chat_request(&req, None)
+            // To an upstream with slots the call streams, so that giving way (hanging up)
+            // stops the generation: servers stop a streamed one whose client is gone.
+            let slots = c.route.provider.has_slots();
+            req.stream = slots.then_some(true);
+            let mut upstream = c.route.provider.chat_request(&req, None)?;
+            upstream.gives_way = slots.then_some(app.memory.settings.give_way);
+            Ok(upstream)
         })
-        .await
-        .map_err(|e| e.message)?;
-        let body = sent.response.bytes().await.map_err(|e| e.message)?;
-        let answer = sent
-            .candidate
-            .route
-            .provider
-            .chat_response(&body)
-            .map_err(|e| e.message)?;
-        let spent = answer.usage.as_ref().map_or(0, |u| u.total_tokens);
+        .await?;
+        let provider = &sent.candidate.route.provider;
+        let (text, usage) = if sent.response.is_event_stream() {
+            read_stream(provider, &req, sent.response).await?
+        } else {
+            let answer = provider.chat_response(&sent.response.bytes().await?)?;
+            let text = answer.choices.first().map(|c| content_text(&c.message.content));
+            (text.unwrap_or_default(), answer.usage)
+        };
+        let usage = usage.unwrap_or_default();
+        let spent = usage.total_tokens;
         // Memory's calls run on the operator's keys for the tenant's thread: they count against its
         // tpm like its own requests, so tiny thresholds cannot buy unlimited model calls.
         app.limiter.charge(&by.tenant, by.limits, spent);
         app.usage.record(crate::usage::Entry {
             key: by.tenant.clone(),
-            provider: sent.candidate.route.provider.name.clone(),
+            provider: provider.name.clone(),
             model: sent.candidate.name.clone(),
             counts: crate::store::usage::Counts {
                 memory_tokens: spent,
@@ -776,18 +788,64 @@ async fn call_model(
             },
             ..Default::default()
         });
-        let text = answer
-            .choices
-            .first()
-            .map(|c| content_text(&c.message.content))
-            .unwrap_or_default();
-        Ok((text, answer.usage.unwrap_or_default()))
+        Ok((text, usage))
     };
     futures_lite::future::or(call, async {
         smol::Timer::after(limit).await;
-        Err(format!("{model} did not answer within {} ms", limit.as_millis()))
+        Err(CallError::Failed(format!(
+            "{model} did not answer within {} ms",
+            limit.as_millis()
+        )))
     })
     .await
+}
+
+/// The text and usage of a streamed memory call's answer.
+async fn read_stream(
+    provider: &crate::providers::Provider,
+    req: &ChatRequest,
+    response: crate::upstream::UpstreamResponse,
+) -> Result<(String, Option<Usage>), CallError> {
+    let mut decoder = provider.chat_decoder(req);
+    let mut events = response.events();
+    let mut text = String::new();
+    let mut usage = None;
+    loop {
+        let event = match events.next().await {
+            Ok(Some(event)) => event,
+            Ok(None) if decoder.finished() => break,
+            Ok(None) => {
+                return Err(CallError::Failed(
+                    "the memory call's stream ended before its answer did".to_owned(),
+                ))
+            }
+            Err(_) if events.gave_way() => return Err(CallError::GaveWay),
+            Err(why) => return Err(CallError::Failed(why)),
+        };
+        for chunk in decoder.event(&event)? {
+            let delta = chunk.choices.first().and_then(|c| c.delta.get("content"));
+            text.extend(delta.and_then(Value::as_str));
+            usage = chunk.usage.or(usage);
+        }
+    }
+    Ok((text, usage.or_else(|| decoder.usage())))
+}
+
+/// Why a memory call brought no answer.
+#[derive(Debug)]
+enum CallError {
+    Failed(String),
+    /// It hung up to free its upstream slot for a client's request: not the model's failure.
+    GaveWay,
+}
+
+impl From<ApiError> for CallError {
+    fn from(e: ApiError) -> CallError {
+        if e.code.as_deref() == Some(crate::upstream::GAVE_WAY) {
+            return CallError::GaveWay;
+        }
+        CallError::Failed(e.message)
+    }
 }
 
 /// A message's content as readable text: strings as they are, text parts joined, other parts
@@ -898,6 +956,8 @@ struct Failed {
     why: String,
     refused: u64,
     usage: Usage,
+    /// The run's call gave way to a client's request: tried again later, not a failure.
+    gave_way: bool,
 }
 
 impl Failed {
@@ -916,8 +976,12 @@ impl Failed {
                 self.usage.completion_tokens += usage.completion_tokens;
                 Ok(answer)
             }
-            Err(why) => Err(Failed {
-                why,
+            Err(e) => Err(Failed {
+                gave_way: matches!(e, CallError::GaveWay),
+                why: match e {
+                    CallError::Failed(why) => why,
+                    CallError::GaveWay => format!("{model} was needed by a client's request"),
+                },
                 refused: self.refused,
                 usage: std::mem::take(&mut self.usage),
             }),
@@ -931,6 +995,7 @@ impl From<String> for Failed {
             why,
             refused: 0,
             usage: Usage::default(),
+            gave_way: false,
         }
     }
 }
@@ -938,6 +1003,24 @@ impl From<String> for Failed {
 /// Counts a failed observer or reflector run (its refused answers and the tokens it spent) in
 /// the record of `scope`, if `thread` (the one the run served) still exists: after an erase or
 /// delete the count is dropped, never left behind as a stub record of an erased scope.
+/// After a run under `key` that failed: backoff, metrics, the log and the record; a run whose
+/// call gave way to a client's request only logs (the next request past the threshold starts
+/// it again).
+async fn run_failed(app: &App, job: MemoryJob, key: &str, thread: &ThreadRecord, scope: String, failed: &Failed) {
+    let what = match job {
+        MemoryJob::Observer => "observer",
+        MemoryJob::Reflector => "reflector",
+    };
+    if failed.gave_way {
+        log::info!(target: "memgate::memory", "{what} for thread {:?} gave way: {}; it runs again later", thread.id, failed.why);
+        return;
+    }
+    app.memory.ran(key, false);
+    app.metrics.memory_run(job, false);
+    log::warn!(target: "memgate::memory", "{what} for thread {:?} failed (will retry later): {}", thread.id, failed.why);
+    count_failure(app, thread, scope, failed).await;
+}
+
 async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: &Failed) {
     let (refused, prompt, completion) = (
         failed.refused,

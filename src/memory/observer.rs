@@ -255,10 +255,8 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
                 tokens > app.memory.thresholds_within(&thread, by.window).1
             }
             Err(failed) => {
-                app.memory.ran(&key, false);
-                app.metrics.memory_run(MemoryJob::Observer, false);
-                log::warn!(target: "memgate::memory", "observer for thread {thread_id:?} failed (will retry later): {}", failed.why);
-                super::count_failure(app, &thread, app.memory.scope_key(&thread), &failed).await;
+                let scope = app.memory.scope_key(&thread);
+                super::run_failed(app, MemoryJob::Observer, &key, &thread, scope, &failed).await;
                 return;
             }
         };

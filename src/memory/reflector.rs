@@ -75,12 +75,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
             app.memory.ran(&key, true);
             app.metrics.memory_run(MemoryJob::Reflector, true);
         }
-        Err(failed) => {
-            app.memory.ran(&key, false);
-            app.metrics.memory_run(MemoryJob::Reflector, false);
-            log::warn!(target: "memgate::memory", "reflector for thread {thread_id:?} failed (will retry later): {}", failed.why);
-            super::count_failure(app, &thread, scope, &failed).await;
-        }
+        Err(failed) => super::run_failed(app, MemoryJob::Reflector, &key, &thread, scope, &failed).await,
     }
 }
 

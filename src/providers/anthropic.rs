@@ -43,6 +43,7 @@ pub(super) fn post(base_url: &str, key: Option<&str>, body: &Map<String, Value>)
         url: format!("{base_url}/v1/messages"),
         headers,
         body: serde_json::to_vec(body).unwrap_or_default(),
+        gives_way: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn request(base_url: &str, key: Option<&str>, path: String, body: &impl serde::S
         url: format!("{base_url}/v1beta/models/{path}"),
         headers,
         body: serde_json::to_vec(body).unwrap_or_default(),
+        gives_way: None,
     }
 }
 

@@ -20,10 +20,13 @@ use crate::error::ApiError;
 use crate::http::sse;
 use crate::ir::{ChatChunk, ChatRequest, ChatResponse, PassthroughRequest};
 use crate::upstream::retry::Budget;
+use crate::upstream::slots::Slots;
 use crate::upstream::{Client, UpstreamRequest, UpstreamResponse};
+use futures_lite::future;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Request fields of OpenAI's API and of other gateways and SDKs (OpenRouter's `models` and
 /// `provider`, the Vercel AI SDK's `providerOptions`) that a native vendor API does not know and
@@ -93,6 +96,8 @@ pub struct Provider {
     refuses_stream_options: AtomicBool,
     /// Context windows: configured, and discovered per model (see `window`).
     windows: window::Windows,
+    /// What the upstream runs at once (`slots`), when configured: memory gives way there.
+    slots: Option<Arc<Slots>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -141,7 +146,13 @@ impl Provider {
             lacks_responses: AtomicBool::new(false),
             stream_usage: cfg.stream_usage.unwrap_or(true),
             refuses_stream_options: AtomicBool::new(false),
+            slots: cfg.slots.map(Slots::new),
         })
+    }
+
+    /// Whether the upstream's slots are counted (`slots`), so that memory gives way there.
+    pub fn has_slots(&self) -> bool {
+        self.slots.is_some()
     }
 
     /// The upstream's name for a model the client named `model` (an alias, or the same).
@@ -288,12 +299,28 @@ impl Provider {
         loop {
             let req = healed.as_ref().unwrap_or(req);
             budget.start();
-            let outcome = match &self.replay {
-                Some(fixtures) => fixtures.answer(req),
-                None => client.send(req).await,
+            let slot = self.slots.as_ref().map(|s| match req.gives_way {
+                Some(grace) => s.memory(grace),
+                None => s.client(&self.name),
+            });
+            let sending = async {
+                match &self.replay {
+                    Some(fixtures) => fixtures.answer(req),
+                    None => client.send(req).await,
+                }
+            };
+            let outcome = match &slot {
+                Some(slot) => {
+                    let given_way = async {
+                        slot.given_way().await;
+                        Err(crate::upstream::gave_way(&self.name))
+                    };
+                    future::or(sending, given_way).await
+                }
+                None => sending.await,
             };
             let (wait, err) = match outcome {
-                Ok(res) if res.is_success() => return Ok(res),
+                Ok(res) if res.is_success() => return Ok(res.holding(slot)),
                 Ok(res) => {
                     let (status, after) = (res.status, res.retry_after);
                     let body = res.bytes().await?;

@@ -34,6 +34,7 @@ fn request(method: Method, base_url: &str, path: &str, key: Option<&str>, body: 
         url: format!("{base_url}{path}"),
         headers,
         body,
+        gives_way: None,
     }
 }
 

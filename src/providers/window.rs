@@ -204,6 +204,7 @@ impl Provider {
             url: format!("{}{path}", self.root()),
             headers,
             body,
+            gives_way: None,
         }
     }
 

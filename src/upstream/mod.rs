@@ -11,6 +11,7 @@ mod conn;
 mod h1;
 mod pool;
 pub mod retry;
+pub mod slots;
 
 use crate::budget::Budget;
 use crate::config::{LimitsConfig, Timeouts};
@@ -20,6 +21,7 @@ use conn::Conn;
 use futures_lite::{future, io::BufReader, AsyncRead, AsyncReadExt};
 use http_types::{Body, Method, Request, Url};
 use pool::{Pool, PoolKey};
+use slots::Slot;
 use smol::Timer;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +35,9 @@ pub struct UpstreamRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// Set for memory's own calls: to an upstream with `slots`, the call gives way to a
+    /// client's request that finds them all taken, this long after it is asked.
+    pub gives_way: Option<Duration>,
 }
 
 impl std::fmt::Debug for UpstreamRequest {
@@ -50,6 +55,7 @@ impl std::fmt::Debug for UpstreamRequest {
             .field("url", &self.url)
             .field("headers", &headers)
             .field("body_bytes", &self.body.len())
+            .field("gives_way", &self.gives_way)
             .finish()
     }
 }
@@ -187,6 +193,7 @@ impl Client {
             budget: Some(self.budget.clone()),
             idle: Duration::from_millis(self.timeouts.idle_ms),
             origin,
+            slot: None,
         })
     }
 }
@@ -230,6 +237,31 @@ async fn sleep_none<T>(d: Duration) -> Option<T> {
     None
 }
 
+/// `None` after `idle`, or once the memory call holding `slot` must give way.
+async fn idle_or_given_way<T>(idle: Duration, slot: Option<&Slot>) -> Option<T> {
+    let given_way = async {
+        match slot {
+            Some(s) => s.given_way().await,
+            None => std::future::pending().await,
+        }
+        None
+    };
+    future::or(sleep_none(idle), given_way).await
+}
+
+/// A memory call ended to free its upstream slot for a client's request (see [`slots`]).
+pub fn gave_way(origin: &str) -> ApiError {
+    ApiError::new(
+        503,
+        "server_error",
+        Some(GAVE_WAY),
+        format!("a memory call to {origin} gave way to a client's request (all its slots were taken)"),
+    )
+}
+
+/// The error code of [`gave_way`].
+pub const GAVE_WAY: &str = "gave_way";
+
 /// A provider's response whose body has not been read yet.
 #[derive(Debug)]
 pub struct UpstreamResponse {
@@ -246,6 +278,8 @@ pub struct UpstreamResponse {
     budget: Option<Budget>,
     idle: Duration,
     origin: String,
+    /// The upstream slot the request holds until its body is read or dropped.
+    slot: Option<Slot>,
 }
 
 impl UpstreamResponse {
@@ -268,7 +302,14 @@ impl UpstreamResponse {
             },
             idle: Duration::from_secs(60),
             origin: origin.to_owned(),
+            slot: None,
         }
+    }
+
+    /// The response holding `slot` until its body is read or dropped.
+    pub fn holding(mut self, slot: Option<Slot>) -> UpstreamResponse {
+        self.slot = slot;
+        self
     }
 
     pub fn is_success(&self) -> bool {
@@ -302,9 +343,11 @@ impl UpstreamResponse {
         }
         let mut out = Vec::with_capacity(self.declared.map_or(0, |n| n as usize));
         let mut chunk = vec![0u8; 16 << 10];
+        let slot = self.slot.take();
         loop {
             let read = async { Some(self.body.read(&mut chunk).await) };
-            match future::or(read, sleep_none(self.idle)).await {
+            match future::or(read, idle_or_given_way(self.idle, slot.as_ref())).await {
+                None if slot.as_ref().is_some_and(Slot::has_given_way) => return Err(gave_way(&self.origin)),
                 None => {
                     return Err(ApiError::gateway_timeout(format!(
                         "{} stalled mid-response",
@@ -359,6 +402,7 @@ impl UpstreamResponse {
             },
             idle: self.idle,
             origin: self.origin,
+            slot: self.slot,
         }
     }
 }
@@ -369,14 +413,21 @@ pub struct EventStream {
     reader: sse::Reader<BufReader<PooledBody>>,
     idle: Duration,
     origin: String,
+    slot: Option<Slot>,
 }
 
 impl EventStream {
     /// The next event; `Ok(None)` at a clean end of stream, `Err` (a message) when the stream
     /// broke off or fell silent for longer than the idle timeout.
+    /// Whether the stream ended because its memory call gave way to a client's request.
+    pub fn gave_way(&self) -> bool {
+        self.slot.as_ref().is_some_and(Slot::has_given_way)
+    }
+
     pub async fn next(&mut self) -> Result<Option<sse::Event>, String> {
         let read = async { Some(self.reader.next().await) };
-        match future::or(read, sleep_none(self.idle)).await {
+        match future::or(read, idle_or_given_way(self.idle, self.slot.as_ref())).await {
+            None if self.gave_way() => Err(gave_way(&self.origin).message),
             None => Err(format!(
                 "{} sent nothing for {} ms (timeouts.idle_ms)",
                 self.origin,
