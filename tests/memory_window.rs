@@ -607,3 +607,32 @@ fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
     let text = gw.get("/v1/memory/threads/alex/observations", &[]).json().to_string();
     assert!(text.contains("User is called Alex and lives in Lisbon."), "{text}");
 }
+
+/// Review 18b: a streamed memory call to a server that sends no usage in streams (llama-cpp-python
+/// 0.3.36, fixtures/local/prov-030) must still be accounted (estimated), as a client's stream is
+/// and as the same call non-streamed was before `slots`.
+#[test]
+fn review_a_streamed_memory_call_without_upstream_usage_is_still_accounted() {
+    let fixtures = temp_dir("slots-usage-fixtures");
+    let observation = "<observations>\nDate: Dec 3, 2026\n* 🔴 (10:00) User is called Alex and lives in Lisbon.\n</observations>";
+    scripted_stream(&fixtures, "010_observer", &["observer of memgate", "\"stream\":true"], observation, 0);
+    scripted(
+        &fixtures,
+        "020_chat",
+        chat_fixture(&["\"messages\""], &["observer of memgate"]),
+        "Hello!",
+    );
+    let mock = Mock::start_with(fixtures.to_str().unwrap(), &["--slots", "1"]);
+    let gw = Gateway::start(&format!(
+        "default_provider = \"local\"\n[memory]\nobserver_model = \"local/smollm2\"\nmessage_tokens = 300\n\
+         buffer_tokens = 0\n{}",
+        provider("local", &mock, "context_window = 8192\nslots = 1")
+    ));
+    seed(&gw, "alex", "alex", &long_history(12));
+    let r = wait_record(&gw, "alex", "an observer run", |r| r["observerRuns"].as_u64() >= Some(1));
+    assert!(
+        r["memoryUsage"]["total_tokens"].as_u64().unwrap() > 0,
+        "the observer read ~600 tokens and wrote ~30, yet its usage is {}",
+        r["memoryUsage"]
+    );
+}
