@@ -233,7 +233,8 @@ pub struct Answer<'c> {
 /// Whether a route's failure lets the next candidate try: an overloaded or failing upstream
 /// (after its retries), not a request the next one would refuse as well.
 fn falls_back(e: &ApiError) -> bool {
-    matches!(e.status, 429 | 500 | 502 | 503 | 504)
+    // A memory call that gave way to a client's request stops there (see `upstream::slots`).
+    matches!(e.status, 429 | 500 | 502 | 503 | 504) && e.code.as_deref() != Some(crate::upstream::GAVE_WAY)
 }
 
 /// Sends the request `build` makes for each candidate in turn, each with its own retries, until

@@ -569,6 +569,10 @@ fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
         observer["body"].as_str().unwrap().contains("\"stream\":true"),
         "{observer}"
     );
+    // A model list takes no generation slot: the call goes on.
+    gw.get("/v1/models", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!gw.log().contains("gave way"), "{}", gw.log());
     // …and a client's request to the same server takes its slot: the call hangs up.
     let res = gw.post(
         "/v1/chat/completions",
@@ -608,14 +612,21 @@ fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
     assert!(text.contains("User is called Alex and lives in Lisbon."), "{text}");
 }
 
-/// Review 18b: a streamed memory call to a server that sends no usage in streams (llama-cpp-python
+/// A streamed memory call to a server that sends no usage in streams (llama-cpp-python
 /// 0.3.36, fixtures/local/prov-030) must still be accounted (estimated), as a client's stream is
 /// and as the same call non-streamed was before `slots`.
 #[test]
-fn review_a_streamed_memory_call_without_upstream_usage_is_still_accounted() {
+fn a_streamed_memory_call_without_upstream_usage_is_still_accounted() {
     let fixtures = temp_dir("slots-usage-fixtures");
-    let observation = "<observations>\nDate: Dec 3, 2026\n* 🔴 (10:00) User is called Alex and lives in Lisbon.\n</observations>";
-    scripted_stream(&fixtures, "010_observer", &["observer of memgate", "\"stream\":true"], observation, 0);
+    let observation =
+        "<observations>\nDate: Dec 3, 2026\n* 🔴 (10:00) User is called Alex and lives in Lisbon.\n</observations>";
+    scripted_stream(
+        &fixtures,
+        "010_observer",
+        &["observer of memgate", "\"stream\":true"],
+        observation,
+        0,
+    );
     scripted(
         &fixtures,
         "020_chat",
@@ -629,7 +640,9 @@ fn review_a_streamed_memory_call_without_upstream_usage_is_still_accounted() {
         provider("local", &mock, "context_window = 8192\nslots = 1")
     ));
     seed(&gw, "alex", "alex", &long_history(12));
-    let r = wait_record(&gw, "alex", "an observer run", |r| r["observerRuns"].as_u64() >= Some(1));
+    let r = wait_record(&gw, "alex", "an observer run", |r| {
+        r["observerRuns"].as_u64() >= Some(1)
+    });
     assert!(
         r["memoryUsage"]["total_tokens"].as_u64().unwrap() > 0,
         "the observer read ~600 tokens and wrote ~30, yet its usage is {}",

@@ -91,30 +91,32 @@ fn normalize(block: &str, date: &str) -> String {
 }
 
 /// Where observations `text` splits so that what comes before stays within `budget` tokens
-/// (whole lines, at least one), and the rest under the date header it was written under (a
-/// split inside a date group keeps the date for both sides).
+/// (whole lines, at least one observation), and the rest under the date header it was written
+/// under (a split inside a date group keeps the date for both sides).
 pub fn split_oldest(text: &str, budget: u64) -> (&str, String) {
     let mut end = 0;
     let mut spent = 0;
+    let mut observed = false;
     for line in text.split_inclusive('\n') {
         spent += tokens::text(line);
-        if spent > budget && end > 0 {
+        if spent > budget && observed {
             break;
         }
+        observed |= !line.starts_with(DATE) && !line.trim().is_empty();
         end += line.len();
     }
     let (head, rest) = text.split_at(end);
     (head.trim_end_matches('\n'), under_its_date(head, rest))
 }
 
-/// The newest whole lines of observations `text` within `budget` tokens, under the date
-/// header they were written under.
+/// The newest whole lines of observations `text` within `budget` tokens (the last one at
+/// least), under the date header they were written under.
 pub fn newest(text: &str, budget: u64) -> String {
     let mut start = text.len();
     let mut spent = 0;
     for line_start in text.rmatch_indices('\n').map(|(i, _)| i + 1).chain([0]) {
         spent += tokens::text(&text[line_start..start]);
-        if spent > budget {
+        if spent > budget && !text[start..].trim().is_empty() {
             break;
         }
         start = line_start;
@@ -564,7 +566,8 @@ mod tests {
             "Date: Nov 22, 2026\n* 🔴 (14:31) bbbb\nDate: Nov 23, 2026\n* 🔴 (09:00) cccc"
         );
         assert_eq!(split_oldest(text, 1000), (text, String::new()));
-        // At least one line, however small the budget.
-        assert_eq!(split_oldest(text, 0).0, "Date: Nov 22, 2026");
+        // At least one observation, however small the budget.
+        assert_eq!(split_oldest(text, 0).0, "Date: Nov 22, 2026\n* 🔴 (14:30) aaaa");
+        assert_eq!(newest(text, 0), "Date: Nov 23, 2026\n* 🔴 (09:00) cccc");
     }
 }

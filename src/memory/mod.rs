@@ -773,7 +773,18 @@ async fn call_model(
             let text = answer.choices.first().map(|c| content_text(&c.message.content));
             (text.unwrap_or_default(), answer.usage)
         };
-        let usage = usage.unwrap_or_default();
+        // A server that reports no usage in streams (llama-cpp-python): estimated, so memory's
+        // calls still count against the key's tpm and in its usage.
+        let usage = usage.unwrap_or_else(|| {
+            let prompt = req.messages.iter().map(tokens::message).sum::<u64>();
+            let completion = tokens::text(&text);
+            Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+                rest: Default::default(),
+            }
+        });
         let spent = usage.total_tokens;
         // Memory's calls run on the operator's keys for the tenant's thread: they count against its
         // tpm like its own requests, so tiny thresholds cannot buy unlimited model calls.
@@ -1000,12 +1011,9 @@ impl From<String> for Failed {
     }
 }
 
-/// Counts a failed observer or reflector run (its refused answers and the tokens it spent) in
-/// the record of `scope`, if `thread` (the one the run served) still exists: after an erase or
-/// delete the count is dropped, never left behind as a stub record of an erased scope.
-/// After a run under `key` that failed: backoff, metrics, the log and the record; a run whose
-/// call gave way to a client's request only logs (the next request past the threshold starts
-/// it again).
+/// After a run under `key` that failed: backoff, metrics, the log and the record. A run whose
+/// call gave way to a client's request is no failure: no backoff (the next request past the
+/// threshold starts it again), only what it spent is counted.
 async fn run_failed(app: &App, job: MemoryJob, key: &str, thread: &ThreadRecord, scope: String, failed: &Failed) {
     let what = match job {
         MemoryJob::Observer => "observer",
@@ -1013,14 +1021,18 @@ async fn run_failed(app: &App, job: MemoryJob, key: &str, thread: &ThreadRecord,
     };
     if failed.gave_way {
         log::info!(target: "memgate::memory", "{what} for thread {:?} gave way: {}; it runs again later", thread.id, failed.why);
-        return;
+    } else {
+        app.memory.ran(key, false);
+        app.metrics.memory_run(job, false);
+        log::warn!(target: "memgate::memory", "{what} for thread {:?} failed (will retry later): {}", thread.id, failed.why);
     }
-    app.memory.ran(key, false);
-    app.metrics.memory_run(job, false);
-    log::warn!(target: "memgate::memory", "{what} for thread {:?} failed (will retry later): {}", thread.id, failed.why);
     count_failure(app, thread, scope, failed).await;
 }
 
+/// Counts a run that did not commit (its refused answers, the tokens it spent and, unless it
+/// gave way, one failure) in the record of `scope`, if `thread` (the one the run served) still
+/// exists: after an erase or delete the count is dropped, never left behind as a stub record of
+/// an erased scope.
 async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: &Failed) {
     let (refused, prompt, completion) = (
         failed.refused,
@@ -1028,6 +1040,7 @@ async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: 
         failed.usage.completion_tokens,
     );
     let (tenant, id, born) = (thread.tenant.clone(), thread.id.clone(), thread.created_at);
+    let gave_way = failed.gave_way;
     let counted = app
         .store
         .write(move |tx| {
@@ -1035,7 +1048,7 @@ async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: 
                 return Ok(());
             }
             let mut record = observations::get(tx, &scope)?;
-            record.failures += 1;
+            record.failures += u64::from(!gave_way);
             record.refused += refused;
             record.memory_prompt_tokens += prompt;
             record.memory_completion_tokens += completion;

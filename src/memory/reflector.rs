@@ -111,6 +111,12 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
         _ => (read.text.as_str(), String::new()),
     };
     let max_tokens = room.answer(s.output_bound(tokens::text(input), OUTPUT_CAP));
+    // A part aims at what leaves the whole within `limit`, and at half its size at most: an
+    // answer as long as its input would be accepted again and again, condensing nothing.
+    let target = match rest.is_empty() {
+        true => limit,
+        false => limit.saturating_sub(tokens::text(&rest)).min(tokens::text(input) / 2),
+    };
     let mut best = None::<lines::Parsed>;
     let mut run = Failed::from(String::new());
     let (mut level, mut why, mut retried) = (0, None, false);
@@ -134,10 +140,10 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
         if best.as_ref().is_none_or(|b| size < tokens::text(&b.observations)) {
             best = Some(parsed);
         }
-        if size <= limit {
+        if size <= target {
             break;
         }
-        log::info!(target: "memgate::memory", "reflection at level {level} is {size} tokens, over {limit}; compressing harder");
+        log::info!(target: "memgate::memory", "reflection at level {level} is {size} tokens, over {target}; compressing harder");
         level += 1;
     }
     let Some(best) = best else {

@@ -299,7 +299,9 @@ impl Provider {
         loop {
             let req = healed.as_ref().unwrap_or(req);
             budget.start();
-            let slot = self.slots.as_ref().map(|s| match req.gives_way {
+            // Generations hold a server's slots; a GET (a model list) takes none.
+            let generates = req.method == http_types::Method::Post;
+            let slot = self.slots.as_ref().filter(|_| generates).map(|s| match req.gives_way {
                 Some(grace) => s.memory(grace),
                 None => s.client(&self.name),
             });
@@ -340,6 +342,8 @@ impl Provider {
                 Err(e) if e.code.as_deref() == Some("bad_gateway") => (budget.next_wait(None), e),
                 Err(e) => return Err(e),
             };
+            // Not in flight while it waits to try again.
+            drop(slot);
             let Some(wait) = wait else { return Err(err) };
             log::info!(
                 "provider '{}': {} ({}); attempt {} in {} ms",

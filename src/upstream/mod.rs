@@ -417,13 +417,13 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// The next event; `Ok(None)` at a clean end of stream, `Err` (a message) when the stream
-    /// broke off or fell silent for longer than the idle timeout.
     /// Whether the stream ended because its memory call gave way to a client's request.
     pub fn gave_way(&self) -> bool {
         self.slot.as_ref().is_some_and(Slot::has_given_way)
     }
 
+    /// The next event; `Ok(None)` at a clean end of stream, `Err` (a message) when the stream
+    /// broke off, fell silent for longer than the idle timeout, or gave way.
     pub async fn next(&mut self) -> Result<Option<sse::Event>, String> {
         let read = async { Some(self.reader.next().await) };
         match future::or(read, idle_or_given_way(self.idle, self.slot.as_ref())).await {
