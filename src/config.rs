@@ -361,6 +361,10 @@ pub struct MemoryConfig {
     /// wait behind a memory call before that call hangs up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub give_way_ms: Option<u64>,
+    /// On an upstream with `slots`, how long clients must leave it alone (a slot free, no
+    /// request started or ended) before a memory call is sent there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_ms: Option<u64>,
     /// Buffered observation: a background observer run every this share of `message_tokens`
     /// (0 turns it off), its observations activated when the thread reaches the threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -552,7 +552,7 @@ fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
     let mock = Mock::start_with(fixtures.to_str().unwrap(), &["--slots", "1"]);
     let gw = Gateway::start(&format!(
         "default_provider = \"local\"\n[memory]\nobserver_model = \"local/smollm2\"\nmessage_tokens = 300\n\
-         buffer_tokens = 0\ngive_way_ms = 200\n{}",
+         buffer_tokens = 0\ngive_way_ms = 200\nquiet_ms = 300\n{}",
         provider("local", &mock, "context_window = 8192\nslots = 1")
     ));
     seed(&gw, "alex", "alex", &long_history(12));
@@ -605,6 +605,9 @@ fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
         "What is my name?",
         false,
     );
+    // That turn is past blockAfter, but the run it would wait for is the one its own request
+    // made give way: it does not wait.
+    assert!(!gw.log().contains("observing before forwarding"), "{}", gw.log());
     wait_record(&gw, "alex", "an observer run", |r| {
         r["observerRuns"].as_u64() >= Some(1)
     });

@@ -61,6 +61,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_WAIT: Duration = Duration::from_secs(10);
 /// How long a client's request waits behind a memory call on an upstream with `slots`.
 const GIVE_WAY: Duration = Duration::from_secs(1);
+/// How long clients leave a server with slots alone before memory calls it.
+const QUIET: Duration = Duration::from_secs(3);
 /// Buffered observation's step, as a share of `message_tokens` (Mastra's `bufferTokens`).
 const BUFFER_SHARE: f64 = 0.2;
 /// Waits after a failed observer or reflector run, doubling per failure up to the cap.
@@ -81,6 +83,7 @@ pub struct Settings {
     pub call_timeout: Duration,
     pub max_wait: Duration,
     pub give_way: Duration,
+    pub quiet: Duration,
     /// 0: no buffered observation.
     pub buffer_share: f64,
 }
@@ -195,6 +198,7 @@ impl Memory {
                 call_timeout: m.call_timeout_ms.map_or(CALL_TIMEOUT, Duration::from_millis),
                 max_wait: m.max_wait_ms.map_or(MAX_WAIT, Duration::from_millis),
                 give_way: m.give_way_ms.map_or(GIVE_WAY, Duration::from_millis),
+                quiet: m.quiet_ms.map_or(QUIET, Duration::from_millis),
                 buffer_share: m.buffer_tokens.unwrap_or(BUFFER_SHARE),
             },
             locks: Mutex::default(),
@@ -301,6 +305,13 @@ impl Memory {
 
 fn observe_key(tenant: &str, thread: &str) -> String {
     format!("observe\0{tenant}\0{thread}")
+}
+
+/// After an observer run gave way to a client's request (a server with slots, busy with the
+/// user): requests on the thread stop waiting for observation for a while (doubling as under
+/// backoff), since the run they would wait for is the one their own request makes give way.
+fn block_key(tenant: &str, thread: &str) -> String {
+    format!("block\0{tenant}\0{thread}")
 }
 
 fn reflect_key(scope: &str) -> String {
@@ -510,6 +521,7 @@ impl Memory {
         let behind = |seen: &View| {
             pending(seen) as f64 > limit as f64 * BLOCK_AFTER
                 && !app.memory.backing_off(&observe_key(&thread.tenant, &thread.id))
+                && !app.memory.backing_off(&block_key(&thread.tenant, &thread.id))
         };
         if behind(&seen) {
             // Observations buffered ahead need no model call: activated first, they may be enough.
@@ -743,9 +755,13 @@ async fn call_model(
     max_tokens: u64,
 ) -> Result<(String, Usage), CallError> {
     let limit = app.memory.settings.call_timeout;
+    let mut rest = crate::ir::Rest::new();
+    let candidates = app.router().candidates(model, &mut rest)?;
+    // Not timed: a server with slots is waited for until clients leave it alone.
+    if let Some(first) = candidates.first() {
+        first.route.provider.until_free(app.memory.settings.quiet).await;
+    }
     let call = async {
-        let mut rest = crate::ir::Rest::new();
-        let candidates = app.router().candidates(model, &mut rest)?;
         rest.insert("temperature".to_owned(), serde_json::json!(0.3));
         rest.insert("max_tokens".to_owned(), serde_json::json!(max_tokens));
         let mut req = ChatRequest {
@@ -1021,6 +1037,9 @@ async fn run_failed(app: &App, job: MemoryJob, key: &str, thread: &ThreadRecord,
     };
     if failed.gave_way {
         log::info!(target: "memgate::memory", "{what} for thread {:?} gave way: {}; it runs again later", thread.id, failed.why);
+        if job == MemoryJob::Observer {
+            app.memory.ran(&block_key(&thread.tenant, &thread.id), false);
+        }
     } else {
         app.memory.ran(key, false);
         app.metrics.memory_run(job, false);

@@ -249,6 +249,7 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
             }
             Ok(Stepped::Committed { tokens, observed }) => {
                 app.memory.ran(&key, true);
+                app.memory.ran(&super::block_key(&thread.tenant, &thread.id), true);
                 if observed {
                     app.metrics.memory_run(MemoryJob::Observer, true);
                 }

@@ -155,6 +155,14 @@ impl Provider {
         self.slots.is_some()
     }
 
+    /// Returns once memory may call this upstream: at once without `slots`, else when a slot is
+    /// free and clients have left it alone for `quiet` (see [`Slots::until_free`]).
+    pub async fn until_free(&self, quiet: std::time::Duration) {
+        if let Some(slots) = &self.slots {
+            slots.until_free(quiet).await;
+        }
+    }
+
     /// The upstream's name for a model the client named `model` (an alias, or the same).
     pub fn upstream_model(&self, model: &str) -> String {
         self.aliases.get(model).cloned().unwrap_or_else(|| model.to_owned())

@@ -21,6 +21,8 @@ pub struct Slots {
 #[derive(Debug, Default)]
 struct State {
     clients: usize,
+    /// When a client's request last started or ended.
+    last_client: Option<Instant>,
     /// Memory calls in flight, oldest first.
     memory: Vec<Call>,
     next_id: u64,
@@ -80,9 +82,27 @@ impl Slots {
             }
         }
         st.clients += 1;
+        st.last_client = Some(Instant::now());
         Slot {
             slots: self.clone(),
             kind: Kind::Client,
+        }
+    }
+
+    /// Waits until a slot is free and no client's request has started or ended for `quiet`:
+    /// memory's calls use the server's spare time, not the pauses between a user's turns.
+    pub async fn until_free(&self, quiet: Duration) {
+        loop {
+            let wait = {
+                let st = self.state();
+                let idle = st.last_client.map_or(quiet, |t| t.elapsed());
+                match st.clients + st.memory.len() < self.count {
+                    true if idle >= quiet => return,
+                    true => quiet - idle,
+                    false => quiet,
+                }
+            };
+            Timer::after(wait.max(Duration::from_millis(10))).await;
         }
     }
 
@@ -139,7 +159,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut st = self.slots.state();
         match &self.kind {
-            Kind::Client => st.clients -= 1,
+            Kind::Client => {
+                st.clients -= 1;
+                st.last_client = Some(Instant::now());
+            }
             Kind::Memory { id, .. } => st.memory.retain(|c| c.id != *id),
         }
     }
@@ -177,6 +200,29 @@ mod tests {
         let second = slots.client("test");
         assert!(ended(&old));
         assert!(!ended(&first) && !ended(&second), "clients never give way");
+    }
+
+    #[test]
+    fn memory_waits_for_a_free_slot_and_a_quiet_spell() {
+        let slots = Slots::new(1);
+        let free = |quiet| {
+            future::block_on(future::or(
+                async {
+                    slots.until_free(quiet).await;
+                    true
+                },
+                async {
+                    Timer::after(Duration::from_millis(60)).await;
+                    false
+                },
+            ))
+        };
+        assert!(free(Duration::from_millis(20)), "never used: free at once");
+        let client = slots.client("test");
+        assert!(!free(Duration::ZERO), "the one slot is taken");
+        drop(client);
+        assert!(!free(Duration::from_millis(500)), "a client just ended");
+        assert!(free(Duration::from_millis(20)));
     }
 
     #[test]
