@@ -164,6 +164,9 @@ pub enum Refusal {
     BareLine(String),
     /// A `Date:` header that is not a date, or a line whose time is not a time.
     BadDate(String),
+    /// An observation line without its `(HH:MM)` time: a small model's chatter in list form
+    /// ("* 🟡 I'm here to observe the user's behavior…") rather than something observed.
+    NoTime(String),
     /// The instructions repeated, or the model talking to the user instead of observing.
     Echo(String),
     /// More tokens than what it observed or condensed (plus a header's worth).
@@ -181,6 +184,7 @@ impl std::fmt::Display for Refusal {
             Refusal::Empty => write!(f, "no observation lines"),
             Refusal::BareLine(l) => write!(f, "a line without text: {:?}", cut(l)),
             Refusal::BadDate(l) => write!(f, "not a date or time: {:?}", cut(l)),
+            Refusal::NoTime(l) => write!(f, "an observation without its (HH:MM) time: {:?}", cut(l)),
             Refusal::Echo(l) => write!(f, "not an observation (instructions or chat): {:?}", cut(l)),
             Refusal::Longer { answer, input } => {
                 write!(f, "{answer} tokens, longer than the {input} tokens it was given")
@@ -273,6 +277,7 @@ pub fn check(observations: &str, input: &str, instructions: &str, reflection: bo
     // A chat phrase the conversation itself holds ("how can I help my son read?") is a fact.
     let heard = input.to_lowercase();
     let mut texts = Vec::new();
+    let mut untimed = None;
     for raw in observations.lines() {
         if let Some(d) = raw.strip_prefix(DATE) {
             if !is_date(d) {
@@ -290,6 +295,11 @@ pub fn check(observations: &str, input: &str, instructions: &str, reflection: bo
         let lower = text.to_lowercase();
         if CHAT.iter().any(|c| lower.contains(c) && !heard.contains(c)) {
             return Err(Refusal::Echo(raw.to_owned()));
+        }
+        // Indented lines are details under an observation; a reflection may merge times away.
+        // Checked last, so that an echo or a loop is named as such.
+        if time.is_none() && !reflection && !raw.starts_with(char::is_whitespace) {
+            untimed.get_or_insert(raw);
         }
         texts.push(text);
     }
@@ -344,7 +354,10 @@ pub fn check(observations: &str, input: &str, instructions: &str, reflection: bo
     if reflection && (answer as f64) < input as f64 * REFLECTION_FLOOR {
         return Err(Refusal::Shrunk { answer, input });
     }
-    Ok(())
+    match untimed {
+        Some(line) => Err(Refusal::NoTime(line.to_owned())),
+        None => Ok(()),
+    }
 }
 
 /// A line's priority marker, time and text, without its bullet.
@@ -462,13 +475,23 @@ mod tests {
         let transcript = "Nov 22 2026:\nUser (14:30): My name is Alex and I live in Lisbon.\nAssistant (14:30): Nice to meet you, Alex!\nUser (14:31): I work as a nurse and I have two cats.\n";
         let observer = crate::memory::observer::INSTRUCTIONS;
         let ok: Result<(), Refusal> = Ok(());
-        let rows: [(&str, &str, Result<(), Refusal>); 11] = [
+        let rows: [(&str, &str, Result<(), Refusal>); 13] = [
             (
                 "good, tagged",
                 "<observations>\nDate: Nov 22, 2026\n* 🔴 (14:30) User's name is Alex; lives in Lisbon\n* 🔴 (14:31) User is a nurse with two cats\n</observations>",
                 ok.clone(),
             ),
-            ("good, plain prose kept as lines", "* 🟡 The user is Alex, a nurse from Lisbon.", ok.clone()),
+            (
+                "a fact without its time (the format asks for one on every line)",
+                "* 🟡 The user is Alex, a nurse from Lisbon.",
+                Err(NoTime("* 🟡 The user is Alex, a nurse from Lisbon.".into())),
+            ),
+            (
+                "SmolLM2 through memgate: chatter in list form, accepted before",
+                "<observations>\n* 🟡 I'm here to observe the user's behavior, including their actions and responses.\n* 🟡 2. New tasks.\n</observations>",
+                Err(NoTime("* 🟡 I'm here to observe the user's behavior, including their actions and responses.".into())),
+            ),
+            ("an indented detail needs no time", "* 🔴 (14:30) User is Alex\n  * a nurse from Lisbon", ok.clone()),
             (
                 "SmolLM2: asks for input instead of observing",
                 "I'm ready to assist. Please provide me with a message that requires observation.",
@@ -511,7 +534,7 @@ mod tests {
         let observations = "Date: Nov 22, 2026\n* 🔴 (14:30) User's name is Alex; lives in Lisbon\n* 🔴 (14:31) User is a nurse with two cats named Tom and Jerry\n* 🟡 (14:40) User is planning a trip to Porto next spring";
         let condensed = "Date: Nov 22, 2026\n* 🔴 (14:30) Alex, a nurse in Lisbon with two cats, plans a trip to Porto";
         assert_eq!(check(condensed, observations, "", true), Ok(()));
-        let gutted = "Date: Nov 22, 2026\n* 🔴 Alex";
+        let gutted = "Date: Nov 22, 2026\n* 🔴 (14:30) Alex";
         assert!(matches!(check(gutted, observations, "", true), Err(Shrunk { .. })));
         assert_eq!(check(gutted, observations, "", false), Ok(()));
     }
