@@ -10,11 +10,10 @@
 //! 2. Stored exchanges (a user message and an answer, one durable write each) per second, with
 //!    1, 16 and 64 concurrent writers, through the group-commit writer thread.
 
-use memgate::auth::Caller;
 use memgate::clock;
 use memgate::config::Config;
 use memgate::ir::{ChatRequest, Message};
-use memgate::memory::{self, tokens, Memory, ThreadRef};
+use memgate::memory::{self, tokens, Memory, Payer, ThreadRef};
 use memgate::runtime;
 use memgate::store::{observations, threads, ObservationRecord, Scope, Store};
 use serde_json::json;
@@ -101,7 +100,7 @@ fn report(name: &str, mut micros: Vec<f64>) -> f64 {
 
 fn assembly(
     app: &Arc<memgate::app::App>,
-    caller: &Caller,
+    payer: &Payer,
     at: &ThreadRef,
     client: &[Message],
     serialise: bool,
@@ -110,8 +109,8 @@ fn assembly(
         .map(|_| {
             let start = Instant::now();
             let (messages, turn) = runtime::block_on(Memory::begin(
-                app,
-                caller,
+                &app.memory,
+                payer,
                 at,
                 client.to_vec(),
                 "openai/gpt-4o-mini",
@@ -188,9 +187,8 @@ fn main() {
         Config::parse("[providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n").expect("config");
     let app =
         Arc::new(memgate::app::App::new(&config, "127.0.0.1:4000".parse().expect("addr"), store.clone()).expect("app"));
-    let caller = Caller {
+    let payer = Payer {
         tenant: memgate::store::OPEN_TENANT.into(),
-        byok: None,
         limits: Default::default(),
     };
     let at = ThreadRef {
@@ -209,11 +207,11 @@ fn main() {
     let new = vec![message("user", "What did I move to the south bed?".into())];
     let plain = report(
         "context assembly (Memory::begin), new message only",
-        assembly(&app, &caller, &at, &new, false),
+        assembly(&app, &payer, &at, &new, false),
     );
     let with_body = report(
         "  + serialising the upstream body",
-        assembly(&app, &caller, &at, &new, true),
+        assembly(&app, &payer, &at, &new, true),
     );
     let mut history: Vec<Message> = (0..MESSAGES)
         .map(|i| message(if i % 2 == 0 { "user" } else { "assistant" }, turn_text(i)))
@@ -221,7 +219,7 @@ fn main() {
     history.extend(new.iter().cloned());
     report(
         "context assembly, client resends all 1,000 messages",
-        assembly(&app, &caller, &at, &history, false),
+        assembly(&app, &payer, &at, &history, false),
     );
     let empty_req = ChatRequest {
         model: "gpt-4o-mini".into(),

@@ -1,6 +1,7 @@
 //! Everything a request needs, built once at start-up and shared by all connections.
 
 use crate::config::{AuthMode, Config, RetryConfig};
+use crate::exchange::models::MemoryModels;
 use crate::memory::Memory;
 use crate::router::Router;
 use crate::store::Store;
@@ -13,13 +14,14 @@ use std::time::Duration;
 pub struct App {
     pub auth: AuthMode,
     pub store: Store,
-    /// Swapped whole by a config reload (SIGHUP); see [`App::router`].
-    router: RwLock<Arc<Router>>,
+    /// Swapped whole by a config reload (SIGHUP); see [`App::router`]. Shared with memory's
+    /// model calls.
+    router: Arc<RwLock<Arc<Router>>>,
     pub retry: RetryConfig,
     pub client: Client,
-    pub memory: Memory,
-    pub metrics: crate::metrics::Metrics,
-    pub limiter: crate::limits::Limiter,
+    pub memory: Arc<Memory>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub limiter: Arc<crate::limits::Limiter>,
     /// `[limits] rpm / tpm`: for keys without their own.
     pub default_limits: crate::limits::Limits,
     /// `[limits] max_in_flight`: beyond it, a fast 503.
@@ -29,7 +31,7 @@ pub struct App {
     /// `[metrics] require_key`.
     pub metrics_need_key: bool,
     /// Usage counts on their way to the database.
-    pub usage: crate::usage::Ledger,
+    pub usage: Arc<crate::usage::Ledger>,
     pub max_body: u64,
     pub body_timeout: Duration,
     /// How often an open stream gets a keep-alive comment (`None`: never).
@@ -38,18 +40,26 @@ pub struct App {
 
 impl App {
     pub fn new(config: &Config, listen: SocketAddr, store: Store) -> Result<App, String> {
-        Ok(App {
-            auth: config.auth_mode(listen),
-            store,
-            router: RwLock::new(Arc::new(Router::new(config)?)),
-            retry: config.retry.clone(),
+        let models = MemoryModels {
+            router: Arc::new(RwLock::new(Arc::new(Router::new(config)?))),
             client: Client::new(config.timeouts.clone(), &config.limits),
-            memory: Memory::new(config),
+            retry: config.retry.clone(),
+            limiter: Default::default(),
             usage: Default::default(),
             metrics: Default::default(),
+        };
+        Ok(App {
+            auth: config.auth_mode(listen),
+            router: models.router.clone(),
+            retry: models.retry.clone(),
+            client: models.client.clone(),
+            usage: models.usage.clone(),
+            metrics: models.metrics.clone(),
+            limiter: models.limiter.clone(),
+            memory: Arc::new(Memory::new(config, store.clone(), Arc::new(models))),
+            store,
             metrics_need_key: config.metrics.require_key,
             browsers: crate::http::BrowserPolicy::new(&config.server.allowed_hosts, &config.server.allowed_origins),
-            limiter: Default::default(),
             default_limits: crate::limits::Limits {
                 rpm: config.limits.rpm,
                 tpm: config.limits.tpm,

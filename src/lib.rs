@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub(crate) mod exchange;
 pub mod http;
 pub mod ir;
 pub mod limits;

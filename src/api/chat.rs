@@ -45,8 +45,8 @@ pub(super) async fn exchange(
     let turn = match &ctx.thread {
         Some(at) => {
             let (messages, turn) = Memory::begin(
-                &ctx.app,
-                &ctx.caller,
+                &ctx.app.memory,
+                &ctx.payer(),
                 at,
                 std::mem::take(&mut req.messages),
                 &asked,

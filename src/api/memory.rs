@@ -38,7 +38,7 @@ pub(super) async fn handle(
         (Method::Get, ["threads", id]) => Ok(json_response(200, &thread_json(&visible(ctx, &tenant, id)?))),
         (Method::Patch, ["threads", id]) => update_thread(ctx, &tenant, id, body).await,
         (Method::Delete, ["threads", id]) => {
-            let thread = memory::delete_thread(&ctx.app, &tenant, id)
+            let thread = memory::delete_thread(&ctx.app.memory, &tenant, id)
                 .await
                 .map_err(store_error)?;
             Ok(json_response(200, &json!({"id": thread.id, "deleted": true})))
@@ -52,7 +52,7 @@ pub(super) async fn handle(
         (Method::Patch, ["threads", id, "observations", "config"]) => set_config(ctx, &tenant, id, body).await,
         (Method::Delete, ["resources", resource]) => {
             threads::check_id("resourceId", resource).map_err(ApiError::invalid)?;
-            let gone = memory::erase_resource(&ctx.app, &tenant, resource)
+            let gone = memory::erase_resource(&ctx.app.memory, &tenant, resource)
                 .await
                 .map_err(store_error)?;
             Ok(json_response(
@@ -343,7 +343,7 @@ async fn save_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result
         Ok((t, stored))
     })
     .await?;
-    memory::saved(&ctx.app, &thread, &ctx.caller);
+    memory::saved(&ctx.app.memory, &thread, &ctx.payer());
     let messages: Vec<Value> = stored.iter().map(|m| message_json(&thread.id, m)).collect();
     Ok(json_response(201, &json!({"messages": messages})))
 }
@@ -372,7 +372,7 @@ struct DeleteMessages {
 
 async fn delete_messages(ctx: &Ctx, tenant: &str, id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let del: DeleteMessages = parse_body(body)?;
-    let deleted = memory::delete_messages(&ctx.app, tenant, id, del.message_ids)
+    let deleted = memory::delete_messages(&ctx.app.memory, tenant, id, del.message_ids)
         .await
         .map_err(store_error)?;
     Ok(json_response(200, &json!({"deleted": deleted})))
@@ -420,7 +420,7 @@ fn record(ctx: &Ctx, tenant: &str, id: &str) -> Result<Response, ApiError> {
     let unobserved = reader.messages_from(&thread, thread.cursor).map_err(store_error)?;
     let (message_tokens, observation_tokens) = ctx.app.memory.thresholds(&thread);
     let (observing, reflecting) = ctx.app.memory.activity(&thread);
-    let (chunks, buffered) = ctx.app.memory.buffered(&ctx.app, &thread);
+    let (chunks, buffered) = ctx.app.memory.buffered(&thread);
     Ok(json_response(
         200,
         &json!({

@@ -103,7 +103,8 @@ async fn native(
     let turn = match &ctx.thread {
         Some(at) => {
             let chat = to_chat(req, ProviderKind::Anthropic)?;
-            let (messages, turn) = Memory::begin(&ctx.app, &ctx.caller, at, chat.messages, &asked, &chat.rest).await?;
+            let (messages, turn) =
+                Memory::begin(&ctx.app.memory, &ctx.payer(), at, chat.messages, &asked, &chat.rest).await?;
             let (system, turns) = anthropic_turns(&messages)?;
             body.insert("messages".to_owned(), Value::Array(turns));
             match system {

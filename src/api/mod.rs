@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::http::{error_response, json_response, read_body, text_response, Peer};
 use crate::ir::{Rest, Usage};
 use crate::limits::{self, Limits};
-use crate::memory::ThreadRef;
+use crate::memory::{Payer, ThreadRef};
 use crate::metrics::RequestEnd;
 use crate::store::usage::Counts;
 use crate::usage;
@@ -46,6 +46,17 @@ pub(crate) struct Ctx {
     pub thread: Option<ThreadRef>,
     /// Taken by a streaming handler, which finishes it when the stream ends.
     pub log: Option<AccessLog>,
+}
+
+impl Ctx {
+    /// Whom the memory runs this request starts serve and are charged to: the caller's tenant,
+    /// within its limits.
+    pub fn payer(&self) -> Payer {
+        Payer {
+            tenant: self.caller.tenant.clone(),
+            limits: self.caller.limits_or(self.app.default_limits),
+        }
+    }
 }
 
 /// The one line logged per request, which also feeds usage accounting and metrics. Never holds

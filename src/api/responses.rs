@@ -45,7 +45,8 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         Some(at) => {
             let input = req.rest.get("input").unwrap_or(&Value::Null);
             let messages = items::input_to_messages(input)?;
-            let (messages, turn) = Memory::begin(&ctx.app, &ctx.caller, at, messages, &asked, &req.rest).await?;
+            let (messages, turn) =
+                Memory::begin(&ctx.app.memory, &ctx.payer(), at, messages, &asked, &req.rest).await?;
             req.rest
                 .insert("input".to_owned(), Value::Array(items::messages_to_input(&messages)));
             Some(turn)

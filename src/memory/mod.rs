@@ -12,19 +12,19 @@
 
 mod context;
 pub mod lines;
+mod models;
 mod observer;
 mod reflector;
+#[cfg(test)]
+mod scripted;
 pub mod tokens;
 
-use crate::app::App;
-use crate::auth::Caller;
 use crate::clock;
 use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
-use crate::ir::{ChatRequest, Message, Usage};
-use crate::metrics::MemoryJob;
-use crate::router::first_answer;
-use crate::store::{observations, quota, threads, NewMessage, Scope, StoreError, StoredMessage, ThreadRecord};
+use crate::ir::{Message, Usage};
+use crate::limits::Limits;
+use crate::store::{observations, quota, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
 use crate::tasks::Tasks;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use context::PREAMBLE;
+pub use models::{Boxed, Call, CallError, Job, Models};
 
 /// OM's defaults.
 const MESSAGE_TOKENS: u64 = 30_000;
@@ -97,10 +98,12 @@ impl Settings {
     }
 }
 
-/// Memory's state beyond the database: settings and which runs are under way.
+/// Memory: its database, its settings, the models it calls, and which runs are under way.
 #[derive(Debug)]
 pub struct Memory {
     pub settings: Settings,
+    store: Store,
+    models: Arc<dyn Models>,
     /// One lock per observing thread / reflecting scope: a run holds it, so runs never overlap
     /// and a request past `blockAfter` can wait for the run under way.
     locks: Mutex<HashMap<String, Arc<smol::lock::Mutex<()>>>>,
@@ -185,9 +188,11 @@ pub fn store_error(e: StoreError) -> ApiError {
 }
 
 impl Memory {
-    pub fn new(config: &Config) -> Memory {
+    pub fn new(config: &Config, store: Store, models: Arc<dyn Models>) -> Memory {
         let m = &config.memory;
         Memory {
+            store,
+            models,
             settings: Settings {
                 observer_model: m.observer_model.clone(),
                 reflector_model: m.reflector_model.clone().or_else(|| m.observer_model.clone()),
@@ -266,8 +271,8 @@ impl Memory {
     }
 
     /// How many buffered observations wait for the thread's threshold, covering how many messages.
-    pub fn buffered(&self, app: &App, thread: &ThreadRecord) -> (usize, u64) {
-        observer::buffered(app, thread)
+    pub fn buffered(&self, thread: &ThreadRecord) -> (usize, u64) {
+        observer::buffered(self, thread)
     }
 
     /// Drops a thread's buffered observations: its messages were deleted (what is left is
@@ -347,14 +352,22 @@ struct RunAs {
     /// The tenant of the thread the run serves, whose key its usage is counted against and
     /// whose token limit (`tpm`) it is charged to.
     tenant: String,
-    limits: crate::limits::Limits,
+    limits: Limits,
     /// The context window of the request's model, which scales the thresholds.
     window: Option<u64>,
 }
 
+/// The caller a request's memory serves: its tenant, whose threads it reads and whose usage
+/// and token limit (`tpm`) the memory calls it starts count against, and that tenant's limits.
+#[derive(Debug, Clone)]
+pub struct Payer {
+    pub tenant: String,
+    pub limits: Limits,
+}
+
 /// One request's memory: what it brought that is new, to be stored with the answer.
 pub struct Turn {
-    app: Arc<App>,
+    memory: Arc<Memory>,
     thread: ThreadRecord,
     new: Vec<Message>,
     by: RunAs,
@@ -399,16 +412,16 @@ impl View {
 
 /// Reads what a request on `thread` shows: its unobserved messages, the `recent` newest, its
 /// observations and (resource scope) the other threads'.
-fn view(app: &App, thread: &ThreadRecord, recent: usize) -> Result<View, StoreError> {
-    let reader = app.store.read()?;
+fn view(memory: &Memory, thread: &ThreadRecord, recent: usize) -> Result<View, StoreError> {
+    let reader = memory.store.read()?;
     let unobserved = reader.messages_from(thread, thread.cursor)?;
     let recent = if recent <= unobserved.len() {
         unobserved[unobserved.len() - recent..].to_vec()
     } else {
         reader.last_messages(thread, recent)?
     };
-    let record = reader.observations(&app.memory.scope_key(thread))?.unwrap_or_default();
-    let others = match app.memory.settings.scope {
+    let record = reader.observations(&memory.scope_key(thread))?.unwrap_or_default();
+    let others = match memory.settings.scope {
         MemoryScope::Resource => other_threads(&reader, thread)?,
         MemoryScope::Thread => String::new(),
     };
@@ -454,14 +467,14 @@ fn other_threads(reader: &crate::store::Reader, thread: &ThreadRecord) -> Result
 }
 
 /// The thread read again after a memory run (unchanged if it is gone).
-fn refresh(app: &App, thread: &ThreadRecord, recent: usize, seen: View) -> Result<View, ApiError> {
-    match app
+fn refresh(memory: &Memory, thread: &ThreadRecord, recent: usize, seen: View) -> Result<View, ApiError> {
+    match memory
         .store
         .read()
         .and_then(|r| r.thread(&thread.tenant, &thread.id))
         .map_err(store_error)?
     {
-        Some(t) => view(app, &t, recent).map_err(store_error),
+        Some(t) => view(memory, &t, recent).map_err(store_error),
         None => Ok(seen),
     }
 }
@@ -470,17 +483,17 @@ impl Memory {
     /// Opens a turn: binds the thread (creating it on first use), works out which of the
     /// client's messages are new, and returns the messages to send upstream.
     pub async fn begin(
-        app: &Arc<App>,
-        caller: &Caller,
+        self: &Arc<Memory>,
+        payer: &Payer,
         at: &ThreadRef,
         messages: Vec<Message>,
         model: &str,
         rest: &crate::ir::Rest,
     ) -> Result<(Vec<Message>, Turn), ApiError> {
-        let found = app
+        let found = self
             .store
             .read()
-            .and_then(|r| r.thread(&caller.tenant, &at.thread))
+            .and_then(|r| r.thread(&payer.tenant, &at.thread))
             .map_err(store_error)?;
         let thread = match found {
             Some(t) if t.resource == at.resource => t,
@@ -491,8 +504,8 @@ impl Memory {
                 ))))
             }
             None => {
-                let (id, tenant, resource) = (at.thread.clone(), caller.tenant.clone(), at.resource.clone());
-                app.store
+                let (id, tenant, resource) = (at.thread.clone(), payer.tenant.clone(), at.resource.clone());
+                self.store
                     .write(move |tx| threads::bind(tx, &id, &tenant, &resource, clock::now_ms()))
                     .await
                     .map_err(store_error)?
@@ -500,40 +513,40 @@ impl Memory {
         };
         let (system, conversation): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(context::is_system);
         let recent = conversation.len().saturating_sub(1);
-        let mut seen = view(app, &thread, recent).map_err(store_error)?;
+        let mut seen = view(self, &thread, recent).map_err(store_error)?;
         let new = conversation[context::already_stored(&conversation, &seen.recent)..].to_vec();
         // Checked before the model is called: a refused turn costs no tokens.
-        app.store
+        self.store
             .read()
-            .and_then(|r| quota::admit(&r, &caller.tenant, quota::message_bytes(&new), app.store.quota()))
+            .and_then(|r| quota::admit(&r, &payer.tenant, quota::message_bytes(&new), self.store.quota()))
             .map_err(store_error)?;
-        let window = window_of(app, model).await;
+        let window = self.models.window(model).await;
         let by = RunAs {
             model: model.to_owned(),
-            tenant: caller.tenant.clone(),
-            limits: caller.limits_or(app.default_limits),
+            tenant: payer.tenant.clone(),
+            limits: payer.limits,
             window,
         };
-        let (limit, _) = app.memory.thresholds_within(&thread, window);
+        let (limit, _) = self.thresholds_within(&thread, window);
         let new_tokens = new.iter().map(tokens::message).sum::<u64>();
         let pending = |seen: &View| pending_tokens(&seen.unobserved) + new_tokens;
         // A failing observer is not waited for again until its backoff ends.
         let behind = |seen: &View| {
             pending(seen) as f64 > limit as f64 * BLOCK_AFTER
-                && !app.memory.backing_off(&observe_key(&thread.tenant, &thread.id))
-                && !app.memory.backing_off(&block_key(&thread.tenant, &thread.id))
+                && !self.backing_off(&observe_key(&thread.tenant, &thread.id))
+                && !self.backing_off(&block_key(&thread.tenant, &thread.id))
         };
         if behind(&seen) {
             // Observations buffered ahead need no model call: activated first, they may be enough.
-            observer::activate_ready(app, &thread.id, &by, new_tokens).await;
-            seen = refresh(app, &thread, recent, seen)?;
+            observer::activate_ready(self, &thread.id, &by, new_tokens).await;
+            seen = refresh(self, &thread, recent, seen)?;
         }
         if behind(&seen) {
             log::info!(target: "memgate::memory", "thread {:?}: {} unobserved tokens is past blockAfter; observing before forwarding", thread.id, pending(&seen));
-            if !observe_within(app, &thread.id, &by).await {
-                log::warn!(target: "memgate::memory", "thread {:?}: observation took over {} ms; forwarding without waiting for it", thread.id, app.memory.settings.max_wait.as_millis());
+            if !observe_within(self, &thread.id, &by).await {
+                log::warn!(target: "memgate::memory", "thread {:?}: observation took over {} ms; forwarding without waiting for it", thread.id, self.settings.max_wait.as_millis());
             }
-            seen = refresh(app, &thread, recent, seen)?;
+            seen = refresh(self, &thread, recent, seen)?;
         }
         let budget = window.map(|w| context_budget(rest, w));
         let memory = seen.memory(Room(window), &thread.id);
@@ -562,7 +575,7 @@ impl Memory {
         }
         let upstream = built.messages;
         let turn = Turn {
-            app: app.clone(),
+            memory: self.clone(),
             thread,
             new,
             by,
@@ -584,7 +597,7 @@ impl Turn {
         );
         let bytes = quota::message_bytes(messages.iter().map(|m| &m.message));
         let written = self
-            .app
+            .memory
             .store
             .write(move |tx| {
                 // Deleted meanwhile (perhaps created again): the exchange is not stored, and
@@ -606,7 +619,7 @@ impl Turn {
             }
             Err(e) => return Err(store_error(e)),
         };
-        maybe_observe(&self.app, &thread, &self.by);
+        maybe_observe(&self.memory, &thread, &self.by);
         Ok(())
     }
 }
@@ -614,39 +627,39 @@ impl Turn {
 /// After messages were stored through the Memory API: starts an observer run as a chat turn
 /// would, if the thread is past its threshold. There is no request model to fall back on, so
 /// without `[memory] observer_model` the run waits for the thread's next chat request.
-pub fn saved(app: &Arc<App>, thread: &ThreadRecord, caller: &Caller) {
-    let Some(model) = app.memory.settings.observer_model.clone() else {
+pub fn saved(memory: &Arc<Memory>, thread: &ThreadRecord, payer: &Payer) {
+    let Some(model) = memory.settings.observer_model.clone() else {
         log::debug!(target: "memgate::memory", "thread {:?}: no observer_model; observed at its next chat request", thread.id);
         return;
     };
     let by = RunAs {
         model,
-        tenant: caller.tenant.clone(),
-        limits: caller.limits_or(app.default_limits),
+        tenant: payer.tenant.clone(),
+        limits: payer.limits,
         window: None,
     };
-    maybe_observe(app, thread, &by);
+    maybe_observe(memory, thread, &by);
 }
 
 /// Runs the observer for a request past blockAfter, in the background, and waits for it at
 /// most `max_wait`: false when it gave up waiting (the run goes on, and the request is sent
 /// without it).
-async fn observe_within(app: &Arc<App>, thread_id: &str, by: &RunAs) -> bool {
+async fn observe_within(memory: &Arc<Memory>, thread_id: &str, by: &RunAs) -> bool {
     let key = observe_key(&by.tenant, thread_id);
     type Done = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
     // A run under way is joined, not queued behind: requests past blockAfter while a slow call
     // holds the thread would otherwise each add a run.
-    let done: Done = if app.memory.busy(&key) {
-        let lock = app.memory.lock(&key);
+    let done: Done = if memory.busy(&key) {
+        let lock = memory.lock(&key);
         Box::pin(async move {
             drop(lock.lock().await);
             true
         })
     } else {
         let (done, finished) = async_channel::bounded::<()>(1);
-        let (a, id, b) = (app.clone(), thread_id.to_owned(), by.clone());
-        let started = app.memory.background().spawn(async move {
-            observer::run(&a, &id, &b, true).await;
+        let (m, id, b) = (memory.clone(), thread_id.to_owned(), by.clone());
+        let started = memory.background().spawn(async move {
+            observer::run(&m, &id, &b, true).await;
             let _ = done.send(()).await;
         });
         if !started {
@@ -655,7 +668,7 @@ async fn observe_within(app: &Arc<App>, thread_id: &str, by: &RunAs) -> bool {
         Box::pin(async move { finished.recv().await.is_ok() })
     };
     futures_lite::future::or(done, async {
-        smol::Timer::after(app.memory.settings.max_wait).await;
+        smol::Timer::after(memory.settings.max_wait).await;
         false
     })
     .await
@@ -663,30 +676,26 @@ async fn observe_within(app: &Arc<App>, thread_id: &str, by: &RunAs) -> bool {
 
 /// Starts a background observer run when the thread has work for one (past its threshold,
 /// or a buffered step ahead of it) and none is under way or backing off.
-fn maybe_observe(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) {
+fn maybe_observe(memory: &Arc<Memory>, thread: &ThreadRecord, by: &RunAs) {
     let key = observe_key(&thread.tenant, &thread.id);
-    if app.memory.busy(&key) || app.memory.backing_off(&key) {
+    if memory.busy(&key) || memory.backing_off(&key) {
         return;
     }
-    let unobserved = app
+    let unobserved = memory
         .store
         .read()
         .and_then(|r| r.messages_from(thread, thread.cursor))
         .unwrap_or_default();
-    if observer::next_step(app, thread, &unobserved, 0, by.window) == observer::Step::Idle {
+    if observer::next_step(memory, thread, &unobserved, 0, by.window) == observer::Step::Idle {
         return;
     }
-    let background = app.memory.background();
-    let (app, id, by) = (app.clone(), thread.id.clone(), by.clone());
-    if !background.spawn(async move { observer::run(&app, &id, &by, false).await }) {
+    let (m, id, by) = (memory.clone(), thread.id.clone(), by.clone());
+    if !memory
+        .background()
+        .spawn(async move { observer::run(&m, &id, &by, false).await })
+    {
         log::debug!(target: "memgate::memory", "shutting down: thread {:?} is observed after the restart", thread.id);
     }
-}
-
-/// The context window of the model a client names (`provider/model`), if known.
-async fn window_of(app: &App, model: &str) -> Option<u64> {
-    let route = app.router().resolve(model).ok()?;
-    route.provider.context_window(&app.client, &route.model).await
 }
 
 /// A memory call's room in its model's context window (`None`: unknown, nothing bounded):
@@ -695,8 +704,8 @@ async fn window_of(app: &App, model: &str) -> Option<u64> {
 struct Room(Option<u64>);
 
 impl Room {
-    async fn of(app: &App, model: &str) -> Room {
-        Room(window_of(app, model).await)
+    async fn of(memory: &Memory, model: &str) -> Room {
+        Room(memory.models.window(model).await)
     }
 
     /// How much of a scope's observations fits in front of the model: [`OBSERVATION_SHARE`]
@@ -744,134 +753,36 @@ fn answer_reserve(rest: &crate::ir::Rest, window: u64) -> u64 {
     asked.unwrap_or(share(window, ANSWER_SHARE)).min(window)
 }
 
-/// Calls a model through the normal router, as memory's own client: a plain chat request of
-/// at most `max_tokens` output tokens, given up after `call_timeout`; the answer's text and
-/// usage back. Errors are for the log.
-async fn call_model(
-    app: &App,
-    model: &str,
-    messages: Vec<Message>,
-    by: &RunAs,
-    max_tokens: u64,
-) -> Result<(String, Usage), CallError> {
-    let limit = app.memory.settings.call_timeout;
-    let mut rest = crate::ir::Rest::new();
-    let candidates = app.router().candidates(model, &mut rest)?;
-    // Not timed: a server with slots is waited for until clients leave it alone.
-    if let Some(first) = candidates.first() {
-        first.route.provider.until_free(app.memory.settings.quiet).await;
-    }
-    let call = async {
-        rest.insert("temperature".to_owned(), serde_json::json!(0.3));
-        rest.insert("max_tokens".to_owned(), serde_json::json!(max_tokens));
-        let mut req = ChatRequest {
-            model: String::new(),
+impl Memory {
+    /// Calls a model as memory's own client: a plain chat request of at most `max_tokens`
+    /// output tokens, given up after `call_timeout`; the answer's text and usage back. Errors
+    /// are for the log.
+    async fn call(
+        &self,
+        model: &str,
+        messages: Vec<Message>,
+        by: &RunAs,
+        max_tokens: u64,
+    ) -> Result<(String, Usage), CallError> {
+        let limit = self.settings.call_timeout;
+        // Not timed: a server with slots is waited for until clients leave it alone.
+        self.models.until_free(model, self.settings.quiet).await;
+        let call = self.models.call(Call {
+            model,
             messages,
-            stream: None,
-            rest,
-        };
-        let sent = first_answer(&app.client, &app.retry, &candidates, |c| {
-            req.model.clone_from(&c.route.model);
-            // To an upstream with slots the call streams, so that giving way (hanging up)
-            // stops the generation: servers stop a streamed one whose client is gone.
-            let slots = c.route.provider.has_slots();
-            req.stream = slots.then_some(true);
-            let mut upstream = c.route.provider.chat_request(&req, None)?;
-            upstream.gives_way = slots.then_some(app.memory.settings.give_way);
-            Ok(upstream)
+            max_tokens,
+            give_way: self.settings.give_way,
+            tenant: &by.tenant,
+            limits: by.limits,
+        });
+        futures_lite::future::or(call, async {
+            smol::Timer::after(limit).await;
+            Err(CallError::Failed(format!(
+                "{model} did not answer within {} ms",
+                limit.as_millis()
+            )))
         })
-        .await?;
-        let provider = &sent.candidate.route.provider;
-        let (text, usage) = if sent.response.is_event_stream() {
-            read_stream(provider, &req, sent.response).await?
-        } else {
-            let answer = provider.chat_response(&sent.response.bytes().await?)?;
-            let text = answer.choices.first().map(|c| content_text(&c.message.content));
-            (text.unwrap_or_default(), answer.usage)
-        };
-        // A server that reports no usage in streams (llama-cpp-python): estimated, so memory's
-        // calls still count against the key's tpm and in its usage.
-        let usage = usage.unwrap_or_else(|| {
-            let prompt = req.messages.iter().map(tokens::message).sum::<u64>();
-            let completion = tokens::text(&text);
-            Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-                total_tokens: prompt + completion,
-                rest: Default::default(),
-            }
-        });
-        let spent = usage.total_tokens;
-        // Memory's calls run on the operator's keys for the tenant's thread: they count against its
-        // tpm like its own requests, so tiny thresholds cannot buy unlimited model calls.
-        app.limiter.charge(&by.tenant, by.limits, spent);
-        app.usage.record(crate::usage::Entry {
-            key: by.tenant.clone(),
-            provider: provider.name.clone(),
-            model: sent.candidate.name.clone(),
-            counts: crate::store::usage::Counts {
-                memory_tokens: spent,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
-        Ok((text, usage))
-    };
-    futures_lite::future::or(call, async {
-        smol::Timer::after(limit).await;
-        Err(CallError::Failed(format!(
-            "{model} did not answer within {} ms",
-            limit.as_millis()
-        )))
-    })
-    .await
-}
-
-/// The text and usage of a streamed memory call's answer.
-async fn read_stream(
-    provider: &crate::providers::Provider,
-    req: &ChatRequest,
-    response: crate::upstream::UpstreamResponse,
-) -> Result<(String, Option<Usage>), CallError> {
-    let mut decoder = provider.chat_decoder(req);
-    let mut events = response.events();
-    let mut text = String::new();
-    let mut usage = None;
-    loop {
-        let event = match events.next().await {
-            Ok(Some(event)) => event,
-            Ok(None) if decoder.finished() => break,
-            Ok(None) => {
-                return Err(CallError::Failed(
-                    "the memory call's stream ended before its answer did".to_owned(),
-                ))
-            }
-            Err(_) if events.gave_way() => return Err(CallError::GaveWay),
-            Err(why) => return Err(CallError::Failed(why)),
-        };
-        for chunk in decoder.event(&event)? {
-            let delta = chunk.choices.first().and_then(|c| c.delta.get("content"));
-            text.extend(delta.and_then(Value::as_str));
-            usage = chunk.usage.or(usage);
-        }
-    }
-    Ok((text, usage.or_else(|| decoder.usage())))
-}
-
-/// Why a memory call brought no answer.
-#[derive(Debug)]
-enum CallError {
-    Failed(String),
-    /// It hung up to free its upstream slot for a client's request: not the model's failure.
-    GaveWay,
-}
-
-impl From<ApiError> for CallError {
-    fn from(e: ApiError) -> CallError {
-        if e.code.as_deref() == Some(crate::upstream::GAVE_WAY) {
-            return CallError::GaveWay;
-        }
-        CallError::Failed(e.message)
+        .await
     }
 }
 
@@ -920,33 +831,33 @@ pub fn delete_thread_op(tx: &redb::WriteTransaction, tenant: &str, id: &str) -> 
 }
 
 /// Deletes the tenant's thread `id` (see [`delete_thread_op`]) and its buffered observations.
-pub async fn delete_thread(app: &App, tenant: &str, id: &str) -> Result<ThreadRecord, StoreError> {
+pub async fn delete_thread(memory: &Memory, tenant: &str, id: &str) -> Result<ThreadRecord, StoreError> {
     let (t, i) = (tenant.to_owned(), id.to_owned());
-    let thread = app.store.write(move |tx| delete_thread_op(tx, &t, &i)).await?;
-    app.memory.drop_buffered(&thread.tenant, &thread.id);
+    let thread = memory.store.write(move |tx| delete_thread_op(tx, &t, &i)).await?;
+    memory.drop_buffered(&thread.tenant, &thread.id);
     Ok(thread)
 }
 
 /// Erases a tenant's resource (see [`forget_resource`]) and its threads' buffered observations.
-pub async fn erase_resource(app: &App, tenant: &str, resource: &str) -> Result<Vec<ThreadRecord>, StoreError> {
+pub async fn erase_resource(memory: &Memory, tenant: &str, resource: &str) -> Result<Vec<ThreadRecord>, StoreError> {
     let erase = forget_resource(Some(tenant.to_owned()), resource.to_owned());
-    let gone = app.store.write(erase).await?;
+    let gone = memory.store.write(erase).await?;
     for t in &gone {
-        app.memory.drop_buffered(&t.tenant, &t.id);
+        memory.drop_buffered(&t.tenant, &t.id);
     }
     Ok(gone)
 }
 
 /// Deletes messages of the tenant's thread `id`; returns how many existed. The thread's
 /// buffered observations may hold them, so they go too (what is left is observed again).
-pub async fn delete_messages(app: &App, tenant: &str, id: &str, ids: Vec<String>) -> Result<u64, StoreError> {
+pub async fn delete_messages(memory: &Memory, tenant: &str, id: &str, ids: Vec<String>) -> Result<u64, StoreError> {
     let (t, i) = (tenant.to_owned(), id.to_owned());
-    let deleted = app
+    let deleted = memory
         .store
         .write(move |tx| threads::delete_messages(tx, &mut threads::owned(tx, &t, &i)?, &ids))
         .await?;
     if deleted > 0 {
-        app.memory.drop_buffered(tenant, id);
+        memory.drop_buffered(tenant, id);
     }
     Ok(deleted)
 }
@@ -991,13 +902,13 @@ impl Failed {
     /// One memory call of the run, its usage added up; an error ends the run with what it spent.
     async fn call(
         &mut self,
-        app: &App,
+        memory: &Memory,
         model: &str,
         messages: Vec<Message>,
         by: &RunAs,
         max_tokens: u64,
     ) -> Result<String, Failed> {
-        match call_model(app, model, messages, by, max_tokens).await {
+        match memory.call(model, messages, by, max_tokens).await {
             Ok((answer, usage)) => {
                 self.usage.prompt_tokens += usage.prompt_tokens;
                 self.usage.completion_tokens += usage.completion_tokens;
@@ -1030,29 +941,29 @@ impl From<String> for Failed {
 /// After a run under `key` that failed: backoff, metrics, the log and the record. A run whose
 /// call gave way to a client's request is no failure: no backoff (the next request past the
 /// threshold starts it again), only what it spent is counted.
-async fn run_failed(app: &App, job: MemoryJob, key: &str, thread: &ThreadRecord, scope: String, failed: &Failed) {
+async fn run_failed(memory: &Memory, job: Job, key: &str, thread: &ThreadRecord, scope: String, failed: &Failed) {
     let what = match job {
-        MemoryJob::Observer => "observer",
-        MemoryJob::Reflector => "reflector",
+        Job::Observer => "observer",
+        Job::Reflector => "reflector",
     };
     if failed.gave_way {
         log::info!(target: "memgate::memory", "{what} for thread {:?} gave way: {}; it runs again later", thread.id, failed.why);
-        if job == MemoryJob::Observer {
-            app.memory.ran(&block_key(&thread.tenant, &thread.id), false);
+        if job == Job::Observer {
+            memory.ran(&block_key(&thread.tenant, &thread.id), false);
         }
     } else {
-        app.memory.ran(key, false);
-        app.metrics.memory_run(job, false);
+        memory.ran(key, false);
+        memory.models.ran(job, false);
         log::warn!(target: "memgate::memory", "{what} for thread {:?} failed (will retry later): {}", thread.id, failed.why);
     }
-    count_failure(app, thread, scope, failed).await;
+    count_failure(memory, thread, scope, failed).await;
 }
 
 /// Counts a run that did not commit (its refused answers, the tokens it spent and, unless it
 /// gave way, one failure) in the record of `scope`, if `thread` (the one the run served) still
 /// exists: after an erase or delete the count is dropped, never left behind as a stub record of
 /// an erased scope.
-async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: &Failed) {
+async fn count_failure(memory: &Memory, thread: &ThreadRecord, scope: String, failed: &Failed) {
     let (refused, prompt, completion) = (
         failed.refused,
         failed.usage.prompt_tokens,
@@ -1060,7 +971,7 @@ async fn count_failure(app: &App, thread: &ThreadRecord, scope: String, failed: 
     );
     let (tenant, id, born) = (thread.tenant.clone(), thread.id.clone(), thread.created_at);
     let gave_way = failed.gave_way;
-    let counted = app
+    let counted = memory
         .store
         .write(move |tx| {
             if threads::get(tx, &tenant, &id)?.is_none_or(|t| t.created_at != born) {

@@ -4,10 +4,8 @@
 //! a current task) in our own words. The transcript goes in the user message; the tail of the
 //! existing observations goes with it so the model does not repeat them.
 
-use super::{clock, context, lines, observe_key, reflector, tokens, Failed, RunAs, TAIL_SHARE};
-use crate::app::App;
+use super::{clock, context, lines, observe_key, reflector, tokens, Failed, Job, Memory, RunAs, TAIL_SHARE};
 use crate::ir::{Message, Usage};
-use crate::metrics::MemoryJob;
 use crate::store::{observations, threads, StoreError, StoredMessage, ThreadRecord};
 use std::sync::Arc;
 
@@ -154,9 +152,9 @@ pub(super) enum Step {
 }
 
 /// The thread's buffered chunks that still apply: a contiguous run from its cursor.
-fn chunks(app: &App, thread: &ThreadRecord) -> Vec<Chunk> {
+fn chunks(memory: &Memory, thread: &ThreadRecord) -> Vec<Chunk> {
     let key = observe_key(&thread.tenant, &thread.id);
-    let mut all = app.memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
     let Some(list) = all.get_mut(&key) else {
         return Vec::new();
     };
@@ -185,14 +183,14 @@ fn buffer_batch(unobserved: &[StoredMessage], limit: u64, after: u64) -> &[Store
 /// `incoming` tokens of a request's new messages about to join them, for a model of context
 /// window `window` (which caps the thresholds).
 pub(super) fn next_step(
-    app: &App,
+    memory: &Memory,
     thread: &ThreadRecord,
     unobserved: &[StoredMessage],
     incoming: u64,
     window: Option<u64>,
 ) -> Step {
-    let (limit, _) = app.memory.thresholds_within(thread, window);
-    let buffered = chunks(app, thread);
+    let (limit, _) = memory.thresholds_within(thread, window);
+    let buffered = chunks(memory, thread);
     if super::pending_tokens(unobserved) + incoming > limit {
         return if buffered.is_empty() {
             Step::Observe
@@ -200,7 +198,7 @@ pub(super) fn next_step(
             Step::Activate
         };
     }
-    let share = app.memory.settings.buffer_share;
+    let share = memory.settings.buffer_share;
     if share <= 0.0 {
         return Step::Idle;
     }
@@ -216,9 +214,9 @@ pub(super) fn next_step(
 /// Observes a thread. A background run (`wait` false) gives way to a run already under way;
 /// a blocking one waits for it, then observes only if still needed. Never fails: problems are
 /// logged, counted in the record and retried by a later request.
-pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool) {
+pub(super) async fn run(memory: &Arc<Memory>, thread_id: &str, by: &RunAs, wait: bool) {
     let key = observe_key(&by.tenant, thread_id);
-    let lock = app.memory.lock(&key);
+    let lock = memory.lock(&key);
     let _held = if wait {
         lock.lock_arc().await
     } else {
@@ -226,13 +224,13 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
             Some(g) => g,
             // A run is under way (perhaps a slow buffer step): observations already buffered
             // need no model call, so they are activated now rather than after it.
-            None => return activate_ready(app, thread_id, by, 0).await,
+            None => return activate_ready(memory, thread_id, by, 0).await,
         }
     };
     // Activate, observe what is past the threshold, buffer ahead: a few steps at most, each
     // read afresh, so messages that came in meanwhile are seen.
     for _ in 0..4 {
-        let thread = match app.store.read().and_then(|r| r.thread(&by.tenant, thread_id)) {
+        let thread = match memory.store.read().and_then(|r| r.thread(&by.tenant, thread_id)) {
             Ok(Some(t)) => t,
             Ok(None) => return,
             Err(e) => {
@@ -240,29 +238,29 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
                 return;
             }
         };
-        let outcome = step(app, &thread, by).await;
+        let outcome = step(memory, &thread, by).await;
         let reflect = match outcome {
             Ok(Stepped::Idle) => return,
             Ok(Stepped::Buffered) => {
-                app.metrics.memory_run(MemoryJob::Observer, true);
+                memory.models.ran(Job::Observer, true);
                 false
             }
             Ok(Stepped::Committed { tokens, observed }) => {
-                app.memory.ran(&key, true);
-                app.memory.ran(&super::block_key(&thread.tenant, &thread.id), true);
+                memory.ran(&key, true);
+                memory.ran(&super::block_key(&thread.tenant, &thread.id), true);
                 if observed {
-                    app.metrics.memory_run(MemoryJob::Observer, true);
+                    memory.models.ran(Job::Observer, true);
                 }
-                tokens > app.memory.thresholds_within(&thread, by.window).1
+                tokens > memory.thresholds_within(&thread, by.window).1
             }
             Err(failed) => {
-                let scope = app.memory.scope_key(&thread);
-                super::run_failed(app, MemoryJob::Observer, &key, &thread, scope, &failed).await;
+                let scope = memory.scope_key(&thread);
+                super::run_failed(memory, Job::Observer, &key, &thread, scope, &failed).await;
                 return;
             }
         };
         if reflect {
-            reflector::run(app, thread_id, by).await;
+            reflector::run(memory, thread_id, by).await;
         }
     }
 }
@@ -270,8 +268,8 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs, wait: bool)
 /// Activates the thread's buffered observations if it is past its threshold (counting
 /// `incoming` tokens of a request about to be sent); needs no run lock (the commit checks the
 /// cursor). Then starts a reflection if the observations outgrew their threshold.
-pub(super) async fn activate_ready(app: &Arc<App>, thread_id: &str, by: &RunAs, incoming: u64) {
-    let Ok(reader) = app.store.read() else { return };
+pub(super) async fn activate_ready(memory: &Arc<Memory>, thread_id: &str, by: &RunAs, incoming: u64) {
+    let Ok(reader) = memory.store.read() else { return };
     let Ok(Some(thread)) = reader.thread(&by.tenant, thread_id) else {
         return;
     };
@@ -279,16 +277,16 @@ pub(super) async fn activate_ready(app: &Arc<App>, thread_id: &str, by: &RunAs, 
         return;
     };
     drop(reader);
-    if next_step(app, &thread, &unobserved, incoming, by.window) != Step::Activate {
+    if next_step(memory, &thread, &unobserved, incoming, by.window) != Step::Activate {
         return;
     }
-    match commit(app, &thread, app.memory.scope_key(&thread), chunks(app, &thread)).await {
+    match commit(memory, &thread, memory.scope_key(&thread), chunks(memory, &thread)).await {
         // In the background: a request may be waiting on this activation.
-        Ok(tokens) if tokens > app.memory.thresholds_within(&thread, by.window).1 => {
-            let (a, id, by) = (app.clone(), thread_id.to_owned(), by.clone());
-            app.memory
+        Ok(tokens) if tokens > memory.thresholds_within(&thread, by.window).1 => {
+            let (m, id, by) = (memory.clone(), thread_id.to_owned(), by.clone());
+            memory
                 .background()
-                .spawn(async move { reflector::run(&a, &id, &by).await });
+                .spawn(async move { reflector::run(&m, &id, &by).await });
         }
         Ok(_) => {}
         // Another run committed first: its own outcome stands.
@@ -297,8 +295,8 @@ pub(super) async fn activate_ready(app: &Arc<App>, thread_id: &str, by: &RunAs, 
 }
 
 /// How many buffered observations (and of how many messages) wait for the threshold.
-pub(super) fn buffered(app: &App, thread: &ThreadRecord) -> (usize, u64) {
-    let c = chunks(app, thread);
+pub(super) fn buffered(memory: &Memory, thread: &ThreadRecord) -> (usize, u64) {
+    let c = chunks(memory, thread);
     (c.len(), c.last().map_or(0, |l| l.through - thread.cursor))
 }
 
@@ -312,21 +310,21 @@ enum Stepped {
     },
 }
 
-async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepped, Failed> {
-    let reader = app.store.read().map_err(|e| e.to_string())?;
+async fn step(memory: &Arc<Memory>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepped, Failed> {
+    let reader = memory.store.read().map_err(|e| e.to_string())?;
     let unobserved = reader.messages_from(thread, thread.cursor).map_err(|e| e.to_string())?;
-    let scope = app.memory.scope_key(thread);
+    let scope = memory.scope_key(thread);
     let previous = reader
         .observations(&scope)
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
     drop(reader);
-    let (limit, _) = app.memory.thresholds_within(thread, by.window);
-    let buffered = chunks(app, thread);
-    match next_step(app, thread, &unobserved, 0, by.window) {
+    let (limit, _) = memory.thresholds_within(thread, by.window);
+    let buffered = chunks(memory, thread);
+    match next_step(memory, thread, &unobserved, 0, by.window) {
         Step::Idle => Ok(Stepped::Idle),
         Step::Activate => {
-            let tokens = commit(app, thread, scope, buffered).await?;
+            let tokens = commit(memory, thread, scope, buffered).await?;
             Ok(Stepped::Committed {
                 tokens,
                 observed: false,
@@ -337,8 +335,8 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
             if n == 0 {
                 return Ok(Stepped::Idle);
             }
-            let chunk = observe(app, thread, &previous.text, thread.cursor, &unobserved[..n], by).await?;
-            let tokens = commit(app, thread, scope, vec![chunk]).await?;
+            let chunk = observe(memory, thread, &previous.text, thread.cursor, &unobserved[..n], by).await?;
+            let tokens = commit(memory, thread, scope, vec![chunk]).await?;
             Ok(Stepped::Committed { tokens, observed: true })
         }
         Step::Buffer => {
@@ -347,9 +345,9 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
             let seen = buffered
                 .iter()
                 .fold(previous.text, |text, c| lines::merge(&text, &c.parsed.observations));
-            let chunk = observe(app, thread, &seen, after, batch, by).await?;
+            let chunk = observe(memory, thread, &seen, after, batch, by).await?;
             let key = observe_key(&thread.tenant, &thread.id);
-            let mut all = app.memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
+            let mut all = memory.buffered.lock().unwrap_or_else(|p| p.into_inner());
             let list = all.entry(key).or_default();
             // Only if it still follows on (an activation or a delete meanwhile starts afresh).
             if list.last().map_or(thread.cursor, |c| c.through) == chunk.from {
@@ -363,22 +361,21 @@ async fn step(app: &Arc<App>, thread: &ThreadRecord, by: &RunAs) -> Result<Stepp
 /// One observer call on `batch` (the messages following cursor `from`), its answer checked;
 /// a refused answer is asked again once, with a stricter prompt.
 async fn observe(
-    app: &Arc<App>,
+    memory: &Arc<Memory>,
     thread: &ThreadRecord,
     previous: &str,
     from: u64,
     batch: &[StoredMessage],
     by: &RunAs,
 ) -> Result<Chunk, Failed> {
-    let model = app
-        .memory
+    let model = memory
         .settings
         .observer_model
         .clone()
         .unwrap_or_else(|| by.model.clone());
     // The previous observations shown and the batch shrink to what fits the observer model's
     // window, and a message larger than it is cut in the middle, so even that one is observed.
-    let room = super::Room::of(app, &model).await;
+    let room = super::Room::of(memory, &model).await;
     let shown = lines::newest(previous, PREVIOUS_TOKENS.min(room.observations()));
     let fixed = tokens::text(INSTRUCTIONS) + tokens::text(&shown) + super::PROMPT_FRAMING;
     let fitted = match room.input(fixed) {
@@ -394,12 +391,12 @@ async fn observe(
     }
     let input = transcript(batch);
     let date = clock::date_label(batch[0].created_at);
-    let max_tokens = room.answer(app.memory.settings.output_bound(tokens::text(&input), OUTPUT_CAP));
+    let max_tokens = room.answer(memory.settings.output_bound(tokens::text(&input), OUTPUT_CAP));
     let mut failed = Failed::from(String::new());
     let mut why = None;
     loop {
         let answer = failed
-            .call(app, &model, prompt(&shown, &input, why.as_ref()), by, max_tokens)
+            .call(memory, &model, prompt(&shown, &input, why.as_ref()), by, max_tokens)
             .await?;
         let parsed = lines::read(&answer, &date);
         let refusal = match lines::check(&parsed.observations, &input, INSTRUCTIONS, false) {
@@ -430,7 +427,7 @@ async fn observe(
 /// moves the cursor past them, in one commit; returns the scope's observation tokens. If any of
 /// their messages was deleted meanwhile, nothing is written and the thread's buffered chunks
 /// are dropped: what was deleted never reaches the record.
-async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Vec<Chunk>) -> Result<u64, Failed> {
+async fn commit(memory: &Arc<Memory>, thread: &ThreadRecord, scope: String, chunks: Vec<Chunk>) -> Result<u64, Failed> {
     let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
         return Ok(0);
     };
@@ -438,7 +435,7 @@ async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Ve
     let (id, tenant, born) = (thread.id.clone(), thread.tenant.clone(), thread.created_at);
     let n = chunks.len() as u64;
     let observed: u64 = chunks.iter().map(|c| c.messages).sum();
-    let record = app
+    let record = memory
         .store
         .write(move |tx| {
             // The same id deleted and created again meanwhile is another thread.
@@ -478,7 +475,7 @@ async fn commit(app: &Arc<App>, thread: &ThreadRecord, scope: String, chunks: Ve
         .await
         .map_err(|e| e.to_string())?;
     let Some(record) = record else {
-        app.memory.drop_buffered(&thread.tenant, &thread.id);
+        memory.drop_buffered(&thread.tenant, &thread.id);
         return Err(Failed::from(format!(
             "messages of thread {:?} were deleted while being observed",
             thread.id
@@ -514,16 +511,12 @@ mod tests {
         }
     }
 
-    /// An app on a fresh database with `threads` (tenant t_a, thread id → resource), each
+    /// Memory on a fresh database with `threads` (tenant t_a, thread id → resource), each
     /// with two stored messages (seqs 0 and 1) and one buffered chunk covering them.
-    fn app_with_buffered(name: &str, threads: &[(&'static str, &'static str)]) -> (Arc<App>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("memgate-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = crate::store::Store::open(&dir).unwrap();
-        let config = crate::config::Config::parse("").unwrap();
-        let app = Arc::new(App::new(&config, "127.0.0.1:0".parse().unwrap(), store).unwrap());
+    fn memory_with_buffered(name: &str, threads: &[(&'static str, &'static str)]) -> (Arc<Memory>, std::path::PathBuf) {
+        let (memory, dir) = super::super::scripted::memory(name, "", super::super::scripted::Scripted::new([]));
         for &(id, resource) in threads {
-            let thread = app
+            let thread = memory
                 .store
                 .write_blocking(move |tx| {
                     let mut t = threads::bind(tx, id, "t_a", resource, 1)?;
@@ -544,62 +537,63 @@ mod tests {
                 usage: Usage::default(),
                 refused: 0,
             };
-            let mut all = app.memory.buffered.lock().unwrap();
+            let mut all = memory.buffered.lock().unwrap();
             all.insert(observe_key("t_a", id), vec![chunk]);
         }
-        (app, dir)
+        (memory, dir)
     }
 
-    fn buffered_keys(app: &App) -> Vec<String> {
-        let mut keys: Vec<String> = app.memory.buffered.lock().unwrap().keys().cloned().collect();
+    fn buffered_keys(memory: &Memory) -> Vec<String> {
+        let mut keys: Vec<String> = memory.buffered.lock().unwrap().keys().cloned().collect();
         keys.sort();
         keys
     }
 
     #[test]
     fn deleting_messages_threads_or_resources_drops_their_buffered_observations() {
-        let (app, dir) = app_with_buffered(
+        let (memory, dir) = memory_with_buffered(
             "drop-buffered",
             &[("a", "alex"), ("b", "alex"), ("c", "sam"), ("d", "sam")],
         );
         smol::block_on(async {
-            super::super::delete_thread(&app, "t_a", "a").await.unwrap();
-            assert_eq!(buffered_keys(&app), ["b", "c", "d"].map(|id| observe_key("t_a", id)));
-            super::super::erase_resource(&app, "t_a", "alex").await.unwrap();
-            assert_eq!(buffered_keys(&app), ["c", "d"].map(|id| observe_key("t_a", id)));
-            let thread = app.store.read().unwrap().thread("t_a", "c").unwrap().unwrap();
-            let first = app.store.read().unwrap().messages_from(&thread, 0).unwrap()[0]
+            super::super::delete_thread(&memory, "t_a", "a").await.unwrap();
+            assert_eq!(buffered_keys(&memory), ["b", "c", "d"].map(|id| observe_key("t_a", id)));
+            super::super::erase_resource(&memory, "t_a", "alex").await.unwrap();
+            assert_eq!(buffered_keys(&memory), ["c", "d"].map(|id| observe_key("t_a", id)));
+            let thread = memory.store.read().unwrap().thread("t_a", "c").unwrap().unwrap();
+            let first = memory.store.read().unwrap().messages_from(&thread, 0).unwrap()[0]
                 .id
                 .clone();
-            super::super::delete_messages(&app, "t_a", "c", vec![first])
+            super::super::delete_messages(&memory, "t_a", "c", vec![first])
                 .await
                 .unwrap();
-            assert_eq!(buffered_keys(&app), [observe_key("t_a", "d")]);
+            assert_eq!(buffered_keys(&memory), [observe_key("t_a", "d")]);
         });
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_commit_refuses_chunks_whose_messages_were_deleted_meanwhile() {
-        let (app, dir) = app_with_buffered("commit-deleted", &[("a", "alex")]);
-        let thread = app.store.read().unwrap().thread("t_a", "a").unwrap().unwrap();
-        let chunks = chunks(&app, &thread);
+        let (memory, dir) = memory_with_buffered("commit-deleted", &[("a", "alex")]);
+        let thread = memory.store.read().unwrap().thread("t_a", "a").unwrap().unwrap();
+        let chunks = chunks(&memory, &thread);
         assert_eq!(chunks.len(), 1);
         // Deleted behind the memory API's back, as a delete racing an activation would be.
-        let first = app.store.read().unwrap().messages_from(&thread, 0).unwrap()[0]
+        let first = memory.store.read().unwrap().messages_from(&thread, 0).unwrap()[0]
             .id
             .clone();
-        app.store
+        memory
+            .store
             .write_blocking(move |tx| threads::delete_messages(tx, &mut threads::owned(tx, "t_a", "a")?, &[first]))
             .unwrap();
-        let scope = app.memory.scope_key(&thread);
-        let failed = smol::block_on(commit(&app, &thread, scope.clone(), chunks)).unwrap_err();
+        let scope = memory.scope_key(&thread);
+        let failed = smol::block_on(commit(&memory, &thread, scope.clone(), chunks)).unwrap_err();
         assert!(failed.why.contains("deleted while being observed"), "{}", failed.why);
-        let reader = app.store.read().unwrap();
+        let reader = memory.store.read().unwrap();
         assert_eq!(reader.observations(&scope).unwrap().unwrap_or_default().text, "");
         assert_eq!(reader.thread("t_a", "a").unwrap().unwrap().cursor, 0);
         drop(reader);
-        assert!(buffered_keys(&app).is_empty());
+        assert!(buffered_keys(&memory).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -2,10 +2,8 @@
 //! `observation_tokens`, retrying with stronger compression while the result is still too big.
 //! The replaced generation goes to the history table, never away.
 
-use super::{clock, lines, reflect_key, tokens, Failed, RunAs};
-use crate::app::App;
+use super::{clock, lines, reflect_key, tokens, Failed, Job, Memory, RunAs};
 use crate::ir::Message;
-use crate::metrics::MemoryJob;
 use crate::store::{observations, Generation, StoreError};
 use std::sync::Arc;
 
@@ -53,8 +51,8 @@ fn prompt(observations: &str, level: usize, refused: Option<&lines::Refusal>) ->
 
 /// Reflects the observations a thread feeds, if they are over its threshold and no
 /// reflection of that scope is under way. Never fails: problems are logged and retried later.
-pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
-    let Some(thread) = app
+pub(super) async fn run(memory: &Arc<Memory>, thread_id: &str, by: &RunAs) {
+    let Some(thread) = memory
         .store
         .read()
         .ok()
@@ -62,28 +60,28 @@ pub(super) async fn run(app: &Arc<App>, thread_id: &str, by: &RunAs) {
     else {
         return;
     };
-    let scope = app.memory.scope_key(&thread);
+    let scope = memory.scope_key(&thread);
     let key = reflect_key(&scope);
-    if app.memory.backing_off(&key) {
+    if memory.backing_off(&key) {
         return;
     }
-    let lock = app.memory.lock(&key);
+    let lock = memory.lock(&key);
     let Some(_held) = lock.try_lock_arc() else { return };
-    let (_, limit) = app.memory.thresholds_within(&thread, by.window);
-    match reflect(app, &scope, limit, by).await {
+    let (_, limit) = memory.thresholds_within(&thread, by.window);
+    match reflect(memory, &scope, limit, by).await {
         Ok(()) => {
-            app.memory.ran(&key, true);
-            app.metrics.memory_run(MemoryJob::Reflector, true);
+            memory.ran(&key, true);
+            memory.models.ran(Job::Reflector, true);
         }
-        Err(failed) => super::run_failed(app, MemoryJob::Reflector, &key, &thread, scope, &failed).await,
+        Err(failed) => super::run_failed(memory, Job::Reflector, &key, &thread, scope, &failed).await,
     }
 }
 
 /// Walks the compression ladder until a reflection is within `limit`, keeping the smallest
 /// answer that passes the checks (never one under the floor: see `lines::REFLECTION_FLOOR`).
 /// A refused answer is asked again once with a stricter prompt, then the ladder goes on.
-async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<(), Failed> {
-    let Some(read) = app
+async fn reflect(memory: &Arc<Memory>, scope: &str, limit: u64, by: &RunAs) -> Result<(), Failed> {
+    let Some(read) = memory
         .store
         .read()
         .and_then(|r| r.observations(scope))
@@ -94,7 +92,7 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
     if read.tokens <= limit {
         return Ok(());
     }
-    let s = &app.memory.settings;
+    let s = &memory.settings;
     let model = s
         .reflector_model
         .clone()
@@ -104,7 +102,7 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
     // Observations past what the reflector model reads at once (reflections failing while the
     // thread grew, or a smaller model since): the oldest part is condensed now, the rest kept
     // as it is for the next run.
-    let room = super::Room::of(app, &model).await;
+    let room = super::Room::of(memory, &model).await;
     let fixed = tokens::text(INSTRUCTIONS) + tokens::text(LADDER[LADDER.len() - 1]) + super::PROMPT_FRAMING;
     let (input, rest) = match room.input(fixed) {
         Some(budget) if read.tokens > budget => lines::split_oldest(&read.text, budget),
@@ -122,7 +120,7 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
     let (mut level, mut why, mut retried) = (0, None, false);
     while level < LADDER.len() {
         let answer = run
-            .call(app, &model, prompt(input, level, why.as_ref()), by, max_tokens)
+            .call(memory, &model, prompt(input, level, why.as_ref()), by, max_tokens)
             .await?;
         let parsed = lines::read(&answer, &today);
         if let Err(refusal) = lines::check(&parsed.observations, input, INSTRUCTIONS, true) {
@@ -152,7 +150,7 @@ async fn reflect(app: &Arc<App>, scope: &str, limit: u64, by: &RunAs) -> Result<
     };
     let (spent, refused) = ((run.usage.prompt_tokens, run.usage.completion_tokens), run.refused);
     let scope = scope.to_owned();
-    let record = app
+    let record = memory
         .store
         .write(move |tx| {
             let mut record = observations::get(tx, &scope)?;
