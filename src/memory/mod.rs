@@ -9,6 +9,9 @@
 //! reflector condenses them (see `reflector`). Neither ever delays or fails a request, except
 //! that a thread far past its threshold (1.2×) is observed before forwarding, as OM's
 //! `blockAfter` does, so contexts stay bounded when the observer falls behind.
+//!
+//! Memory calls models only through its own [`Models`] trait, given to [`Memory::new`]: it
+//! knows nothing of routers, providers or connections (the exchange layer implements it).
 
 mod context;
 pub mod lines;
