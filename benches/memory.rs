@@ -13,8 +13,9 @@
 use memgate::auth::Caller;
 use memgate::clock;
 use memgate::config::Config;
+use memgate::ir::tokens;
 use memgate::ir::{ChatRequest, Message};
-use memgate::memory::{self, tokens, Memory, ThreadRef};
+use memgate::memory::{self, Memory, ThreadRef};
 use memgate::runtime;
 use memgate::store::{observations, threads, ObservationRecord, Scope, Store};
 use serde_json::json;

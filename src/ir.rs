@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod tokens;
+
 /// JSON object fields memgate does not interpret, kept in arrival order.
 pub type Rest = Map<String, Value>;
 
@@ -241,6 +243,27 @@ impl ToolCall {
             function: FunctionCall { name, arguments },
             rest: Rest::new(),
         }
+    }
+}
+
+/// A message's content as readable text: strings as they are, text parts joined, other parts
+/// as a placeholder (the observer's transcript, the CLI, an answer's text).
+pub fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text" | "input_text" | "output_text") => {
+                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
+                }
+                Some(kind) if kind.contains("image") => "[image]".to_owned(),
+                _ => "[file]".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

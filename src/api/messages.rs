@@ -497,7 +497,7 @@ pub(super) fn from_chat(answer: &ChatResponse) -> Value {
         if let Some(Value::Array(t)) = m.rest.get("thinking_blocks") {
             content.extend(t.iter().cloned());
         }
-        let text = crate::memory::content_text(&m.content);
+        let text = crate::ir::content_text(&m.content);
         if !text.is_empty() {
             content.push(json!({"type": "text", "text": text}));
         }

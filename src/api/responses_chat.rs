@@ -182,7 +182,7 @@ pub(super) fn from_chat(answer: &ChatResponse) -> Value {
     let choice = answer.choices.first();
     let mut output = Vec::new();
     if let Some(m) = choice.map(|c| &c.message) {
-        let text = crate::memory::content_text(&m.content);
+        let text = crate::ir::content_text(&m.content);
         if !text.is_empty() || m.tool_calls.is_none() {
             output.push(message_item(&random_id("msg_"), "completed", &text));
         }

@@ -14,14 +14,13 @@ mod context;
 pub mod lines;
 mod observer;
 mod reflector;
-pub mod tokens;
 
 use crate::app::App;
 use crate::auth::Caller;
 use crate::clock;
 use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
-use crate::ir::{ChatRequest, Message, Usage};
+use crate::ir::{content_text, tokens, ChatRequest, Message, Usage};
 use crate::metrics::MemoryJob;
 use crate::router::first_answer;
 use crate::store::{observations, quota, threads, NewMessage, Scope, StoreError, StoredMessage, ThreadRecord};
@@ -872,27 +871,6 @@ impl From<ApiError> for CallError {
             return CallError::GaveWay;
         }
         CallError::Failed(e.message)
-    }
-}
-
-/// A message's content as readable text: strings as they are, text parts joined, other parts
-/// as a placeholder (the observer's transcript, the CLI, an answer's text).
-pub fn content_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text" | "input_text" | "output_text") => {
-                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
-                }
-                Some(kind) if kind.contains("image") => "[image]".to_owned(),
-                _ => "[file]".to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        Value::Null => String::new(),
-        other => other.to_string(),
     }
 }
 

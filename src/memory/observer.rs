@@ -4,8 +4,9 @@
 //! a current task) in our own words. The transcript goes in the user message; the tail of the
 //! existing observations goes with it so the model does not repeat them.
 
-use super::{clock, context, lines, observe_key, reflector, tokens, Failed, RunAs, TAIL_SHARE};
+use super::{clock, context, lines, observe_key, reflector, Failed, RunAs, TAIL_SHARE};
 use crate::app::App;
+use crate::ir::tokens;
 use crate::ir::{Message, Usage};
 use crate::metrics::MemoryJob;
 use crate::store::{observations, threads, StoreError, StoredMessage, ThreadRecord};
@@ -74,7 +75,7 @@ pub(super) fn transcript(messages: &[StoredMessage]) -> String {
         }
         let time = clock::time_label(m.created_at);
         let msg = &m.message;
-        let text = super::content_text(&msg.content);
+        let text = crate::ir::content_text(&msg.content);
         let cut = if m.incomplete { " [answer cut short]" } else { "" };
         let label = match msg.role.as_str() {
             "tool" => "Tool Result".to_owned(),

@@ -2,8 +2,9 @@
 //! `observation_tokens`, retrying with stronger compression while the result is still too big.
 //! The replaced generation goes to the history table, never away.
 
-use super::{clock, lines, reflect_key, tokens, Failed, RunAs};
+use super::{clock, lines, reflect_key, Failed, RunAs};
 use crate::app::App;
+use crate::ir::tokens;
 use crate::ir::Message;
 use crate::metrics::MemoryJob;
 use crate::store::{observations, Generation, StoreError};

@@ -218,7 +218,7 @@ fn contents(messages: &[Message], gemini_3: bool) -> Result<(Vec<Value>, Vec<Val
                         format!("tool result {id:?} answers no tool call of an earlier assistant message"),
                     )
                 })?;
-                let text = crate::memory::content_text(&m.content);
+                let text = crate::ir::content_text(&m.content);
                 let response = serde_json::from_str::<Value>(&text)
                     .ok()
                     .filter(Value::is_object)
