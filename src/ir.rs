@@ -220,6 +220,14 @@ impl ChatChunk {
             rest: envelope(id, "chat.completion.chunk", created),
         }
     }
+
+    /// The last chunk of a translated stream, for a client that asked for usage: no choices.
+    pub fn usage_only(id: &str, created: u64, usage: Option<Usage>) -> ChatChunk {
+        ChatChunk {
+            usage,
+            ..ChatChunk::translated(id, created, None, None)
+        }
+    }
 }
 
 impl Message {

@@ -33,3 +33,4 @@ pub mod store;
 pub mod tasks;
 pub mod upstream;
 pub mod usage;
+pub(crate) mod wire;

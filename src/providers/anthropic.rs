@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::http::sse;
 use crate::ir::{envelope, ChatChunk, ChatRequest, ChatResponse, Choice, Message, Rest, ToolCall, Usage};
 use crate::upstream::UpstreamRequest;
+use crate::wire::common::{self, Tool, ToolChoice};
 use http_types::Method;
 use serde_json::{json, Map, Value};
 
@@ -31,20 +32,13 @@ pub(super) fn chat_request(base_url: &str, key: Option<&str>, req: &ChatRequest)
 
 /// A Messages API request with Anthropic's headers.
 pub(super) fn post(base_url: &str, key: Option<&str>, body: &Map<String, Value>) -> UpstreamRequest {
-    let mut headers = vec![
-        ("anthropic-version", VERSION.to_owned()),
-        ("accept", "application/json, text/event-stream".to_owned()),
-    ];
-    if let Some(k) = key {
-        headers.push(("x-api-key", k.to_owned()));
-    }
-    UpstreamRequest {
-        method: Method::Post,
-        url: format!("{base_url}/v1/messages"),
-        headers,
-        body: serde_json::to_vec(body).unwrap_or_default(),
-        gives_way: None,
-    }
+    super::request(
+        Method::Post,
+        format!("{base_url}/v1/messages"),
+        vec![("anthropic-version", VERSION.to_owned())],
+        key.map(|k| ("x-api-key", k.to_owned())),
+        super::json(body),
+    )
 }
 
 /// The Messages request body for a chat request.
@@ -61,14 +55,8 @@ fn messages_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
         body.insert("system".to_owned(), system);
     }
     body.insert("messages".to_owned(), Value::Array(messages));
-    match req.rest.get("stop") {
-        Some(Value::String(s)) => {
-            body.insert("stop_sequences".to_owned(), json!([s]));
-        }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            body.insert("stop_sequences".to_owned(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = common::stop_sequences(&req.rest) {
+        body.insert("stop_sequences".to_owned(), stop);
     }
     if let Some(user) = req.rest.get("user").and_then(Value::as_str) {
         body.insert("metadata".to_owned(), json!({"user_id": user}));
@@ -201,17 +189,10 @@ fn block(part: &Value) -> Option<Value> {
 
 /// An image or document source: inline for a data URL, by reference otherwise.
 fn source(url: &str) -> Value {
-    match data_url(url) {
+    match common::data_url(url) {
         Some((media_type, data)) => json!({"type": "base64", "media_type": media_type, "data": data}),
         None => json!({"type": "url", "url": url}),
     }
-}
-
-/// `data:MEDIA;base64,DATA` as (MEDIA, DATA).
-pub(super) fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    Some((meta.strip_suffix(";base64")?, data))
 }
 
 fn assistant_blocks(m: &Message) -> Vec<Value> {
@@ -270,55 +251,37 @@ fn tool_result(m: &Message) -> Value {
 }
 
 fn tools(v: &Value) -> Result<Value, ApiError> {
-    let list = ApiError::tools_list(v)?;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
-        // Tools already in Anthropic's shape (server tools, `input_schema`) pass through.
-        let Some(f) = t.get("function") else {
-            out.push(t.clone());
-            continue;
-        };
-        let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::invalid_param(&format!("tools[{i}].function.name"), "a function tool needs a name")
-        })?;
-        let mut tool = json!({
-            "name": name,
-            "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-        });
-        if let Some(d) = f.get("description") {
-            tool["description"] = d.clone();
-        }
-        if let Some(cc) = t.get("cache_control") {
-            tool["cache_control"] = cc.clone();
-        }
-        out.push(tool);
-    }
-    Ok(Value::Array(out))
+    let tools = common::tools(v)?
+        .into_iter()
+        .map(|t| match t {
+            // Tools already in Anthropic's shape (server tools, `input_schema`) pass through.
+            Tool::Native(t) => t.clone(),
+            Tool::Function { name, function, tool } => {
+                let mut out = json!({
+                    "name": name,
+                    "input_schema": function.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                });
+                if let Some(d) = function.get("description") {
+                    out["description"] = d.clone();
+                }
+                if let Some(cc) = tool.get("cache_control") {
+                    out["cache_control"] = cc.clone();
+                }
+                out
+            }
+        })
+        .collect();
+    Ok(Value::Array(tools))
 }
 
 fn tool_choice(v: &Value, parallel: Option<bool>) -> Result<Value, ApiError> {
-    let mut choice = match v {
-        Value::String(s) => match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "none" => json!({"type": "none"}),
-            "required" => json!({"type": "any"}),
-            other => {
-                return Err(ApiError::invalid_param(
-                    "tool_choice",
-                    format!("tool_choice {other:?} is not auto, none, required or a named function"),
-                ))
-            }
-        },
-        Value::Object(o) => match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
-            Some(name) => json!({"type": "tool", "name": name}),
-            None => v.clone(),
-        },
-        _ => {
-            return Err(ApiError::invalid_param(
-                "tool_choice",
-                "tool_choice must be a string or an object",
-            ))
-        }
+    let mut choice = match common::tool_choice(v)? {
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::None => json!({"type": "none"}),
+        ToolChoice::Required => json!({"type": "any"}),
+        ToolChoice::Named(Some(name)) => json!({"type": "tool", "name": name}),
+        // An object in Anthropic's own shape.
+        ToolChoice::Named(None) => v.clone(),
     };
     if parallel == Some(false) && choice["type"] != "none" {
         choice["disable_parallel_tool_use"] = Value::Bool(true);
@@ -436,13 +399,8 @@ pub(super) fn error(status: u16, body: &[u8]) -> ApiError {
 }
 
 fn error_object(status: u16, e: &Value) -> ApiError {
-    let message = e
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("upstream error")
-        .to_owned();
     let kind = e.get("type").and_then(Value::as_str).unwrap_or_default();
-    let (status, kind, code) = match (kind, status) {
+    let class = match (kind, status) {
         ("overloaded_error", _) | (_, 529) => (503, "server_error", Some("overloaded")),
         ("rate_limit_error", _) => (429, "rate_limit_error", Some("rate_limit_exceeded")),
         ("authentication_error", _) => (401, "authentication_error", Some("invalid_api_key")),
@@ -451,9 +409,9 @@ fn error_object(status: u16, e: &Value) -> ApiError {
         ("request_too_large", _) => (413, "invalid_request_error", Some("request_too_large")),
         ("invalid_request_error", _) => (400, "invalid_request_error", None),
         ("api_error", _) => (500, "server_error", None),
-        _ => return super::unnamed_error(status, message),
+        _ => return common::vendor_error(status, e, None),
     };
-    ApiError::new(status, kind, code, message)
+    common::vendor_error(status, e, Some(class))
 }
 
 /// Anthropic stream events in, chat chunks out.
@@ -607,9 +565,7 @@ impl Decoder {
             "message_stop" => {
                 self.finished = true;
                 if self.include_usage {
-                    let mut c = ChatChunk::translated(&self.id, self.created, None, None);
-                    c.usage = self.usage();
-                    out.push(c);
+                    out.push(ChatChunk::usage_only(&self.id, self.created, self.usage()));
                 }
             }
             "error" => {

@@ -17,6 +17,7 @@ use crate::ir::{
     Usage,
 };
 use crate::upstream::UpstreamRequest;
+use crate::wire::common::{self, Tool, ToolChoice};
 use http_types::Method;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -40,17 +41,13 @@ const GENERATION: [(&str, &str); 9] = [
 ];
 
 fn request(base_url: &str, key: Option<&str>, path: String, body: &impl serde::Serialize) -> UpstreamRequest {
-    let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
-    if let Some(k) = key {
-        headers.push(("x-goog-api-key", k.to_owned()));
-    }
-    UpstreamRequest {
-        method: Method::Post,
-        url: format!("{base_url}/v1beta/models/{path}"),
-        headers,
-        body: serde_json::to_vec(body).unwrap_or_default(),
-        gives_way: None,
-    }
+    super::request(
+        Method::Post,
+        format!("{base_url}/v1beta/models/{path}"),
+        Vec::new(),
+        key.map(|k| ("x-goog-api-key", k.to_owned())),
+        super::json(body),
+    )
 }
 
 /// The model as Gemini's path names it (`models/x` and `x` are the same model).
@@ -105,14 +102,8 @@ fn generate_body(req: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
             config.entry(to.to_owned()).or_insert_with(|| v.clone());
         }
     }
-    match req.rest.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".to_owned(), json!([s]));
-        }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            config.insert("stopSequences".to_owned(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = common::stop_sequences(&req.rest) {
+        config.insert("stopSequences".to_owned(), stop);
     }
     if let Some(f) = req.rest.get("response_format") {
         response_format(f, &mut config);
@@ -302,7 +293,7 @@ fn part(p: &Value) -> Option<Value> {
 
 /// Inline data for a data URL, a file reference otherwise.
 fn media(url: &str) -> Value {
-    match super::anthropic::data_url(url) {
+    match common::data_url(url) {
         Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
         None => json!({"fileData": {"mimeType": mime_of(url), "fileUri": url}}),
     }
@@ -321,18 +312,17 @@ fn mime_of(url: &str) -> &'static str {
 }
 
 fn tools(v: &Value) -> Result<Value, ApiError> {
-    let list = ApiError::tools_list(v)?;
     let mut declarations = Vec::new();
     let mut native = Vec::new();
-    for (i, t) in list.iter().enumerate() {
-        // Gemini's own tools (googleSearch, codeExecution…) pass through.
-        let Some(f) = t.get("function") else {
-            native.push(t.clone());
-            continue;
+    for t in common::tools(v)? {
+        let (name, f) = match t {
+            // Gemini's own tools (googleSearch, codeExecution…) pass through.
+            Tool::Native(t) => {
+                native.push(t.clone());
+                continue;
+            }
+            Tool::Function { name, function, .. } => (name, function),
         };
-        let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::invalid_param(&format!("tools[{i}].function.name"), "a function tool needs a name")
-        })?;
         let mut d = json!({"name": name});
         if let Some(desc) = f.get("description") {
             d["description"] = desc.clone();
@@ -356,30 +346,15 @@ fn tools(v: &Value) -> Result<Value, ApiError> {
 }
 
 fn tool_config(v: &Value) -> Result<Value, ApiError> {
-    let config = match v {
-        Value::String(s) => match s.as_str() {
-            "auto" => json!({"mode": "AUTO"}),
-            "none" => json!({"mode": "NONE"}),
-            "required" => json!({"mode": "ANY"}),
-            other => {
-                return Err(ApiError::invalid_param(
-                    "tool_choice",
-                    format!("tool_choice {other:?} is not auto, none, required or a named function"),
-                ))
-            }
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::invalid_param("tool_choice", "a named tool_choice needs function.name"))?;
-            json!({"mode": "ANY", "allowedFunctionNames": [name]})
-        }
-        _ => {
+    let config = match common::tool_choice(v)? {
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::None => json!({"mode": "NONE"}),
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::Named(Some(name)) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        ToolChoice::Named(None) => {
             return Err(ApiError::invalid_param(
                 "tool_choice",
-                "tool_choice must be a string or an object",
+                "a named tool_choice needs function.name",
             ))
         }
     };
@@ -509,18 +484,13 @@ pub(super) fn error(status: u16, body: &[u8]) -> ApiError {
 }
 
 fn error_object(status: u16, e: &Value) -> ApiError {
-    let message = e
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("upstream error")
-        .to_owned();
     let bad_key = e
         .get("details")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .any(|d| d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID"));
-    let (status, kind, code) = match (e.get("status").and_then(Value::as_str).unwrap_or_default(), bad_key) {
+    let class = match (e.get("status").and_then(Value::as_str).unwrap_or_default(), bad_key) {
         (_, true) | ("UNAUTHENTICATED", _) => (401, "authentication_error", Some("invalid_api_key")),
         ("PERMISSION_DENIED", _) => (403, "permission_error", None),
         ("NOT_FOUND", _) => (404, "not_found_error", Some("model_not_found")),
@@ -528,9 +498,9 @@ fn error_object(status: u16, e: &Value) -> ApiError {
         ("INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE", _) => (400, "invalid_request_error", None),
         ("UNAVAILABLE", _) => (503, "server_error", Some("overloaded")),
         ("DEADLINE_EXCEEDED", _) => (504, "server_error", Some("timeout")),
-        _ => return super::unnamed_error(status, message),
+        _ => return common::vendor_error(status, e, None),
     };
-    ApiError::new(status, kind, code, message)
+    common::vendor_error(status, e, Some(class))
 }
 
 /// Gemini stream events (each a whole `GenerateContentResponse`) in, chat chunks out.
@@ -615,9 +585,7 @@ impl Decoder {
             self.finished = true;
             out.push(chunk(self, json!({}), Some(finish_reason(reason, self.calls > 0))));
             if self.include_usage {
-                let mut c = ChatChunk::translated(&self.id, self.created, None, None);
-                c.usage = self.usage.clone();
-                out.push(c);
+                out.push(ChatChunk::usage_only(&self.id, self.created, self.usage.clone()));
             }
         }
         Ok(out)

@@ -469,22 +469,37 @@ impl Decoder {
     }
 }
 
+/// A request upstream: the provider's own `headers` first, then the `accept` every provider is
+/// sent (JSON answers and event streams alike), then its credential header.
+fn request(
+    method: http_types::Method,
+    url: String,
+    mut headers: Vec<(&'static str, String)>,
+    credential: Option<(&'static str, String)>,
+    body: Vec<u8>,
+) -> UpstreamRequest {
+    headers.push(("accept", "application/json, text/event-stream".to_owned()));
+    headers.extend(credential);
+    UpstreamRequest {
+        method,
+        url,
+        headers,
+        body,
+        gives_way: None,
+    }
+}
+
+/// A request body as JSON.
+fn json(body: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
+}
+
 /// Parses a provider body, naming the provider's fault when it is not what its API promises.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let cut = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
         ApiError::bad_gateway(format!("upstream sent an unreadable body ({e}): {cut}"))
     })
-}
-
-/// A vendor error of a type memgate does not know, classed by its status; one that came with
-/// a success status (inside a stream) is the upstream's failure, 502.
-fn unnamed_error(status: u16, message: String) -> ApiError {
-    match status {
-        400..=499 => ApiError::new(status, "invalid_request_error", None, message),
-        500.. => ApiError::new(status, "server_error", None, message),
-        _ => ApiError::new(502, "server_error", None, message),
-    }
 }
 
 /// Whether a 404 is about the route itself, not a resource named in the request (see

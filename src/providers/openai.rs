@@ -15,8 +15,7 @@ use serde_json::Value;
 
 /// A JSON POST to `base_url + path` with a bearer credential if there is one.
 pub(super) fn post(base_url: &str, path: &str, key: Option<&str>, body: &impl Serialize) -> UpstreamRequest {
-    let body = serde_json::to_vec(body).unwrap_or_default();
-    request(Method::Post, base_url, path, key, body)
+    request(Method::Post, base_url, path, key, super::json(body))
 }
 
 /// A GET of `base_url + path` (the model list).
@@ -25,17 +24,8 @@ pub(super) fn get(base_url: &str, path: &str, key: Option<&str>) -> UpstreamRequ
 }
 
 fn request(method: Method, base_url: &str, path: &str, key: Option<&str>, body: Vec<u8>) -> UpstreamRequest {
-    let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
-    if let Some(k) = key {
-        headers.push(("authorization", format!("Bearer {k}")));
-    }
-    UpstreamRequest {
-        method,
-        url: format!("{base_url}{path}"),
-        headers,
-        body,
-        gives_way: None,
-    }
+    let credential = key.map(|k| ("authorization", format!("Bearer {k}")));
+    super::request(method, format!("{base_url}{path}"), Vec::new(), credential, body)
 }
 
 /// A chat request as is, less the `thinking_blocks` memgate keeps on assistant turns for
