@@ -3,7 +3,68 @@
 
 use crate::error::ApiError;
 use crate::ir::Rest;
+use serde::Serialize;
 use serde_json::{json, Value};
+
+/// Request fields of OpenAI's API and of other gateways and SDKs (OpenRouter's `models` and
+/// `provider`, the Vercel AI SDK's `providerOptions`) that a native vendor API does not know and
+/// would reject: an adapter maps the ones with an equivalent and drops the rest. Fields not listed
+/// pass through, so a vendor's new parameter works before memgate knows it.
+pub(crate) const FOREIGN: [&str; 35] = [
+    "stream_options",
+    "n",
+    "frequency_penalty",
+    "presence_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "seed",
+    "response_format",
+    "parallel_tool_calls",
+    "user",
+    "max_completion_tokens",
+    "max_tokens",
+    "stop",
+    "reasoning_effort",
+    "modalities",
+    "audio",
+    "prediction",
+    "store",
+    "service_tier",
+    "functions",
+    "function_call",
+    "web_search_options",
+    "verbosity",
+    "metadata",
+    "prompt_cache_key",
+    "safety_identifier",
+    "prompt_cache_retention",
+    "max_tool_calls",
+    "models",
+    "provider",
+    "route",
+    "transforms",
+    "providerOptions",
+    "plugins",
+];
+
+/// A request body as JSON.
+pub(crate) fn json(body: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
+}
+
+/// Parses a provider body, naming the provider's fault when it is not what its API promises.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let cut = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+        ApiError::bad_gateway(format!("upstream sent an unreadable body ({e}): {cut}"))
+    })
+}
+
+/// Seconds since the epoch, for the `created` field of translated answers.
+pub(crate) fn created() -> u64 {
+    crate::clock::now_ms() / 1000
+}
 
 /// `data:MEDIA;base64,DATA` as (MEDIA, DATA).
 pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
