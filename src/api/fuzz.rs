@@ -10,13 +10,14 @@
 use super::chat::ChatEncoder;
 use super::chunks::{Chunks, Encode, Prompt};
 use super::items;
-use super::messages::{self, MessagesEncoder, MessagesRequest};
+use super::messages::MessagesEncoder;
 use super::relay::Translate;
 use super::responses_chat::{self, ResponsesEncoder};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::http::sse;
 use crate::ir::{ChatRequest, ChatResponse, PassthroughRequest};
 use crate::providers::Provider;
+use crate::wire::anthropic::{self as messages, MessagesRequest};
 use serde_json::{json, Map, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

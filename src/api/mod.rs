@@ -359,7 +359,7 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
 /// everywhere else.
 fn render_error(path: &str, e: &ApiError) -> Response {
     if path == "/v1/messages" {
-        json_response(e.status, &messages::error_body(e))
+        json_response(e.status, &crate::wire::anthropic::error_body(e))
     } else {
         error_response(e)
     }

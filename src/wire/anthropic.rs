@@ -1,4 +1,5 @@
-//! Anthropic's Messages API format.
+//! Anthropic's Messages API format, both ways: chat requests out to Anthropic and its answers
+//! back (below), and a client's Messages request in and its answer out (`to_chat`, `from_chat`).
 //!
 //! Chat requests become Messages requests: system and developer turns move to `system`, tool
 //! results become `tool_result` blocks in a user turn, consecutive turns of one role merge (the
@@ -12,8 +13,10 @@
 //! `reasoning_content` text; cache token counts appear in `usage`.
 
 use super::common::{self, created, parse_json, Tool, ToolChoice};
+use crate::config::ProviderKind;
 use crate::error::ApiError;
-use crate::ir::{envelope, ChatChunk, ChatRequest, ChatResponse, Choice, Message, Rest, ToolCall, Usage};
+use crate::ir::{envelope, random_id, ChatChunk, ChatRequest, ChatResponse, Choice, Message, Rest, ToolCall, Usage};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 /// `max_tokens` when the client gives none: Anthropic requires one, and every current model
@@ -574,6 +577,370 @@ fn append(b: &mut Value, key: &str, text: &str) {
     b[key] = Value::String(s);
 }
 
+// The Messages API inbound: a client's request read into the IR, the answer written back.
+
+/// The Messages request fields memgate reads; the rest flows on to the provider.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessagesRequest {
+    pub(crate) model: String,
+    pub(crate) messages: Vec<Turn>,
+    #[serde(default)]
+    pub(crate) system: Option<Value>,
+    #[serde(default)]
+    pub(crate) max_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) stream: Option<bool>,
+    #[serde(flatten)]
+    pub(crate) rest: Rest,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Turn {
+    pub(crate) role: String,
+    pub(crate) content: Value,
+}
+
+/// Whose translation a Messages request gets when its routes go to providers of `kinds`: all
+/// one kind, that kind's (Anthropic's is none at all); mixed fallbacks, the strictest, OpenAI's,
+/// which every kind accepts.
+pub(crate) fn translation_for(mut kinds: impl Iterator<Item = ProviderKind>) -> ProviderKind {
+    let Some(first) = kinds.next() else {
+        return ProviderKind::Openai;
+    };
+    match kinds.all(|k| k == first) {
+        true => first,
+        false => ProviderKind::Openai,
+    }
+}
+
+/// Request fields only Anthropic's API knows; other providers would refuse them.
+const ANTHROPIC_ONLY: [&str; 5] = [
+    "context_management",
+    "container",
+    "mcp_servers",
+    "service_tier",
+    "thinking",
+];
+
+/// A thinking budget as an OpenAI reasoning effort.
+fn effort(budget_tokens: u64) -> &'static str {
+    match budget_tokens {
+        0..=2048 => "low",
+        2049..=16384 => "medium",
+        _ => "high",
+    }
+}
+
+/// An error in Anthropic's shape: `{"type":"error","error":{"type","message"}}`.
+pub(crate) fn error_body(e: &ApiError) -> Value {
+    json!({"type": "error", "error": {"type": error_type(e.status), "message": e.message}})
+}
+
+fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+/// The chat request a Messages request asks for, going to a provider of `kind`. Anthropic-only
+/// fields and blocks reach only an Anthropic upstream; elsewhere `thinking` becomes
+/// `reasoning_effort` and a failed tool result says so in its text.
+pub(crate) fn to_chat(req: MessagesRequest, kind: ProviderKind) -> Result<ChatRequest, ApiError> {
+    let native = kind == ProviderKind::Anthropic;
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    match req.system {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => messages.push(Message::new("system", Value::String(s))),
+        Some(Value::Array(blocks)) => messages.push(Message::new("system", Value::Array(parts(&blocks)))),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "system",
+                "system must be a string or an array of text blocks",
+            ))
+        }
+    }
+    for turn in req.messages {
+        match turn.role.as_str() {
+            "assistant" => messages.push(assistant_turn(turn.content, native)),
+            // `handle` admits only user and assistant turns.
+            _ => user_turn(turn.content, native, &mut messages),
+        }
+    }
+    let mut rest = Rest::new();
+    // As max_completion_tokens: OpenAI's reasoning models refuse max_tokens, and the other
+    // adapters read it first.
+    rest.insert(
+        "max_completion_tokens".to_owned(),
+        Value::from(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+    );
+    let mut parallel = None;
+    for (k, v) in req.rest {
+        match k.as_str() {
+            "stop_sequences" => {
+                rest.insert("stop".to_owned(), v);
+            }
+            "tools" => {
+                rest.insert(k, chat_tools(&v)?);
+            }
+            "tool_choice" => {
+                parallel = v.get("disable_parallel_tool_use").and_then(Value::as_bool).map(|d| !d);
+                rest.insert(k, chat_tool_choice(&v)?);
+            }
+            "metadata" => {
+                if let Some(u) = v.get("user_id").filter(|u| u.is_string()) {
+                    rest.insert("user".to_owned(), u.clone());
+                }
+            }
+            "thinking" if !native => {
+                if let Some(effort) = v.get("budget_tokens").and_then(Value::as_u64).map(effort) {
+                    rest.insert("reasoning_effort".to_owned(), json!(effort));
+                }
+            }
+            // Gemini has top_k; OpenAI's API does not.
+            "top_k" if kind == ProviderKind::Openai => {}
+            _ if !native && ANTHROPIC_ONLY.contains(&k.as_str()) => {}
+            _ => {
+                rest.insert(k, v);
+            }
+        }
+    }
+    if let Some(p) = parallel {
+        rest.insert("parallel_tool_calls".to_owned(), Value::Bool(p));
+    }
+    if req.stream == Some(true) {
+        // message_delta reports usage, so the chunks must bring it.
+        rest.insert("stream_options".to_owned(), json!({"include_usage": true}));
+    }
+    Ok(ChatRequest {
+        model: req.model,
+        messages,
+        stream: req.stream,
+        rest,
+    })
+}
+
+/// A user turn: its tool results become tool messages (first, as they answer the previous
+/// turn), the rest one user message.
+fn user_turn(content: Value, native: bool, out: &mut Vec<Message>) {
+    let blocks = match content {
+        Value::Array(b) => b,
+        other => {
+            out.push(Message::new("user", other));
+            return;
+        }
+    };
+    let (results, others): (Vec<Value>, Vec<Value>) = blocks
+        .into_iter()
+        .partition(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"));
+    for r in results {
+        let content = match r.get("content") {
+            Some(Value::Array(b)) => Value::Array(parts(b)),
+            Some(Value::String(s)) => Value::String(s.clone()),
+            _ => Value::String(String::new()),
+        };
+        let failed = r.get("is_error").and_then(Value::as_bool) == Some(true);
+        let content = match content {
+            Value::String(s) if failed && !native => Value::String(format!("Error: {s}")),
+            other => other,
+        };
+        let mut m = Message::new("tool", content);
+        m.tool_call_id = r.get("tool_use_id").and_then(Value::as_str).map(str::to_owned);
+        if failed && native {
+            m.rest.insert("is_error".to_owned(), Value::Bool(true));
+        }
+        if let Some(cc) = r.get("cache_control") {
+            m.rest.insert("cache_control".to_owned(), cc.clone());
+        }
+        out.push(m);
+    }
+    if !others.is_empty() {
+        out.push(Message::new("user", Value::Array(parts(&others))));
+    }
+}
+
+fn assistant_turn(content: Value, native: bool) -> Message {
+    let blocks = match content {
+        Value::Array(b) => b,
+        other => return Message::new("assistant", other),
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    let mut thinking = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("tool_use") => calls.push(tool_call(&b)),
+            Some("thinking" | "redacted_thinking") if native => thinking.push(b),
+            _ => {}
+        }
+    }
+    let content = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    };
+    let mut m = Message::new("assistant", content);
+    m.tool_calls = (!calls.is_empty()).then_some(calls);
+    if !thinking.is_empty() {
+        m.rest.insert("thinking_blocks".to_owned(), Value::Array(thinking));
+    }
+    m
+}
+
+/// Content blocks as chat parts: text and images translated, `cache_control` kept, other
+/// blocks (documents, search results…) passed as they are for an Anthropic upstream.
+fn parts(blocks: &[Value]) -> Vec<Value> {
+    blocks
+        .iter()
+        .map(|b| {
+            let mut part = match b.get("type").and_then(Value::as_str) {
+                Some("text") => json!({"type": "text", "text": b.get("text").cloned().unwrap_or_default()}),
+                Some("image") => match image_url(b.get("source")) {
+                    Some(url) => json!({"type": "image_url", "image_url": {"url": url}}),
+                    None => return b.clone(),
+                },
+                _ => return b.clone(),
+            };
+            if let Some(cc) = b.get("cache_control") {
+                part["cache_control"] = cc.clone();
+            }
+            part
+        })
+        .collect()
+}
+
+/// An image source as a URL: a data URL for inline data.
+fn image_url(source: Option<&Value>) -> Option<String> {
+    let s = source?;
+    let field = |k: &str| s.get(k).and_then(Value::as_str);
+    match field("type")? {
+        "base64" => Some(format!("data:{};base64,{}", field("media_type")?, field("data")?)),
+        "url" => field("url").map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn chat_tools(v: &Value) -> Result<Value, ApiError> {
+    let list = ApiError::tools_list(v)?;
+    let out = list
+        .iter()
+        .map(|t| match t.get("input_schema") {
+            // A custom tool; server tools (web search, code execution…) have no schema and
+            // pass as they are.
+            Some(schema) => {
+                let mut f = json!({"name": t.get("name").cloned().unwrap_or_default(), "parameters": schema});
+                if let Some(d) = t.get("description") {
+                    f["description"] = d.clone();
+                }
+                let mut tool = json!({"type": "function", "function": f});
+                if let Some(cc) = t.get("cache_control") {
+                    tool["cache_control"] = cc.clone();
+                }
+                tool
+            }
+            None => t.clone(),
+        })
+        .collect();
+    Ok(Value::Array(out))
+}
+
+fn chat_tool_choice(v: &Value) -> Result<Value, ApiError> {
+    Ok(match v.get("type").and_then(Value::as_str) {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => {
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid_param("tool_choice.name", "tool_choice type \"tool\" needs a name"))?;
+            json!({"type": "function", "function": {"name": name}})
+        }
+        _ => {
+            return Err(ApiError::invalid_param(
+                "tool_choice.type",
+                "tool_choice.type must be auto, any, tool or none",
+            ))
+        }
+    })
+}
+
+/// Chat usage back in Anthropic's terms: `input_tokens` excludes cached ones.
+pub(crate) fn messages_usage(u: Option<&Usage>) -> Value {
+    let Some(u) = u else {
+        return json!({"input_tokens": 0, "output_tokens": 0});
+    };
+    let n = |k: &str| u.rest.get(k).and_then(Value::as_u64);
+    let read = n("cache_read_input_tokens").or_else(|| {
+        u.rest
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Value::as_u64)
+    });
+    let written = n("cache_creation_input_tokens");
+    let input = u
+        .prompt_tokens
+        .saturating_sub(read.unwrap_or(0).saturating_add(written.unwrap_or(0)));
+    let mut out = json!({"input_tokens": input, "output_tokens": u.completion_tokens});
+    if let Some(w) = written {
+        out["cache_creation_input_tokens"] = Value::from(w);
+    }
+    if let Some(r) = read {
+        out["cache_read_input_tokens"] = Value::from(r);
+    }
+    out
+}
+
+/// A message id in Anthropic's style, keeping the upstream's when it already is one.
+pub(crate) fn message_id(chat_id: Option<&str>) -> String {
+    match chat_id {
+        Some(id) if id.starts_with("msg_") => id.to_owned(),
+        _ => random_id("msg_"),
+    }
+}
+
+pub(crate) fn from_chat(answer: &ChatResponse) -> Value {
+    let choice = answer.choices.first();
+    let mut content: Vec<Value> = Vec::new();
+    if let Some(m) = choice.map(|c| &c.message) {
+        if let Some(Value::Array(t)) = m.rest.get("thinking_blocks") {
+            content.extend(t.iter().cloned());
+        }
+        let text = crate::ir::content_text(&m.content);
+        if !text.is_empty() {
+            content.push(json!({"type": "text", "text": text}));
+        }
+        for c in m.tool_calls.iter().flatten() {
+            content.push(tool_use(c.id.as_str(), &c.function.name, &c.function.arguments));
+        }
+    }
+    let stop = finish_reason_to_stop(choice.and_then(|c| c.finish_reason.as_deref()).unwrap_or("stop"));
+    json!({
+        "id": message_id(answer.rest.get("id").and_then(Value::as_str)),
+        "type": "message",
+        "role": "assistant",
+        "model": answer.model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": null,
+        "usage": messages_usage(answer.usage.as_ref()),
+    })
+}
+
+fn tool_use(id: &str, name: &str, arguments: &str) -> Value {
+    let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+    json!({"type": "tool_use", "id": id, "name": name, "input": input})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -734,5 +1101,48 @@ mod tests {
         );
         assert_eq!((e.status, e.code.as_deref()), (401, Some("invalid_api_key")));
         assert_eq!(error(529, b"busy").status, 503);
+    }
+
+    fn request(v: Value) -> MessagesRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn sample() -> Value {
+        json!({"model": "m", "max_tokens": 100, "top_k": 3,
+        "thinking": {"type": "enabled", "budget_tokens": 10000}, "context_management": {"edits": []},
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "timeout", "is_error": true},
+                {"type": "text", "text": "well?"}]}
+        ]})
+    }
+
+    #[test]
+    fn anthropic_only_fields_reach_only_anthropic() {
+        let native = to_chat(request(sample()), ProviderKind::Anthropic).unwrap();
+        assert_eq!(native.rest["thinking"]["budget_tokens"], 10000);
+        assert!(native.rest.contains_key("context_management") && native.rest.contains_key("top_k"));
+        assert!(native.messages[1].rest.contains_key("thinking_blocks"));
+        assert_eq!(native.messages[2].rest["is_error"], true);
+        assert_eq!(native.messages[2].content, "timeout");
+
+        let openai = to_chat(request(sample()), ProviderKind::Openai).unwrap();
+        assert_eq!(openai.rest["reasoning_effort"], "medium");
+        assert_eq!(openai.rest["max_completion_tokens"], 100);
+        for gone in ["thinking", "context_management", "top_k", "max_tokens"] {
+            assert!(!openai.rest.contains_key(gone), "{gone} sent to OpenAI");
+        }
+        assert!(openai.messages[1].rest.is_empty());
+        assert_eq!(openai.messages[2].content, "Error: timeout");
+        assert!(openai.messages[2].rest.is_empty());
+        // The tool result answers the call before the user's next words.
+        assert_eq!(
+            (openai.messages[2].role.as_str(), openai.messages[3].role.as_str()),
+            ("tool", "user")
+        );
+        let gemini = to_chat(request(sample()), ProviderKind::Gemini).unwrap();
+        assert_eq!(gemini.rest["top_k"], 3);
     }
 }
