@@ -202,6 +202,23 @@ pub fn envelope(id: &str, object: &str, created: u64) -> Rest {
     rest
 }
 
+impl ChatResponse {
+    /// A complete answer translated from another vendor's format: one choice.
+    pub fn translated(id: &str, created: u64, model: &str, message: Message, finish_reason: &str) -> ChatResponse {
+        ChatResponse {
+            model: model.to_owned(),
+            choices: vec![Choice {
+                index: 0,
+                message,
+                finish_reason: Some(finish_reason.to_owned()),
+                rest: Rest::new(),
+            }],
+            usage: None,
+            rest: envelope(id, "chat.completion", created),
+        }
+    }
+}
+
 impl ChatChunk {
     /// A chunk of a translated stream: one delta of choice 0 (or none, for the usage chunk).
     pub fn translated(id: &str, created: u64, delta: Option<Value>, finish_reason: Option<&str>) -> ChatChunk {
@@ -220,17 +237,21 @@ impl ChatChunk {
             rest: envelope(id, "chat.completion.chunk", created),
         }
     }
-
-    /// The last chunk of a translated stream, for a client that asked for usage: no choices.
-    pub fn usage_only(id: &str, created: u64, usage: Option<Usage>) -> ChatChunk {
-        ChatChunk {
-            usage,
-            ..ChatChunk::translated(id, created, None, None)
-        }
-    }
 }
 
 impl Message {
+    /// An assistant's answer: its text, with `null` content when it only calls tools.
+    pub fn assistant(text: String, calls: Vec<ToolCall>) -> Message {
+        let content = match text.is_empty() && !calls.is_empty() {
+            true => Value::Null,
+            false => Value::String(text),
+        };
+        Message {
+            tool_calls: (!calls.is_empty()).then_some(calls),
+            ..Message::new("assistant", content)
+        }
+    }
+
     /// A message with just a role and content.
     pub fn new(role: &str, content: Value) -> Message {
         Message {

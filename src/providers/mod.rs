@@ -413,8 +413,8 @@ impl Decoder {
     pub fn include_usage(&self) -> bool {
         match self {
             Decoder::Openai(d) => d.include_usage,
-            Decoder::Anthropic(d) => d.include_usage,
-            Decoder::Gemini(d) => d.include_usage,
+            Decoder::Anthropic(d) => d.stream.include_usage,
+            Decoder::Gemini(d) => d.stream.include_usage,
         }
     }
 

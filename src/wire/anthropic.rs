@@ -12,10 +12,10 @@
 //! `thinking_blocks` (whole, with their signatures, so a client can send them back) and as
 //! `reasoning_content` text; cache token counts appear in `usage`.
 
-use super::common::{self, created, parse_json, Tool, ToolChoice};
+use super::common::{self, created, parse_json, Tool, ToolChoice, Translated};
 use crate::config::ProviderKind;
 use crate::error::ApiError;
-use crate::ir::{envelope, random_id, ChatChunk, ChatRequest, ChatResponse, Choice, Message, Rest, ToolCall, Usage};
+use crate::ir::{random_id, ChatChunk, ChatRequest, ChatResponse, Message, Rest, ToolCall, Usage};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -325,27 +325,13 @@ pub(crate) fn chat_response(body: &[u8]) -> Result<ChatResponse, ApiError> {
             _ => {}
         }
     }
-    let mut message = Message::new(
-        "assistant",
-        if text.is_empty() && !calls.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text)
-        },
-    );
-    message.tool_calls = (!calls.is_empty()).then_some(calls);
+    let mut message = Message::assistant(text, calls);
     add_thinking(&mut message.rest, thinking);
     let str_of = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+    let finish = stop_reason_to_finish(str_of("stop_reason"));
     Ok(ChatResponse {
-        model: str_of("model").to_owned(),
-        choices: vec![Choice {
-            index: 0,
-            message,
-            finish_reason: Some(stop_reason_to_finish(str_of("stop_reason")).to_owned()),
-            rest: Rest::new(),
-        }],
         usage: v.get("usage").map(usage),
-        rest: envelope(str_of("id"), "chat.completion", created()),
+        ..ChatResponse::translated(str_of("id"), created(), str_of("model"), message, finish)
     })
 }
 
@@ -383,17 +369,17 @@ pub(crate) fn error(status: u16, body: &[u8]) -> ApiError {
 fn error_object(status: u16, e: &Value) -> ApiError {
     let kind = e.get("type").and_then(Value::as_str).unwrap_or_default();
     let class = match (kind, status) {
-        ("overloaded_error", _) | (_, 529) => (503, "server_error", Some("overloaded")),
-        ("rate_limit_error", _) => (429, "rate_limit_error", Some("rate_limit_exceeded")),
-        ("authentication_error", _) => (401, "authentication_error", Some("invalid_api_key")),
-        ("permission_error", _) => (403, "permission_error", None),
-        ("not_found_error", _) => (404, "not_found_error", None),
-        ("request_too_large", _) => (413, "invalid_request_error", Some("request_too_large")),
-        ("invalid_request_error", _) => (400, "invalid_request_error", None),
-        ("api_error", _) => (500, "server_error", None),
-        _ => return common::vendor_error(status, e, None),
+        ("overloaded_error", _) | (_, 529) => Some((503, "server_error", Some("overloaded"))),
+        ("rate_limit_error", _) => Some((429, "rate_limit_error", Some("rate_limit_exceeded"))),
+        ("authentication_error", _) => Some((401, "authentication_error", Some("invalid_api_key"))),
+        ("permission_error", _) => Some((403, "permission_error", None)),
+        ("not_found_error", _) => Some((404, "not_found_error", None)),
+        ("request_too_large", _) => Some((413, "invalid_request_error", Some("request_too_large"))),
+        ("invalid_request_error", _) => Some((400, "invalid_request_error", None)),
+        ("api_error", _) => Some((500, "server_error", None)),
+        _ => None,
     };
-    common::vendor_error(status, e, Some(class))
+    common::vendor_error(status, e, class)
 }
 
 /// Anthropic stream events in, chat chunks out.
@@ -402,9 +388,7 @@ fn error_object(status: u16, e: &Value) -> ApiError {
 /// OpenAI's `tool_calls[].index` is, so the decoder remembers which block is which.
 #[derive(Debug)]
 pub struct Decoder {
-    pub(crate) include_usage: bool,
-    id: String,
-    created: u64,
+    pub(crate) stream: Translated,
     /// Usage from message_start, updated by message_delta.
     usage: Value,
     blocks: Vec<Block>,
@@ -426,9 +410,7 @@ enum Block {
 impl Decoder {
     pub fn new(include_usage: bool) -> Decoder {
         Decoder {
-            include_usage,
-            id: String::new(),
-            created: created(),
+            stream: Translated::new(include_usage),
             usage: json!({}),
             blocks: Vec::new(),
             calls: 0,
@@ -446,7 +428,7 @@ impl Decoder {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> ChatChunk {
-        ChatChunk::translated(&self.id, self.created, Some(delta), finish)
+        self.stream.chunk(delta, finish)
     }
 
     /// The chunks one stream event (its `event:` type and its data) carries.
@@ -462,7 +444,7 @@ impl Decoder {
         match kind {
             "message_start" => {
                 let m = &data["message"];
-                self.id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                self.stream.id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
                 if let Some(u) = m.get("usage").filter(|u| u.is_object()) {
                     self.usage = u.clone();
                 }
@@ -545,9 +527,7 @@ impl Decoder {
             }
             "message_stop" => {
                 self.finished = true;
-                if self.include_usage {
-                    out.push(ChatChunk::usage_only(&self.id, self.created, self.usage()));
-                }
+                out.extend(self.stream.usage_chunk(self.usage()));
             }
             "error" => {
                 let e = data.get("error").cloned().unwrap_or_else(|| json!({}));
@@ -783,13 +763,7 @@ fn assistant_turn(content: Value, native: bool) -> Message {
             _ => {}
         }
     }
-    let content = if text.is_empty() && !calls.is_empty() {
-        Value::Null
-    } else {
-        Value::String(text)
-    };
-    let mut m = Message::new("assistant", content);
-    m.tool_calls = (!calls.is_empty()).then_some(calls);
+    let mut m = Message::assistant(text, calls);
     if !thinking.is_empty() {
         m.rest.insert("thinking_blocks".to_owned(), Value::Array(thinking));
     }

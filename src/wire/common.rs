@@ -2,7 +2,7 @@
 //! and `stop`, data URLs, and the message of a vendor error.
 
 use crate::error::ApiError;
-use crate::ir::Rest;
+use crate::ir::{ChatChunk, Rest, Usage};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -64,6 +64,38 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 /// Seconds since the epoch, for the `created` field of translated answers.
 pub(crate) fn created() -> u64 {
     crate::clock::now_ms() / 1000
+}
+
+/// What every chunk of a stream translated from another vendor's events carries: the answer's
+/// id and time; and whether the client asked for a usage chunk at the end.
+#[derive(Debug)]
+pub(crate) struct Translated {
+    pub(crate) include_usage: bool,
+    pub(crate) id: String,
+    created: u64,
+}
+
+impl Translated {
+    pub(crate) fn new(include_usage: bool) -> Translated {
+        Translated {
+            include_usage,
+            id: String::new(),
+            created: created(),
+        }
+    }
+
+    /// One delta of choice 0.
+    pub(crate) fn chunk(&self, delta: Value, finish: Option<&str>) -> ChatChunk {
+        ChatChunk::translated(&self.id, self.created, Some(delta), finish)
+    }
+
+    /// The usage chunk that ends the stream (no choices), when the client asked for one.
+    pub(crate) fn usage_chunk(&self, usage: Option<Usage>) -> Option<ChatChunk> {
+        self.include_usage.then(|| ChatChunk {
+            usage,
+            ..ChatChunk::translated(&self.id, self.created, None, None)
+        })
+    }
 }
 
 /// `data:MEDIA;base64,DATA` as (MEDIA, DATA).

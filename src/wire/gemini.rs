@@ -9,13 +9,10 @@
 //! `extra_content.google.thought_signature` (Google's own OpenAI-compatible convention) and at
 //! the end of its id, which every inbound format (and memory) carries back.
 
-use super::common::{self, created, parse_json, Tool, ToolChoice};
+use super::common::{self, created, parse_json, Tool, ToolChoice, Translated};
 use super::schema;
 use crate::error::ApiError;
-use crate::ir::{
-    envelope, random_id, ChatChunk, ChatRequest, ChatResponse, Choice, Message, PassthroughRequest, Rest, ToolCall,
-    Usage,
-};
+use crate::ir::{random_id, ChatChunk, ChatRequest, ChatResponse, Message, PassthroughRequest, ToolCall, Usage};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -396,15 +393,7 @@ pub(crate) fn chat_response(body: &[u8]) -> Result<ChatResponse, ApiError> {
     let v: Value = parse_json(body)?;
     let p = read_parts(&v);
     let finish = finish_reason(reason_of(&v).unwrap_or("STOP"), !p.calls.is_empty());
-    let mut message = Message::new(
-        "assistant",
-        if p.text.is_empty() && !p.calls.is_empty() {
-            Value::Null
-        } else {
-            Value::String(p.text)
-        },
-    );
-    message.tool_calls = (!p.calls.is_empty()).then_some(p.calls);
+    let mut message = Message::assistant(p.text, p.calls);
     if !p.thought.is_empty() {
         message
             .rest
@@ -412,15 +401,8 @@ pub(crate) fn chat_response(body: &[u8]) -> Result<ChatResponse, ApiError> {
     }
     let str_of = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
     Ok(ChatResponse {
-        model: str_of("modelVersion").to_owned(),
-        choices: vec![Choice {
-            index: 0,
-            message,
-            finish_reason: Some(finish.to_owned()),
-            rest: Rest::new(),
-        }],
         usage: v.get("usageMetadata").map(usage),
-        rest: envelope(str_of("responseId"), "chat.completion", created()),
+        ..ChatResponse::translated(str_of("responseId"), created(), str_of("modelVersion"), message, finish)
     })
 }
 
@@ -444,25 +426,23 @@ fn error_object(status: u16, e: &Value) -> ApiError {
         .flatten()
         .any(|d| d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID"));
     let class = match (e.get("status").and_then(Value::as_str).unwrap_or_default(), bad_key) {
-        (_, true) | ("UNAUTHENTICATED", _) => (401, "authentication_error", Some("invalid_api_key")),
-        ("PERMISSION_DENIED", _) => (403, "permission_error", None),
-        ("NOT_FOUND", _) => (404, "not_found_error", Some("model_not_found")),
-        ("RESOURCE_EXHAUSTED", _) => (429, "rate_limit_error", Some("rate_limit_exceeded")),
-        ("INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE", _) => (400, "invalid_request_error", None),
-        ("UNAVAILABLE", _) => (503, "server_error", Some("overloaded")),
-        ("DEADLINE_EXCEEDED", _) => (504, "server_error", Some("timeout")),
-        _ => return common::vendor_error(status, e, None),
+        (_, true) | ("UNAUTHENTICATED", _) => Some((401, "authentication_error", Some("invalid_api_key"))),
+        ("PERMISSION_DENIED", _) => Some((403, "permission_error", None)),
+        ("NOT_FOUND", _) => Some((404, "not_found_error", Some("model_not_found"))),
+        ("RESOURCE_EXHAUSTED", _) => Some((429, "rate_limit_error", Some("rate_limit_exceeded"))),
+        ("INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE", _) => Some((400, "invalid_request_error", None)),
+        ("UNAVAILABLE", _) => Some((503, "server_error", Some("overloaded"))),
+        ("DEADLINE_EXCEEDED", _) => Some((504, "server_error", Some("timeout"))),
+        _ => None,
     };
-    common::vendor_error(status, e, Some(class))
+    common::vendor_error(status, e, class)
 }
 
 /// Gemini stream events (each a whole `GenerateContentResponse`) in, chat chunks out.
 /// A chunk with a `finishReason` ends the answer; usage counts are cumulative on every chunk.
 #[derive(Debug)]
 pub struct Decoder {
-    pub(crate) include_usage: bool,
-    id: String,
-    created: u64,
+    pub(crate) stream: Translated,
     started: bool,
     calls: usize,
     usage: Option<Usage>,
@@ -472,9 +452,7 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(include_usage: bool) -> Decoder {
         Decoder {
-            include_usage,
-            id: String::new(),
-            created: created(),
+            stream: Translated::new(include_usage),
             started: false,
             calls: 0,
             usage: None,
@@ -499,12 +477,10 @@ impl Decoder {
             return Err(error_object(500, e));
         }
         let mut out = Vec::new();
-        let chunk = |d: &Decoder, delta: Value, finish: Option<&str>| {
-            ChatChunk::translated(&d.id, d.created, Some(delta), finish)
-        };
+        let chunk = |d: &Decoder, delta: Value, finish: Option<&str>| d.stream.chunk(delta, finish);
         if !self.started {
             self.started = true;
-            self.id = v
+            self.stream.id = v
                 .get("responseId")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
@@ -538,9 +514,7 @@ impl Decoder {
         if let Some(reason) = reason_of(&v) {
             self.finished = true;
             out.push(chunk(self, json!({}), Some(finish_reason(reason, self.calls > 0))));
-            if self.include_usage {
-                out.push(ChatChunk::usage_only(&self.id, self.created, self.usage.clone()));
-            }
+            out.extend(self.stream.usage_chunk(self.usage.clone()));
         }
         Ok(out)
     }
