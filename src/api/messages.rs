@@ -12,11 +12,10 @@ use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{ChatChunk, Message, Usage};
 use crate::memory::Memory;
-use crate::providers::Decoder;
 use crate::router::Candidate;
 use crate::wire::anthropic::{
     error_body, finish_reason_to_stop, from_chat, message_id, messages_usage as usage, to_chat, translation_for,
-    turns as anthropic_turns, MessagesRequest,
+    turns as anthropic_turns, Decoder, MessagesRequest,
 };
 use http_types::Response;
 use serde::Deserialize;
@@ -99,7 +98,7 @@ async fn native(
     .await?;
     if stream && res.is_event_stream() {
         let t = Native {
-            decoder: Decoder::anthropic(),
+            decoder: Decoder::new(false),
             model: answered.name.clone(),
             answer: Answer::default(),
         };
@@ -133,7 +132,7 @@ struct Native {
 
 impl Translate for Native {
     fn event(&mut self, ev: sse::Event) -> Result<Vec<Vec<u8>>, ApiError> {
-        for chunk in self.decoder.event(&ev)? {
+        for chunk in self.decoder.event(ev.event.as_deref(), &ev.data)? {
             if let Some(c) = chunk.choices.first() {
                 self.answer.add(&c.delta);
             }

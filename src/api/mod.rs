@@ -9,7 +9,6 @@ mod dashboard;
 mod embeddings;
 #[cfg(test)]
 mod fuzz;
-mod items;
 mod memory;
 mod messages;
 mod models;

@@ -386,11 +386,6 @@ pub enum Decoder {
 }
 
 impl Decoder {
-    /// A decoder of Anthropic's stream, for a Messages stream passed through.
-    pub fn anthropic() -> Decoder {
-        Decoder::Anthropic(anthropic_wire::Decoder::new(false))
-    }
-
     /// The chunks one event carries; `Err` when the provider reported an error mid-stream.
     pub fn event(&mut self, ev: &sse::Event) -> Result<Vec<ChatChunk>, ApiError> {
         match self {

@@ -4,4 +4,5 @@ pub(crate) mod anthropic;
 pub(crate) mod common;
 pub(crate) mod gemini;
 pub(crate) mod openai;
+pub(crate) mod responses;
 mod schema;
