@@ -58,7 +58,7 @@ fn scenario(buffer: &str) -> (Vec<Duration>, Vec<Duration>, usize) {
                     let text = format!(
                         "bench turn {i}: today I fitted two more panels on the greenhouse and checked the seedlings on shelf {c}"
                     );
-                    let new = memgate::memory::tokens::text(&text) + 4;
+                    let new = memgate::ir::tokens::text(&text) + 4;
                     let sent = Instant::now();
                     let res = gw.post(
                         "/v1/chat/completions",

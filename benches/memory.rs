@@ -12,8 +12,9 @@
 
 use memgate::clock;
 use memgate::config::Config;
+use memgate::ir::tokens;
 use memgate::ir::{ChatRequest, Message};
-use memgate::memory::{self, tokens, Memory, Payer, ThreadRef};
+use memgate::memory::{self, Memory, Payer, ThreadRef};
 use memgate::runtime;
 use memgate::store::{observations, threads, ObservationRecord, Scope, Store};
 use serde_json::json;

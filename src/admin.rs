@@ -267,7 +267,7 @@ fn entry(out: &mut String, at: u64, label: &str, text: &str, incomplete: bool) {
 
 fn render_message(out: &mut String, m: &StoredMessage) {
     let msg = &m.message;
-    let text = memory::content_text(&msg.content);
+    let text = crate::ir::content_text(&msg.content);
     let calls = msg.tool_calls.as_deref().unwrap_or_default();
     match (msg.role.as_str(), &msg.tool_call_id) {
         ("tool", Some(call)) => entry(out, m.created_at, &format!("tool ({call}): "), &text, m.incomplete),

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod tokens;
+
 /// JSON object fields memgate does not interpret, kept in arrival order.
 pub type Rest = Map<String, Value>;
 
@@ -200,6 +202,23 @@ pub fn envelope(id: &str, object: &str, created: u64) -> Rest {
     rest
 }
 
+impl ChatResponse {
+    /// A complete answer translated from another vendor's format: one choice.
+    pub fn translated(id: &str, created: u64, model: &str, message: Message, finish_reason: &str) -> ChatResponse {
+        ChatResponse {
+            model: model.to_owned(),
+            choices: vec![Choice {
+                index: 0,
+                message,
+                finish_reason: Some(finish_reason.to_owned()),
+                rest: Rest::new(),
+            }],
+            usage: None,
+            rest: envelope(id, "chat.completion", created),
+        }
+    }
+}
+
 impl ChatChunk {
     /// A chunk of a translated stream: one delta of choice 0 (or none, for the usage chunk).
     pub fn translated(id: &str, created: u64, delta: Option<Value>, finish_reason: Option<&str>) -> ChatChunk {
@@ -221,6 +240,18 @@ impl ChatChunk {
 }
 
 impl Message {
+    /// An assistant's answer: its text, with `null` content when it only calls tools.
+    pub fn assistant(text: String, calls: Vec<ToolCall>) -> Message {
+        let content = match text.is_empty() && !calls.is_empty() {
+            true => Value::Null,
+            false => Value::String(text),
+        };
+        Message {
+            tool_calls: (!calls.is_empty()).then_some(calls),
+            ..Message::new("assistant", content)
+        }
+    }
+
     /// A message with just a role and content.
     pub fn new(role: &str, content: Value) -> Message {
         Message {
@@ -241,6 +272,27 @@ impl ToolCall {
             function: FunctionCall { name, arguments },
             rest: Rest::new(),
         }
+    }
+}
+
+/// A message's content as readable text: strings as they are, text parts joined, other parts
+/// as a placeholder (the observer's transcript, the CLI, an answer's text).
+pub fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text" | "input_text" | "output_text") => {
+                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
+                }
+                Some(kind) if kind.contains("image") => "[image]".to_owned(),
+                _ => "[file]".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

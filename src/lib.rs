@@ -2,8 +2,8 @@
 //!
 //! A request flows through the modules in this order, and its answer back:
 //! `http` (connections, bodies, SSE) → `api` (the OpenAI surface: parse into the `ir`, render
-//! back) → `router` (model name → provider) → `providers` (the IR in a provider's wire format)
-//! → `upstream` (pooled HTTP/TLS client). `store` holds the redb database; `auth` decides who
+//! back) → `router` (model name → provider) → `providers` (endpoint and auth; the IR in the
+//! provider's format by `wire`) → `upstream` (pooled HTTP/TLS client). `store` holds the redb database; `auth` decides who
 //! calls; `admin` lets the CLI manage keys while the server runs.
 
 #![forbid(unsafe_code)]
@@ -34,3 +34,4 @@ pub mod store;
 pub mod tasks;
 pub mod upstream;
 pub mod usage;
+pub(crate) mod wire;

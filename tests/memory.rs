@@ -1179,7 +1179,7 @@ fn observation_never_leaves_a_tool_result_opening_the_context() {
         json!({"role": "user", "content": "Great, then I will pack light clothes for the whole week."}),
         json!({"role": "assistant", "content": "Good plan; a light jacket for the evenings may help."}),
     ];
-    let size = |m: &Value| memgate::memory::tokens::message(&serde_json::from_value(m.clone()).unwrap());
+    let size = |m: &Value| memgate::ir::tokens::message(&serde_json::from_value(m.clone()).unwrap());
     // Just what is left from the tool result on: observing stops once the call is observed.
     let from_the_result: u64 = history[2..].iter().map(size).sum();
     let mock = Mock::start("fixtures/memory");

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
+use memgate::ir::tokens;
 use memgate::ir::Message;
-use memgate::memory::tokens;
 use serde_json::{json, Value};
 
 /// Fixtures recorded from (and shaped like) local model servers; see fixtures/local/README.md.

@@ -7,8 +7,8 @@
 use super::relay::Translate;
 use crate::error::ApiError;
 use crate::http::sse;
+use crate::ir::tokens;
 use crate::ir::{ChatChunk, ChatRequest, Message, Rest, ToolCall, Usage};
-use crate::memory::tokens;
 use crate::providers::Decoder;
 use serde_json::Value;
 
@@ -47,7 +47,7 @@ impl Prompt {
     }
 }
 
-/// Usage estimated with memory's token estimate (`memory::tokens`): the prompt as sent and the
+/// Usage estimated with memory's token estimate (`ir::tokens`): the prompt as sent and the
 /// answer as it arrived.
 pub(crate) fn estimate(prompt: &Prompt, answer: Option<&Message>) -> Usage {
     let p = prompt.tokens();

@@ -9,14 +9,15 @@
 
 use super::chat::ChatEncoder;
 use super::chunks::{Chunks, Encode, Prompt};
-use super::items;
-use super::messages::{self, MessagesEncoder, MessagesRequest};
+use super::messages::MessagesEncoder;
 use super::relay::Translate;
-use super::responses_chat::{self, ResponsesEncoder};
+use super::responses_chat::ResponsesEncoder;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::http::sse;
 use crate::ir::{ChatRequest, ChatResponse, PassthroughRequest};
 use crate::providers::Provider;
+use crate::wire::anthropic::{self as messages, MessagesRequest};
+use crate::wire::responses::{self, items};
 use serde_json::{json, Map, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -300,11 +301,11 @@ fn exercise(v: &Value, providers: &[Provider], rng: &mut Rng) {
         }
     }
     if let Ok(r) = serde_json::from_value::<PassthroughRequest>(v.clone()) {
-        chats.extend(responses_chat::to_chat(r).ok());
+        chats.extend(responses::to_chat(r).ok());
     }
     if let Ok(answer) = serde_json::from_value::<ChatResponse>(v.clone()) {
         let _ = messages::from_chat(&answer);
-        let _ = responses_chat::from_chat(&answer);
+        let _ = responses::from_chat(&answer);
     }
     for p in providers {
         for req in &chats {

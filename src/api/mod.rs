@@ -9,7 +9,6 @@ mod dashboard;
 mod embeddings;
 #[cfg(test)]
 mod fuzz;
-mod items;
 mod memory;
 mod messages;
 mod models;
@@ -370,7 +369,7 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
 /// everywhere else.
 fn render_error(path: &str, e: &ApiError) -> Response {
     if path == "/v1/messages" {
-        json_response(e.status, &messages::error_body(e))
+        json_response(e.status, &crate::wire::anthropic::error_body(e))
     } else {
         error_response(e)
     }

@@ -2,14 +2,15 @@
 //! translated through chat ([`responses_chat`]) for one that does not.
 
 use super::chat::{exchange, exchange_begun, Answered};
-use super::items::{self, OutputAccumulator};
 use super::relay::{relay, Translate};
-use super::responses_chat::{self, ResponsesEncoder};
+use super::responses_chat::ResponsesEncoder;
 use super::{parse_body, routes, send, Ctx};
 use crate::error::ApiError;
 use crate::http::{json_response, sse};
 use crate::ir::{Message, PassthroughRequest, Usage};
 use crate::memory::Memory;
+use crate::wire::responses;
+use crate::wire::responses::items::{self, OutputAccumulator};
 use http_types::Response;
 use serde_json::Value;
 
@@ -36,7 +37,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
     // Passed through only when every route can take it as it is; otherwise all go through chat
     // (an OpenAI-compatible route speaks chat too), so a fallback of another kind still works.
     if !candidates.iter().all(|c| c.route.provider.speaks_responses()) {
-        let chat = responses_chat::to_chat(req)?;
+        let chat = responses::to_chat(req)?;
         return through_chat(exchange(ctx, chat, asked, &candidates, ResponsesEncoder::new()).await?);
     }
     // Memory works on chat messages: the input goes through them and back into items.
@@ -68,7 +69,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
         // A server without the Responses API (llama-cpp-python, Ollama): the same request
         // through chat, now and from now on, with memory's context and turn as they are.
         Err(e) if tried.is_some_and(|p| p.learns_no_responses(&e, stored.is_some())) => {
-            let chat = responses_chat::to_chat(req)?;
+            let chat = responses::to_chat(req)?;
             let answered = exchange_begun(ctx, chat, turn, &candidates, ResponsesEncoder::new()).await?;
             return through_chat(answered);
         }
@@ -104,7 +105,7 @@ pub(super) async fn handle(ctx: &mut Ctx, body: &[u8]) -> Result<Response, ApiEr
 fn through_chat(answered: Answered) -> Result<Response, ApiError> {
     Ok(match answered {
         Answered::Streaming(res) => res,
-        Answered::Complete(answer) => json_response(200, &responses_chat::from_chat(&answer)),
+        Answered::Complete(answer) => json_response(200, &responses::from_chat(&answer)),
     })
 }
 

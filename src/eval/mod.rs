@@ -402,7 +402,7 @@ async fn caught_up(gw: &Gateway, path: &str, before: &Value, expect_runs: bool) 
 
 /// The text of a chat completion's first choice.
 fn reply_text(v: &Value) -> String {
-    crate::memory::content_text(&v["choices"][0]["message"]["content"])
+    crate::ir::content_text(&v["choices"][0]["message"]["content"])
         .trim()
         .to_owned()
 }

@@ -3,9 +3,10 @@
 
 use crate::config::RetryConfig;
 use crate::error::ApiError;
+use crate::ir::{content_text, tokens};
 use crate::ir::{ChatRequest, Rest, Usage};
 use crate::limits::Limiter;
-use crate::memory::{self, tokens, Boxed, Call, CallError, Job};
+use crate::memory::{self, Boxed, Call, CallError, Job};
 use crate::metrics::{MemoryJob, Metrics};
 use crate::providers::Provider;
 use crate::router::{first_answer, Router};
@@ -59,7 +60,7 @@ impl MemoryModels {
             read_stream(provider, &req, sent.response).await?
         } else {
             let answer = provider.chat_response(&sent.response.bytes().await?)?;
-            let text = answer.choices.first().map(|c| memory::content_text(&c.message.content));
+            let text = answer.choices.first().map(|c| content_text(&c.message.content));
             (text.unwrap_or_default(), answer.usage)
         };
         // A server that reports no usage in streams (llama-cpp-python): estimated, so memory's

@@ -4,7 +4,7 @@
 //! observations, the current task); the thread's messages not yet observed; the client's new
 //! messages. A client that resends its history finds it recognised, not duplicated.
 
-use super::tokens;
+use crate::ir::tokens;
 use crate::ir::Message;
 use crate::store::StoredMessage;
 use serde_json::Value;
@@ -162,7 +162,7 @@ pub fn assemble(
     let orphans = kept.iter().take_while(|m| m.role == "tool").count();
     let results: Vec<String> = kept[..orphans]
         .iter()
-        .map(|m| super::content_text(&m.content))
+        .map(|m| crate::ir::content_text(&m.content))
         .collect();
     total -= sizes[start..start + orphans].iter().sum::<u64>();
     kept = &kept[orphans..];
@@ -222,7 +222,7 @@ pub fn fit_batch(batch: &[StoredMessage], budget: u64) -> Vec<StoredMessage> {
         .iter()
         .map(|m| {
             let mut m = m.clone();
-            let text = super::content_text(&m.message.content);
+            let text = crate::ir::content_text(&m.message.content);
             // A call without text is left whole (its arguments are not content to cut).
             if m.tokens > share && !text.is_empty() {
                 m.message.content = Value::String(clip(&text, share));

@@ -9,7 +9,7 @@
 //! Models drift from any format, so parsing is lenient: the `<observations>` block if there is
 //! one, else the bullet lines; undated lines go under the date of the messages observed.
 
-use super::tokens;
+use crate::ir::tokens;
 use serde::Serialize;
 
 const DATE: &str = "Date: ";
@@ -344,10 +344,7 @@ pub fn check(observations: &str, input: &str, instructions: &str, reflection: bo
     {
         return Err(Refusal::Loop(g.join(" ")));
     }
-    let (answer, input) = (
-        crate::memory::tokens::text(observations),
-        crate::memory::tokens::text(input),
-    );
+    let (answer, input) = (crate::ir::tokens::text(observations), crate::ir::tokens::text(input));
     if answer > input + OVERHEAD {
         return Err(Refusal::Longer { answer, input });
     }

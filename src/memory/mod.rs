@@ -20,12 +20,11 @@ mod observer;
 mod reflector;
 #[cfg(test)]
 mod scripted;
-pub mod tokens;
 
 use crate::clock;
 use crate::config::{Config, MemoryScope};
 use crate::error::ApiError;
-use crate::ir::{Message, Usage};
+use crate::ir::{tokens, Message, Usage};
 use crate::limits::Limits;
 use crate::store::{observations, quota, threads, NewMessage, Scope, Store, StoreError, StoredMessage, ThreadRecord};
 use crate::tasks::Tasks;
@@ -786,27 +785,6 @@ impl Memory {
             )))
         })
         .await
-    }
-}
-
-/// A message's content as readable text: strings as they are, text parts joined, other parts
-/// as a placeholder (the observer's transcript, the CLI, an answer's text).
-pub fn content_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text" | "input_text" | "output_text") => {
-                    p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
-                }
-                Some(kind) if kind.contains("image") => "[image]".to_owned(),
-                _ => "[file]".to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        Value::Null => String::new(),
-        other => other.to_string(),
     }
 }
 

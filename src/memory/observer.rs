@@ -4,7 +4,8 @@
 //! a current task) in our own words. The transcript goes in the user message; the tail of the
 //! existing observations goes with it so the model does not repeat them.
 
-use super::{clock, context, lines, observe_key, reflector, tokens, Failed, Job, Memory, RunAs, TAIL_SHARE};
+use super::{clock, context, lines, observe_key, reflector, Failed, Job, Memory, RunAs, TAIL_SHARE};
+use crate::ir::tokens;
 use crate::ir::{Message, Usage};
 use crate::store::{observations, threads, StoreError, StoredMessage, ThreadRecord};
 use std::sync::Arc;
@@ -72,7 +73,7 @@ pub(super) fn transcript(messages: &[StoredMessage]) -> String {
         }
         let time = clock::time_label(m.created_at);
         let msg = &m.message;
-        let text = super::content_text(&msg.content);
+        let text = crate::ir::content_text(&msg.content);
         let cut = if m.incomplete { " [answer cut short]" } else { "" };
         let label = match msg.role.as_str() {
             "tool" => "Tool Result".to_owned(),

@@ -2,7 +2,8 @@
 //! `observation_tokens`, retrying with stronger compression while the result is still too big.
 //! The replaced generation goes to the history table, never away.
 
-use super::{clock, lines, reflect_key, tokens, Failed, Job, Memory, RunAs};
+use super::{clock, lines, reflect_key, Failed, Job, Memory, RunAs};
+use crate::ir::tokens;
 use crate::ir::Message;
 use crate::store::{observations, Generation, StoreError};
 use std::sync::Arc;

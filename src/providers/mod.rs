@@ -9,10 +9,8 @@ mod gemini;
 mod listing;
 mod openai;
 pub mod replay;
-mod schema;
 mod window;
 
-pub(crate) use anthropic::{finish_reason_to_stop, turns as anthropic_turns, DEFAULT_MAX_TOKENS};
 pub use listing::Model;
 
 use crate::config::{Models, ProviderConfig, ProviderKind, ResponsesMode};
@@ -22,53 +20,14 @@ use crate::ir::{ChatChunk, ChatRequest, ChatResponse, PassthroughRequest};
 use crate::upstream::retry::Budget;
 use crate::upstream::slots::Slots;
 use crate::upstream::{Client, UpstreamRequest, UpstreamResponse};
+use crate::wire::common::json;
+use crate::wire::openai::StreamUsage;
+use crate::wire::{anthropic as anthropic_wire, gemini as gemini_wire, openai as openai_wire};
 use futures_lite::future;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// Request fields of OpenAI's API and of other gateways and SDKs (OpenRouter's `models` and
-/// `provider`, the Vercel AI SDK's `providerOptions`) that a native vendor API does not know and
-/// would reject: an adapter maps the ones with an equivalent and drops the rest. Fields not listed
-/// pass through, so a vendor's new parameter works before memgate knows it.
-const FOREIGN: [&str; 35] = [
-    "stream_options",
-    "n",
-    "frequency_penalty",
-    "presence_penalty",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "seed",
-    "response_format",
-    "parallel_tool_calls",
-    "user",
-    "max_completion_tokens",
-    "max_tokens",
-    "stop",
-    "reasoning_effort",
-    "modalities",
-    "audio",
-    "prediction",
-    "store",
-    "service_tier",
-    "functions",
-    "function_call",
-    "web_search_options",
-    "verbosity",
-    "metadata",
-    "prompt_cache_key",
-    "safety_identifier",
-    "prompt_cache_retention",
-    "max_tool_calls",
-    "models",
-    "provider",
-    "route",
-    "transforms",
-    "providerOptions",
-    "plugins",
-];
 
 /// A configured upstream, ready to build requests. Its Debug hides the key.
 pub struct Provider {
@@ -218,9 +177,9 @@ impl Provider {
         match self.kind {
             ProviderKind::Openai | ProviderKind::Replay => {
                 let usage = match self.refuses_stream_options.load(Ordering::Relaxed) {
-                    true => openai::StreamUsage::Refused,
-                    false if self.stream_usage => openai::StreamUsage::Ask,
-                    false => openai::StreamUsage::AsSent,
+                    true => StreamUsage::Refused,
+                    false if self.stream_usage => StreamUsage::Ask,
+                    false => StreamUsage::AsSent,
                 };
                 Ok(openai::chat_request(&self.base_url, key, req, usage))
             }
@@ -232,9 +191,9 @@ impl Provider {
     /// A complete chat answer from the provider's body.
     pub fn chat_response(&self, body: &[u8]) -> Result<ChatResponse, ApiError> {
         match self.kind {
-            ProviderKind::Openai | ProviderKind::Replay => openai::parse(body),
-            ProviderKind::Anthropic => anthropic::chat_response(body),
-            ProviderKind::Gemini => gemini::chat_response(body),
+            ProviderKind::Openai | ProviderKind::Replay => openai_wire::parse(body),
+            ProviderKind::Anthropic => anthropic_wire::chat_response(body),
+            ProviderKind::Gemini => gemini_wire::chat_response(body),
         }
     }
 
@@ -247,9 +206,9 @@ impl Provider {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         match self.kind {
-            ProviderKind::Openai | ProviderKind::Replay => Decoder::Openai(openai::Decoder::new(include_usage)),
-            ProviderKind::Anthropic => Decoder::Anthropic(anthropic::Decoder::new(include_usage)),
-            ProviderKind::Gemini => Decoder::Gemini(gemini::Decoder::new(include_usage)),
+            ProviderKind::Openai | ProviderKind::Replay => Decoder::Openai(openai_wire::Decoder::new(include_usage)),
+            ProviderKind::Anthropic => Decoder::Anthropic(anthropic_wire::Decoder::new(include_usage)),
+            ProviderKind::Gemini => Decoder::Gemini(gemini_wire::Decoder::new(include_usage)),
         }
     }
 
@@ -277,8 +236,8 @@ impl Provider {
     /// An embeddings answer in OpenAI's shape (`data[].embedding` as floats).
     pub fn embeddings_response(&self, body: &[u8], model: &str) -> Result<Value, ApiError> {
         match self.kind {
-            ProviderKind::Gemini => gemini::embeddings_response(body, model),
-            _ => openai::parse(body),
+            ProviderKind::Gemini => gemini_wire::embeddings_response(body, model),
+            _ => openai_wire::parse(body),
         }
     }
 
@@ -412,8 +371,8 @@ impl Provider {
         }
         match self.kind {
             ProviderKind::Openai | ProviderKind::Replay => ApiError::from_upstream(status, body),
-            ProviderKind::Anthropic => anthropic::error(status, body),
-            ProviderKind::Gemini => gemini::error(status, body),
+            ProviderKind::Anthropic => anthropic_wire::error(status, body),
+            ProviderKind::Gemini => gemini_wire::error(status, body),
         }
     }
 }
@@ -421,23 +380,18 @@ impl Provider {
 /// Reads one provider's stream events into chat chunks.
 #[derive(Debug)]
 pub enum Decoder {
-    Openai(openai::Decoder),
-    Anthropic(anthropic::Decoder),
-    Gemini(gemini::Decoder),
+    Openai(openai_wire::Decoder),
+    Anthropic(anthropic_wire::Decoder),
+    Gemini(gemini_wire::Decoder),
 }
 
 impl Decoder {
-    /// A decoder of Anthropic's stream, for a Messages stream passed through.
-    pub fn anthropic() -> Decoder {
-        Decoder::Anthropic(anthropic::Decoder::new(false))
-    }
-
     /// The chunks one event carries; `Err` when the provider reported an error mid-stream.
     pub fn event(&mut self, ev: &sse::Event) -> Result<Vec<ChatChunk>, ApiError> {
         match self {
-            Decoder::Openai(d) => d.event(ev),
-            Decoder::Anthropic(d) => d.event(ev),
-            Decoder::Gemini(d) => d.event(ev),
+            Decoder::Openai(d) => d.event(&ev.data),
+            Decoder::Anthropic(d) => d.event(ev.event.as_deref(), &ev.data),
+            Decoder::Gemini(d) => d.event(&ev.data),
         }
     }
 
@@ -454,8 +408,8 @@ impl Decoder {
     pub fn include_usage(&self) -> bool {
         match self {
             Decoder::Openai(d) => d.include_usage,
-            Decoder::Anthropic(d) => d.include_usage,
-            Decoder::Gemini(d) => d.include_usage,
+            Decoder::Anthropic(d) => d.stream.include_usage,
+            Decoder::Gemini(d) => d.stream.include_usage,
         }
     }
 
@@ -469,21 +423,23 @@ impl Decoder {
     }
 }
 
-/// Parses a provider body, naming the provider's fault when it is not what its API promises.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let cut = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        ApiError::bad_gateway(format!("upstream sent an unreadable body ({e}): {cut}"))
-    })
-}
-
-/// A vendor error of a type memgate does not know, classed by its status; one that came with
-/// a success status (inside a stream) is the upstream's failure, 502.
-fn unnamed_error(status: u16, message: String) -> ApiError {
-    match status {
-        400..=499 => ApiError::new(status, "invalid_request_error", None, message),
-        500.. => ApiError::new(status, "server_error", None, message),
-        _ => ApiError::new(502, "server_error", None, message),
+/// A request upstream: the provider's own `headers` first, then the `accept` every provider is
+/// sent (JSON answers and event streams alike), then its credential header.
+fn request(
+    method: http_types::Method,
+    url: String,
+    mut headers: Vec<(&'static str, String)>,
+    credential: Option<(&'static str, String)>,
+    body: Vec<u8>,
+) -> UpstreamRequest {
+    headers.push(("accept", "application/json, text/event-stream".to_owned()));
+    headers.extend(credential);
+    UpstreamRequest {
+        method,
+        url,
+        headers,
+        body,
+        gives_way: None,
     }
 }
 
@@ -505,11 +461,6 @@ fn names_missing_route(e: &ApiError) -> bool {
 /// Whether `needle` occurs in `haystack`.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Seconds since the epoch, for the `created` field of translated answers.
-fn created() -> u64 {
-    crate::clock::now_ms() / 1000
 }
 
 #[cfg(test)]

@@ -1,22 +1,15 @@
-//! OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, Ollama, LM Studio, OpenRouter…).
-//!
-//! The IR is this format, so the adapter only frames requests and parses bodies; every field it
-//! does not know rides through in the IR's `rest` maps.
+//! OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, Ollama, LM Studio, OpenRouter…): paths
+//! under the base URL and a bearer credential; the body is [`crate::wire::openai`]'s.
 
-use crate::error::ApiError;
-use crate::http::sse;
-use crate::ir::{ChatChunk, ChatRequest, Usage};
+use crate::ir::ChatRequest;
 use crate::upstream::UpstreamRequest;
+use crate::wire::openai::{chat_body, StreamUsage};
 use http_types::Method;
-use serde::de::DeserializeOwned;
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
-use serde_json::Value;
+use serde::Serialize;
 
 /// A JSON POST to `base_url + path` with a bearer credential if there is one.
 pub(super) fn post(base_url: &str, path: &str, key: Option<&str>, body: &impl Serialize) -> UpstreamRequest {
-    let body = serde_json::to_vec(body).unwrap_or_default();
-    request(Method::Post, base_url, path, key, body)
+    request(Method::Post, base_url, path, key, super::json(body))
 }
 
 /// A GET of `base_url + path` (the model list).
@@ -25,22 +18,11 @@ pub(super) fn get(base_url: &str, path: &str, key: Option<&str>) -> UpstreamRequ
 }
 
 fn request(method: Method, base_url: &str, path: &str, key: Option<&str>, body: Vec<u8>) -> UpstreamRequest {
-    let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
-    if let Some(k) = key {
-        headers.push(("authorization", format!("Bearer {k}")));
-    }
-    UpstreamRequest {
-        method,
-        url: format!("{base_url}{path}"),
-        headers,
-        body,
-        gives_way: None,
-    }
+    let credential = key.map(|k| ("authorization", format!("Bearer {k}")));
+    super::request(method, format!("{base_url}{path}"), Vec::new(), credential, body)
 }
 
-/// A chat request as is, less the `thinking_blocks` memgate keeps on assistant turns for
-/// Anthropic (OpenAI refuses fields it does not know on a message); see [`Wire`] for what is
-/// added.
+/// A chat request for `base_url`; see [`chat_body`] for what changes on the way.
 pub(super) fn chat_request(
     base_url: &str,
     key: Option<&str>,
@@ -51,35 +33,8 @@ pub(super) fn chat_request(
     // (llama-cpp-python, Ollama) ignore `max_completion_tokens`, and would generate until the
     // context is full.
     let mirror = !serves_openai_models(base_url);
-    if !req.messages.iter().any(|m| m.rest.contains_key("thinking_blocks")) {
-        return post(base_url, "/chat/completions", key, &Wire { req, mirror, usage });
-    }
-    let mut req = req.clone();
-    for m in &mut req.messages {
-        m.rest.remove("thinking_blocks");
-    }
-    post(
-        base_url,
-        "/chat/completions",
-        key,
-        &Wire {
-            req: &req,
-            mirror,
-            usage,
-        },
-    )
-}
-
-/// What a stream's `stream_options` become upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StreamUsage {
-    /// `include_usage: true` added (other options kept).
-    Ask,
-    /// As the client sent them (`stream_usage = false`).
-    AsSent,
-    /// The upstream refuses the field: left out when it only asks for usage (memgate's own ask,
-    /// or a translation's), which memgate then gives by estimate; a client's other options kept.
-    Refused,
+    let body = chat_body(req, mirror, usage);
+    request(Method::Post, base_url, "/chat/completions", key, body)
 }
 
 /// Whether `base_url` is OpenAI's own API or Azure's (whose reasoning models refuse
@@ -90,118 +45,11 @@ fn serves_openai_models(base_url: &str) -> bool {
     host == "api.openai.com" || host.ends_with(".azure.com")
 }
 
-/// A chat request serialised as it goes upstream, without copying its messages: a stream asks
-/// for its usage chunk (`stream_options.include_usage`, other options kept) as `usage` says,
-/// which the [`Decoder`] keeps from a client that did not ask for it, since without it usage,
-/// rate limits and metrics would count nothing; with `mirror`, `max_completion_tokens` is sent
-/// as `max_tokens` too, unless that is given.
-struct Wire<'a> {
-    req: &'a ChatRequest,
-    mirror: bool,
-    usage: StreamUsage,
-}
-
-impl Serialize for Wire<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let req = self.req;
-        let mirrored = self
-            .mirror
-            .then(|| req.rest.get("max_completion_tokens"))
-            .flatten()
-            .filter(|_| !req.rest.contains_key("max_tokens"));
-        let rewrite = req.is_stream() && self.usage != StreamUsage::AsSent;
-        if !rewrite && mirrored.is_none() {
-            return req.serialize(s);
-        }
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("model", &req.model)?;
-        map.serialize_entry("messages", &req.messages)?;
-        if let Some(stream) = req.stream {
-            map.serialize_entry("stream", &stream)?;
-        }
-        let mut asked = false;
-        for (k, v) in &req.rest {
-            if k == "stream_options" && rewrite {
-                let mut options = v.as_object().cloned().unwrap_or_default();
-                asked = true;
-                match self.usage {
-                    StreamUsage::Refused if options.keys().all(|k| k == "include_usage") => continue,
-                    StreamUsage::Refused | StreamUsage::AsSent => {}
-                    StreamUsage::Ask => {
-                        options.insert("include_usage".to_owned(), Value::Bool(true));
-                    }
-                }
-                map.serialize_entry(k, &options)?;
-            } else {
-                map.serialize_entry(k, v)?;
-            }
-            if k == "max_completion_tokens" {
-                if let Some(max) = mirrored {
-                    map.serialize_entry("max_tokens", max)?;
-                }
-            }
-        }
-        if rewrite && !asked && self.usage == StreamUsage::Ask {
-            map.serialize_entry("stream_options", &serde_json::json!({"include_usage": true}))?;
-        }
-        map.end()
-    }
-}
-
-pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    super::parse_json(body)
-}
-
-/// Chat chunks as they come; `data: [DONE]` ends the answer. The usage the upstream reports is
-/// kept; a client that did not ask for it (`include_usage`) gets no usage chunk, as from OpenAI.
-#[derive(Debug, Default)]
-pub struct Decoder {
-    pub finished: bool,
-    pub include_usage: bool,
-    pub usage: Option<Usage>,
-}
-
-impl Decoder {
-    pub fn new(include_usage: bool) -> Decoder {
-        Decoder {
-            include_usage,
-            ..Decoder::default()
-        }
-    }
-
-    pub fn event(&mut self, ev: &sse::Event) -> Result<Vec<ChatChunk>, ApiError> {
-        if ev.data == "[DONE]" {
-            self.finished = true;
-            return Ok(Vec::new());
-        }
-        let value: Value = match serde_json::from_str(&ev.data) {
-            Ok(v) => v,
-            // Not JSON (a keep-alive some servers send as data): nothing for the client.
-            Err(_) => return Ok(Vec::new()),
-        };
-        if value.get("error").is_some() {
-            return Err(ApiError::from_upstream(502, ev.data.as_bytes()));
-        }
-        let Ok(mut chunk) = serde_json::from_value::<ChatChunk>(value) else {
-            return Ok(Vec::new());
-        };
-        if chunk.usage.is_some() {
-            self.usage.clone_from(&chunk.usage);
-            if !self.include_usage {
-                chunk.usage = None;
-                if chunk.choices.is_empty() {
-                    return Ok(Vec::new());
-                }
-            }
-        }
-        Ok(vec![chunk])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use serde_json::Value;
 
     fn sent(base_url: &str, req: Value) -> Value {
         sent_with(base_url, req, StreamUsage::Ask)
@@ -276,22 +124,5 @@ mod tests {
         assert!(sent(local, json!({"model": "m", "messages": [], "stream": false}))
             .get("stream_options")
             .is_none());
-    }
-
-    #[test]
-    fn a_usage_chunk_is_kept_from_a_client_that_did_not_ask() {
-        let usage = r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
-        let text = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#;
-        let ev = |d: &str| sse::Event {
-            event: None,
-            data: d.to_owned(),
-        };
-        for asked in [false, true] {
-            let mut d = Decoder::new(asked);
-            assert_eq!(d.event(&ev(text)).unwrap().len(), 1);
-            assert_eq!(d.event(&ev(usage)).unwrap().len(), usize::from(asked));
-            assert_eq!(d.usage.as_ref().map(|u| u.total_tokens), Some(5));
-            assert!(d.event(&ev("[DONE]")).unwrap().is_empty() && d.finished);
-        }
     }
 }

@@ -95,7 +95,7 @@ pub struct StoredMessage {
     pub seq: u64,
     /// As the model saw it: role, content (text or parts), tool calls, tool call id.
     pub message: Message,
-    /// The local estimate (see `memory::tokens`).
+    /// The local estimate (see `ir::tokens`).
     pub tokens: u64,
     pub created_at: u64,
     /// An answer cut short (the client left or the upstream broke off).
