@@ -553,7 +553,7 @@ pub enum Admin {
 
 impl Admin {
     pub fn open(dir: &Path) -> Result<Admin, String> {
-        match Store::open(dir) {
+        match Store::open_reporting(dir, crate::notify::extend_timeout) {
             Ok(store) => Ok(Admin::Local(store)),
             Err(StoreError::Locked(db)) => {
                 let sock = dir.join(SOCKET_FILE);
