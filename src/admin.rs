@@ -26,7 +26,7 @@ const STARTUP_WAIT: Duration = Duration::from_secs(3);
 
 /// An admin operation: what the CLI asks for, and what [`execute`] carries out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     KeysCreate,
     KeysList,
     KeysRevoke,
@@ -50,7 +50,7 @@ impl Op {
     ];
 
     /// Its name on the wire ([`AdminRequest::op`]).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Op::KeysCreate => "keys.create",
             Op::KeysList => "keys.list",
@@ -65,7 +65,7 @@ impl Op {
 
     /// The operation a wire name stands for; `None` for one this memgate does not know (a newer
     /// client's).
-    pub fn from_name(name: &str) -> Option<Op> {
+    fn from_name(name: &str) -> Option<Op> {
         Op::ALL.into_iter().find(|op| op.name() == name)
     }
 }
@@ -102,7 +102,7 @@ pub struct AdminRequest {
 
 impl AdminRequest {
     /// A request for `op`, its other fields empty.
-    pub fn new(op: Op) -> AdminRequest {
+    pub(crate) fn new(op: Op) -> AdminRequest {
         AdminRequest {
             op: op.name().to_owned(),
             ..<AdminRequest as Default>::default()

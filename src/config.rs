@@ -1,8 +1,7 @@
 //! `memgate.toml`: parsing, defaults, validation and the zero-config provider set.
 //!
 //! Config types deny unknown fields, so a typo is an error naming the key and its line rather
-//! than a setting silently ignored. Tables later features fill in (`[memory]`, `[retry]`,
-//! `[limits]`, `[fallbacks]`) are accepted now so a config written today keeps parsing.
+//! than a setting silently ignored.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -86,7 +86,7 @@ const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
     ),
     (
         "providers -> memory",
-        "a provider's translation reads memory's context markers (moves to wire)",
+        "Gemini's translation takes a message's text with memory's content_text (moves to wire)",
     ),
     (
         "api -> app",
