@@ -24,12 +24,62 @@ pub const SOCKET_FILE: &str = "admin.sock";
 /// How long the CLI waits for a server that holds the database but is still opening its socket.
 const STARTUP_WAIT: Duration = Duration::from_secs(3);
 
+/// An admin operation: what the CLI asks for, and what [`execute`] carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    KeysCreate,
+    KeysList,
+    KeysRevoke,
+    ThreadsList,
+    ThreadsShow,
+    ThreadsDelete,
+    Forget,
+    Usage,
+}
+
+impl Op {
+    const ALL: [Op; 8] = [
+        Op::KeysCreate,
+        Op::KeysList,
+        Op::KeysRevoke,
+        Op::ThreadsList,
+        Op::ThreadsShow,
+        Op::ThreadsDelete,
+        Op::Forget,
+        Op::Usage,
+    ];
+
+    /// Its name on the wire ([`AdminRequest::op`]).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::KeysCreate => "keys.create",
+            Op::KeysList => "keys.list",
+            Op::KeysRevoke => "keys.revoke",
+            Op::ThreadsList => "threads.list",
+            Op::ThreadsShow => "threads.show",
+            Op::ThreadsDelete => "threads.delete",
+            Op::Forget => "forget",
+            Op::Usage => "usage",
+        }
+    }
+
+    /// The operation a wire name stands for; `None` for one this memgate does not know (a newer
+    /// client's).
+    fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.name() == name)
+    }
+}
+
+/// How a server answers an op it does not know. A client tells it apart by its text, because
+/// the servers that send it are older ones, which know no other way to say so.
+const UNKNOWN_OP: &str = "unknown admin operation";
+
 /// One command. Fields an op does not use are left out (older clients send only `op` and
 /// `name`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct AdminRequest {
-    /// `keys.create`, `keys.list`, `keys.revoke`, `threads.list`, `threads.show`,
-    /// `threads.delete`, `forget` or `usage`.
+    /// An [`Op`]'s name. A string rather than the enum, so that an op this server does not
+    /// know still parses and is answered with [`UNKNOWN_OP`].
     pub op: String,
     /// The key name (`keys.create`, `keys.revoke`).
     pub name: Option<String>,
@@ -48,6 +98,16 @@ pub struct AdminRequest {
     /// `keys.create`: the key's own limits.
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+}
+
+impl AdminRequest {
+    /// A request for `op`, its other fields empty.
+    pub(crate) fn new(op: Op) -> AdminRequest {
+        AdminRequest {
+            op: op.name().to_owned(),
+            ..<AdminRequest as Default>::default()
+        }
+    }
 }
 
 /// Its Debug hides a new key.
@@ -78,35 +138,40 @@ pub fn execute(store: &Store, req: &AdminRequest) -> AdminReply {
             .as_deref()
             .ok_or_else(|| StoreError::Conflict(format!("{} needs a name", req.op)))
     };
-    let result = match req.op.as_str() {
-        "keys.create" => name()
+    let Some(op) = Op::from_name(&req.op) else {
+        return AdminReply {
+            error: Some(format!("{UNKNOWN_OP} {:?}", req.op)),
+            ..<AdminReply as Default>::default()
+        };
+    };
+    let result = match op {
+        Op::KeysCreate => name()
             .and_then(|n| store.create_key(n, req.rpm, req.tpm))
             .map(|k| AdminReply {
                 key: Some(k),
                 ..<AdminReply as Default>::default()
             }),
-        "keys.list" => store.list_keys().map(|k| AdminReply {
+        Op::KeysList => store.list_keys().map(|k| AdminReply {
             keys: Some(k),
             ..<AdminReply as Default>::default()
         }),
-        "keys.revoke" => name()
+        Op::KeysRevoke => name()
             .and_then(|n| store.revoke_key(n))
             .map(|()| <AdminReply as Default>::default()),
-        "threads.list" => list_threads(store, req.tenant.as_deref(), req.resource.as_deref()).map(text),
-        "usage" => usage(store, req).map(text),
-        "threads.show" => id(req)
+        Op::ThreadsList => list_threads(store, req.tenant.as_deref(), req.resource.as_deref()).map(text),
+        Op::Usage => usage(store, req).map(text),
+        Op::ThreadsShow => id(req)
             .and_then(|id| show_thread(store, req.tenant.as_deref(), id))
             .map(text),
-        "threads.delete" => id(req)
+        Op::ThreadsDelete => id(req)
             .and_then(|id| delete_thread(store, req.tenant.as_deref(), id))
             .map(text),
-        "forget" => req
+        Op::Forget => req
             .resource
             .as_deref()
             .ok_or_else(|| StoreError::Conflict("forget needs a resource".to_owned()))
             .and_then(|r| forget(store, req.tenant.as_deref(), r))
             .map(text),
-        other => Err(StoreError::Conflict(format!("unknown admin operation {other:?}"))),
     };
     result.unwrap_or_else(|e| AdminReply {
         error: Some(e.to_string()),
@@ -553,7 +618,7 @@ pub enum Admin {
 
 impl Admin {
     pub fn open(dir: &Path) -> Result<Admin, String> {
-        match Store::open(dir) {
+        match Store::open_reporting(dir, crate::notify::extend_timeout) {
             Ok(store) => Ok(Admin::Local(store)),
             Err(StoreError::Locked(db)) => {
                 let sock = dir.join(SOCKET_FILE);
@@ -593,7 +658,7 @@ impl Admin {
             }
         };
         match reply.error {
-            Some(e) if e.starts_with("unknown admin operation") && matches!(self, Admin::Remote(_)) => Err(format!(
+            Some(e) if e.starts_with(UNKNOWN_OP) && matches!(self, Admin::Remote(_)) => Err(format!(
                 "{e}: the running server is an older memgate; restart it to use this command"
             )),
             Some(e) => Err(e),

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 done, 1 the command failed (the reason on one stderr line), 2 bad usage.
 
-use crate::admin::{Admin, AdminRequest};
+use crate::admin::{Admin, AdminRequest, Op};
 use crate::config::{Config, Source};
 use crate::reload::ConfigFile;
 use std::io::Write;
@@ -226,9 +226,24 @@ fn usage<T>(msg: impl Into<String>) -> Result<T, Fail> {
     Err(Fail::Usage(msg.into()))
 }
 
+/// What a command line asks for, parsed and checked before anything runs.
+enum Command {
+    /// Text for stdout (help, the version).
+    Print(String),
+    Serve(Opts),
+    CheckConfig(Opts),
+    /// An admin operation, on the file itself or through the running server's socket.
+    Admin {
+        opts: Opts,
+        op: Op,
+        req: Box<AdminRequest>,
+    },
+    Eval(crate::eval::Options),
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    let (msg, code) = match run(&args) {
+    let (msg, code) = match command(&args).and_then(run) {
         Ok(()) => return 0,
         Err(Fail::Failed(e)) => (e, 1),
         Err(Fail::Usage(e)) => (e, 2),
@@ -237,10 +252,10 @@ pub fn main(args: Vec<String>) -> i32 {
     code
 }
 
-fn run(args: &[String]) -> Result<(), Fail> {
+fn command(args: &[String]) -> Result<Command, Fail> {
+    let print = |text: &str| Ok(Command::Print(text.to_owned()));
     let Some(cmd) = args.first() else {
-        out(HELP);
-        return Ok(());
+        return print(HELP);
     };
     if cmd == "eval" {
         return eval(&args[1..]);
@@ -250,11 +265,44 @@ fn run(args: &[String]) -> Result<(), Fail> {
         no_filters(&opts, cmd, cmd)?;
     }
     match cmd.as_str() {
-        "--version" | "-V" | "version" => out(&format!("memgate {}\n", env!("CARGO_PKG_VERSION"))),
-        "--help" | "-h" | "help" => out(HELP),
-        "serve" if opts.help => out(SERVE_HELP),
+        "--version" | "-V" | "version" => Ok(Command::Print(format!("memgate {}\n", env!("CARGO_PKG_VERSION")))),
+        "--help" | "-h" | "help" => print(HELP),
+        "serve" if opts.help => print(SERVE_HELP),
         "serve" => {
             no_positional(&opts, "serve")?;
+            Ok(Command::Serve(opts))
+        }
+        "check-config" if opts.help => print(CHECK_HELP),
+        "check-config" => {
+            no_positional(&opts, "check-config")?;
+            Ok(Command::CheckConfig(opts))
+        }
+        "keys" if opts.help => print(KEYS_HELP),
+        "keys" => keys(opts),
+        "threads" if opts.help => print(THREADS_HELP),
+        "threads" => threads(opts),
+        "forget" if opts.help => print(FORGET_HELP),
+        "forget" => forget(opts),
+        "usage" if opts.help => print(USAGE_HELP),
+        "usage" => {
+            no_positional(&opts, "usage")?;
+            let req = AdminRequest {
+                tenant: opts.tenant.clone(),
+                from: opts.from.clone(),
+                to: opts.to.clone(),
+                group_by: opts.group_by.clone(),
+                ..AdminRequest::new(Op::Usage)
+            };
+            Ok(admin(opts, Op::Usage, req))
+        }
+        other => usage(format!("unknown command {other:?}; see `memgate --help`")),
+    }
+}
+
+fn run(cmd: Command) -> Result<(), Fail> {
+    match cmd {
+        Command::Print(text) => out(&text),
+        Command::Serve(opts) => {
             let (config, source) = opts.load()?;
             // SIGHUP reads the same file again, with the same command-line overrides.
             let file = match source {
@@ -269,9 +317,7 @@ fn run(args: &[String]) -> Result<(), Fail> {
             };
             crate::serve::run(config, file)?;
         }
-        "check-config" if opts.help => out(CHECK_HELP),
-        "check-config" => {
-            no_positional(&opts, "check-config")?;
+        Command::CheckConfig(opts) => {
             let (config, source) = opts.load()?;
             // Providers are built as `serve` builds them, so a replay dir that does not load fails here too.
             crate::router::Router::new(&config)?;
@@ -284,30 +330,24 @@ fn run(args: &[String]) -> Result<(), Fail> {
                 config.to_masked_toml()
             ));
         }
-        "keys" if opts.help => out(KEYS_HELP),
-        "keys" => keys(&opts)?,
-        "threads" if opts.help => out(THREADS_HELP),
-        "threads" => threads(&opts)?,
-        "forget" if opts.help => out(FORGET_HELP),
-        "forget" => forget(&opts)?,
-        "usage" if opts.help => out(USAGE_HELP),
-        "usage" => {
-            no_positional(&opts, "usage")?;
-            call_text(
-                &opts,
-                AdminRequest {
-                    op: "usage".to_owned(),
-                    tenant: opts.tenant.clone(),
-                    from: opts.from.clone(),
-                    to: opts.to.clone(),
-                    group_by: opts.group_by.clone(),
-                    ..AdminRequest::default()
-                },
-            )?
+        Command::Admin { opts, op, req } => call(&opts, op, &req)?,
+        Command::Eval(options) => {
+            // The per-request log would bury the progress line; RUST_LOG brings it back.
+            if std::env::var_os("RUST_LOG").is_none() {
+                log::set_max_level(log::LevelFilter::Warn);
+            }
+            crate::eval::run(options)?;
         }
-        other => return usage(format!("unknown command {other:?}; see `memgate --help`")),
     }
     Ok(())
+}
+
+fn admin(opts: Opts, op: Op, req: AdminRequest) -> Command {
+    Command::Admin {
+        opts,
+        op,
+        req: Box::new(req),
+    }
 }
 
 fn no_positional(opts: &Opts, cmd: &str) -> Result<(), Fail> {
@@ -333,38 +373,75 @@ fn no_filters(opts: &Opts, what: &str, help: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Sends a thread command (locally or to the server) and prints the text it renders.
-fn call_text(opts: &Opts, req: AdminRequest) -> Result<(), Fail> {
+/// Sends an admin request (to the file, or to the running server) and prints its answer.
+fn call(opts: &Opts, op: Op, req: &AdminRequest) -> Result<(), Fail> {
     let (config, _) = opts.load()?;
     let admin = Admin::open(&config.data_dir())?;
-    let reply = admin.call(&req)?;
-    out(&reply.text.unwrap_or_default());
+    let reply = admin.call(req)?;
+    match op {
+        Op::KeysCreate => out(&format!("{}\n", reply.key.unwrap_or_default())),
+        Op::KeysRevoke => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "revoked key {:?}",
+                req.name.as_deref().unwrap_or_default()
+            );
+        }
+        Op::KeysList => {
+            let mut text = String::from("NAME\tHINT\tCREATED\tSTATUS\tRPM\tTPM\n");
+            let limit = |l: Option<u64>| l.map_or("-".to_owned(), |n| n.to_string());
+            for k in reply.keys.unwrap_or_default() {
+                let status = k.revoked_at.map_or("active".to_owned(), |t| format!("revoked@{t}"));
+                text.push_str(&format!(
+                    "{}\t{}…\t{}\t{}\t{}\t{}\n",
+                    k.name,
+                    k.hint,
+                    k.created_at,
+                    status,
+                    limit(k.rpm),
+                    limit(k.tpm)
+                ));
+            }
+            out(&text);
+        }
+        // The thread commands, `forget` and `usage`: text the store side rendered.
+        Op::ThreadsList | Op::ThreadsShow | Op::ThreadsDelete | Op::Forget | Op::Usage => {
+            out(&reply.text.unwrap_or_default());
+        }
+    }
     Ok(())
 }
 
-fn threads(opts: &Opts) -> Result<(), Fail> {
+fn threads(opts: Opts) -> Result<Command, Fail> {
     let sub = opts.positional.first().map(String::as_str);
     let id = opts.positional.get(1).cloned();
     let extra = opts.positional.get(2);
-    let req = match (sub, &id, extra) {
-        (Some("list"), None, None) => AdminRequest {
-            op: "threads.list".to_owned(),
-            tenant: opts.tenant.clone(),
-            resource: opts.resource.clone(),
-            ..AdminRequest::default()
-        },
+    let (op, req) = match (sub, &id, extra) {
+        (Some("list"), None, None) => (
+            Op::ThreadsList,
+            AdminRequest {
+                tenant: opts.tenant.clone(),
+                resource: opts.resource.clone(),
+                ..AdminRequest::new(Op::ThreadsList)
+            },
+        ),
         (Some(s @ ("show" | "delete")), Some(_), None) => {
             if opts.resource.is_some() {
                 return usage(format!(
                     "threads {s} does not take --resource; see `memgate threads --help`"
                 ));
             }
-            AdminRequest {
-                op: format!("threads.{s}"),
+            let op = if s == "show" {
+                Op::ThreadsShow
+            } else {
+                Op::ThreadsDelete
+            };
+            let req = AdminRequest {
                 id,
                 tenant: opts.tenant.clone(),
-                ..AdminRequest::default()
-            }
+                ..AdminRequest::new(op)
+            };
+            (op, req)
         }
         (Some("show" | "delete"), None, _) => {
             return usage(format!(
@@ -391,11 +468,11 @@ fn threads(opts: &Opts) -> Result<(), Fail> {
             return usage(format!("{flag} needs a non-empty value"));
         }
     }
-    call_text(opts, req)
+    Ok(admin(opts, op, req))
 }
 
-fn forget(opts: &Opts) -> Result<(), Fail> {
-    no_positional(opts, "forget")?;
+fn forget(opts: Opts) -> Result<Command, Fail> {
+    no_positional(&opts, "forget")?;
     let resource = match opts.resource.as_deref() {
         Some(r) if !r.is_empty() => r.to_owned(),
         _ => {
@@ -405,32 +482,27 @@ fn forget(opts: &Opts) -> Result<(), Fail> {
     if opts.tenant.as_deref() == Some("") {
         return usage("--tenant needs a non-empty value; leave it out to forget the resource for every tenant");
     }
-    call_text(
-        opts,
-        AdminRequest {
-            op: "forget".to_owned(),
-            tenant: opts.tenant.clone(),
-            resource: Some(resource),
-            ..AdminRequest::default()
-        },
-    )
+    let req = AdminRequest {
+        tenant: opts.tenant.clone(),
+        resource: Some(resource),
+        ..AdminRequest::new(Op::Forget)
+    };
+    Ok(admin(opts, Op::Forget, req))
 }
 
-fn keys(opts: &Opts) -> Result<(), Fail> {
+fn keys(opts: Opts) -> Result<Command, Fail> {
     let sub = opts.positional.first().map(String::as_str);
     let name = opts.positional.get(1).cloned();
     let op = match (sub, &name, opts.positional.len()) {
-        (Some("create"), Some(_), 2) => "keys.create",
-        (Some("revoke"), Some(_), 2) => "keys.revoke",
-        (Some("list"), None, 1) => "keys.list",
+        (Some("create"), Some(_), 2) => Op::KeysCreate,
+        (Some("revoke"), Some(_), 2) => Op::KeysRevoke,
+        (Some("list"), None, 1) => Op::KeysList,
         _ => return usage("usage: memgate keys create NAME | list | revoke NAME; see `memgate keys --help`"),
     };
-    let (config, _) = opts.load()?;
-    let admin = Admin::open(&config.data_dir())?;
     let limit = |flag: &str, v: &Option<String>| -> Result<Option<u64>, Fail> {
         match v {
             None => Ok(None),
-            Some(_) if op != "keys.create" => usage(format!("{flag} goes with `memgate keys create`")),
+            Some(_) if op != Op::KeysCreate => usage(format!("{flag} goes with `memgate keys create`")),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(Some(n)),
                 _ => usage(format!("{flag} needs a positive whole number, not {v:?}")),
@@ -438,48 +510,23 @@ fn keys(opts: &Opts) -> Result<(), Fail> {
         }
     };
     let (rpm, tpm) = (limit("--rpm", &opts.rpm)?, limit("--tpm", &opts.tpm)?);
-    let reply = admin.call(&AdminRequest {
-        op: op.to_owned(),
-        name: name.clone(),
+    let req = AdminRequest {
+        name,
         rpm,
         tpm,
-        ..AdminRequest::default()
-    })?;
-    match op {
-        "keys.create" => out(&format!("{}\n", reply.key.unwrap_or_default())),
-        "keys.revoke" => {
-            let _ = writeln!(std::io::stderr(), "revoked key {:?}", name.unwrap_or_default());
-        }
-        _ => {
-            let mut text = String::from("NAME\tHINT\tCREATED\tSTATUS\tRPM\tTPM\n");
-            let limit = |l: Option<u64>| l.map_or("-".to_owned(), |n| n.to_string());
-            for k in reply.keys.unwrap_or_default() {
-                let status = k.revoked_at.map_or("active".to_owned(), |t| format!("revoked@{t}"));
-                text.push_str(&format!(
-                    "{}\t{}…\t{}\t{}\t{}\t{}\n",
-                    k.name,
-                    k.hint,
-                    k.created_at,
-                    status,
-                    limit(k.rpm),
-                    limit(k.tpm)
-                ));
-            }
-            out(&text);
-        }
-    }
-    Ok(())
+        ..AdminRequest::new(op)
+    };
+    Ok(admin(opts, op, req))
 }
 
 /// `memgate eval longmemeval …`: its own flags, so the other commands' stay as they are.
-fn eval(args: &[String]) -> Result<(), Fail> {
+fn eval(args: &[String]) -> Result<Command, Fail> {
     let mut flags: std::collections::HashMap<&str, String> = Default::default();
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if matches!(a.as_str(), "--help" | "-h") {
-            out(EVAL_HELP);
-            return Ok(());
+            return Ok(Command::Print(EVAL_HELP.to_owned()));
         }
         let (flag, inline) = match a.split_once('=') {
             Some((k, v)) if a.starts_with("--") => (k, Some(v.to_owned())),
@@ -562,11 +609,7 @@ fn eval(args: &[String]) -> Result<(), Fail> {
         (None, _) if key_given => return usage("--key goes with --url (the gateway started in process needs no key)"),
         _ => {}
     }
-    // The per-request log would bury the progress line; RUST_LOG brings it back.
-    if std::env::var_os("RUST_LOG").is_none() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-    crate::eval::run(crate::eval::Options {
+    Ok(Command::Eval(crate::eval::Options {
         data: data.into(),
         model,
         judge,
@@ -579,6 +622,5 @@ fn eval(args: &[String]) -> Result<(), Fail> {
         url,
         key,
         config,
-    })?;
-    Ok(())
+    }))
 }

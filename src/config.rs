@@ -1,8 +1,7 @@
 //! `memgate.toml`: parsing, defaults, validation and the zero-config provider set.
 //!
 //! Config types deny unknown fields, so a typo is an error naming the key and its line rather
-//! than a setting silently ignored. Tables later features fill in (`[memory]`, `[retry]`,
-//! `[limits]`, `[fallbacks]`) are accepted now so a config written today keeps parsing.
+//! than a setting silently ignored.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,6 +18,8 @@ const DEFAULT_MAX_BODY: u64 = 32 << 20;
 const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
 /// Requests served at once when `[limits] max_in_flight` is unset; beyond it a fast 503.
 const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
+/// Upstream statuses retried when `[retry] statuses` is not set.
+pub const DEFAULT_RETRY_STATUSES: [u16; 6] = [429, 500, 502, 503, 504, 529];
 /// The smallest `context_window` accepted: below it no memory context fits.
 pub const MIN_CONTEXT_WINDOW: u64 = 256;
 
@@ -407,9 +408,7 @@ pub struct RetryConfig {
 
 impl RetryConfig {
     pub fn statuses(&self) -> &[u16] {
-        self.statuses
-            .as_deref()
-            .unwrap_or(&crate::upstream::retry::DEFAULT_STATUSES)
+        self.statuses.as_deref().unwrap_or(&DEFAULT_RETRY_STATUSES)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -745,57 +744,6 @@ pub fn mask(secret: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn debug_output_never_holds_a_secret() {
-        let config = super::Config::parse(
-            "[providers.o]\nkind = \"openai\"\napi_key = \"sk-secret-config\"\n\
-             [providers.a]\nkind = \"anthropic\"\napi_key = \"sk-secret-config\"\n\
-             [providers.g]\nkind = \"gemini\"\napi_key = \"sk-secret-config\"\n",
-        )
-        .unwrap();
-        let router = crate::router::Router::new(&config).unwrap();
-        let caller = crate::auth::Caller {
-            tenant: "t_1".to_owned(),
-            byok: Some("sk-secret-byok".to_owned()),
-            limits: crate::limits::Limits::default(),
-        };
-        let req: crate::ir::ChatRequest =
-            serde_json::from_value(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-                .unwrap();
-        let mut shown = vec![format!("{config:?}"), format!("{router:#?}"), format!("{caller:?}")];
-        for model in ["o/m", "a/m", "g/m"] {
-            let route = router.resolve(model).unwrap();
-            for key in [Some("sk-secret-byok"), None] {
-                let upstream = route.provider.chat_request(&req, key).unwrap();
-                assert!(upstream.headers.iter().any(|(_, v)| v.contains("sk-secret")), "{model}");
-                shown.push(format!("{upstream:?}"));
-            }
-        }
-        let reply = crate::admin::AdminReply {
-            key: Some("msk_secret_new_key".to_owned()),
-            ..Default::default()
-        };
-        shown.push(format!("{reply:?}"));
-        let eval = crate::eval::Options {
-            data: "d".into(),
-            model: "m".to_owned(),
-            judge: "j".to_owned(),
-            limit: None,
-            concurrency: 1,
-            out: "o".into(),
-            url: None,
-            key: Some("msk_secret_eval".to_owned()),
-            config: None,
-        };
-        shown.push(format!("{eval:?}"));
-        for s in shown {
-            assert!(
-                !s.contains("sk-secret") && !s.contains("msk_secret"),
-                "a secret in Debug output: {s}"
-            );
-        }
-    }
-
     use super::*;
 
     #[test]

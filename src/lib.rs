@@ -1,10 +1,13 @@
 //! memgate: a small self-hosted LLM gateway with observational memory.
 //!
 //! A request flows through the modules in this order, and its answer back:
-//! `http` (connections, bodies, SSE) → `api` (the OpenAI surface: parse into the `ir`, render
-//! back) → `router` (model name → provider) → `providers` (endpoint and auth; the IR in the
-//! provider's format by `wire`) → `upstream` (pooled HTTP/TLS client). `store` holds the redb database; `auth` decides who
-//! calls; `admin` lets the CLI manage keys while the server runs.
+//! `http` (connections, bodies, SSE) → `api` (one handler per endpoint, OpenAI's and Anthropic's
+//! formats: parse into the `ir`, render back) → `memory` (context in front, observations after)
+//! → `router` (model name → provider and fallbacks) → `providers` (endpoint and auth; the IR in
+//! the provider's format by `wire`) → `upstream` (pooled HTTP/TLS client, retries). `exchange`
+//! gives memory its model calls. `store` holds the redb database; `auth` decides who calls;
+//! `admin` lets the CLI manage keys and memory while the server runs. The modules sit in layers
+//! (README, "Layout"), which `tests/layers.rs` checks.
 
 #![forbid(unsafe_code)]
 

@@ -5,7 +5,7 @@
 //! (not run by systemd, or `Type=simple`) every call does nothing.
 
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Sends `state`, newline-separated `KEY=VALUE` lines such as `READY=1` or `STATUS=…`.
 ///
@@ -47,15 +47,10 @@ pub async fn watchdog(every: Duration) {
 /// How much more start (or stop) time to ask for while a long step runs.
 const EXTEND_BY: Duration = Duration::from_secs(30);
 
-/// Asks systemd for [`EXTEND_BY`] more time, at most once per second of `last`: called from
-/// redb's repair callback while a database that was not closed cleanly is checked at start,
-/// so `Type=notify`'s start timeout does not kill a long repair.
-pub fn extend_timeout(last: &std::sync::Mutex<Option<Instant>>) {
-    let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-        return;
-    }
-    *last = Some(Instant::now());
+/// Asks systemd for [`EXTEND_BY`] more time: the store calls it (at most once a second) while
+/// a database that was not closed cleanly is repaired, so `Type=notify`'s start timeout does not
+/// kill a long repair.
+pub fn extend_timeout() {
     send(&format!(
         "EXTEND_TIMEOUT_USEC={}\nSTATUS=repairing the database (it was not closed cleanly)",
         EXTEND_BY.as_micros()

@@ -9,11 +9,12 @@
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::Server;
+use crate::http::{Server, ServerOptions};
 use crate::router::Router;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Command-line settings that win over the file's (`--listen`, `--data-dir`), put over it again
 /// on each reload.
@@ -84,7 +85,7 @@ impl Live {
         applied.timeouts.shutdown_ms = new.timeouts.shutdown_ms;
         let waiting = differences(&applied, &new);
         app.set_router(router);
-        server.set_options(crate::serve::server_options(&applied));
+        server.set_options(server_options(&applied));
         log::info!("reloaded config {path}: providers {}", applied.provider_names());
         if !waiting.is_empty() {
             log::warn!(
@@ -95,6 +96,18 @@ impl Live {
         }
         crate::notify::send(&format!("STATUS=serving; config reloaded from {path}"));
         self.config = applied;
+    }
+}
+
+/// Connection limits from the config.
+pub(crate) fn server_options(config: &Config) -> ServerOptions {
+    ServerOptions {
+        header_timeout: Duration::from_millis(config.timeouts.header_ms),
+        keepalive_timeout: Duration::from_millis(config.timeouts.keepalive_ms),
+        max_connections: config
+            .limits
+            .max_connections
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
     }
 }
 

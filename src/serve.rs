@@ -11,10 +11,11 @@
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::{Server, ServerOptions};
+use crate::http::Server;
 use crate::notify;
-use crate::reload::{ConfigFile, Live};
+use crate::reload::{server_options, ConfigFile, Live};
 use crate::store::{Store, StoreError};
+use crate::usage::FLUSH_EVERY;
 use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
 use smol::{Task, Timer};
@@ -29,7 +30,7 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
     let listen = config.listen_addr()?;
     config.check_exposure(listen)?;
     let data_dir = config.data_dir();
-    let store = Store::open(&data_dir).map_err(|e| match e {
+    let store = Store::open_reporting(&data_dir, notify::extend_timeout).map_err(|e| match e {
         StoreError::Locked(p) => format!(
             "{} is in use: another memgate is running with this data_dir; stop it or pass --data-dir",
             p.display()
@@ -67,7 +68,7 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
             data_dir.display(),
             live.config().provider_names()
         );
-        crate::runtime::spawn(crate::usage::flusher(Arc::downgrade(&app))).detach();
+        crate::runtime::spawn(flush_usage(Arc::downgrade(&app))).detach();
         notify::send(&format!("READY=1\nSTATUS=serving on http://{bound}"));
         if let Some(every) = notify::watchdog_interval() {
             crate::runtime::spawn(notify::watchdog(every)).detach();
@@ -100,15 +101,14 @@ pub fn run(config: Config, file: Option<ConfigFile>) -> Result<(), String> {
 /// Why a shutdown started when the store died.
 const DEAD_STORE: &str = "the database cannot be reopened";
 
-/// Connection limits from the config.
-pub(crate) fn server_options(config: &Config) -> ServerOptions {
-    ServerOptions {
-        header_timeout: Duration::from_millis(config.timeouts.header_ms),
-        keepalive_timeout: Duration::from_millis(config.timeouts.keepalive_ms),
-        max_connections: config
-            .limits
-            .max_connections
-            .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+/// Writes the usage ledger every [`FLUSH_EVERY`] for as long as the app lives.
+pub(crate) async fn flush_usage(app: std::sync::Weak<App>) {
+    loop {
+        Timer::after(FLUSH_EVERY).await;
+        let Some(app) = app.upgrade() else { return };
+        if let Err(e) = app.usage.flush(&app.store).await {
+            log::warn!("usage counts could not be written yet ({e}); they are kept and retried");
+        }
     }
 }
 

@@ -67,17 +67,6 @@ impl Ledger {
     }
 }
 
-/// Writes the ledger every [`FLUSH_EVERY`] for as long as the app lives.
-pub async fn flusher(app: std::sync::Weak<crate::app::App>) {
-    loop {
-        smol::Timer::after(FLUSH_EVERY).await;
-        let Some(app) = app.upgrade() else { return };
-        if let Err(e) = app.usage.flush(&app.store).await {
-            log::warn!("usage counts could not be written yet ({e}); they are kept and retried");
-        }
-    }
-}
-
 /// The `tags` of a request: strings, sorted, joined by commas (one usage dimension).
 pub fn tags(v: Option<&serde_json::Value>) -> String {
     let mut t: Vec<&str> = v

@@ -73,20 +73,21 @@ impl Gateway {
         config.limits.max_in_flight = None;
         config.limits.max_connections = None;
         config.memory.observer_model.get_or_insert_with(|| model.to_owned());
-        let store = Store::open(&dir).map_err(|e| format!("cannot open a database in {}: {e}", dir.display()))?;
+        let store = Store::open_reporting(&dir, crate::notify::extend_timeout)
+            .map_err(|e| format!("cannot open a database in {}: {e}", dir.display()))?;
         let listener = smol::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let app = Arc::new(App::new(&config, addr, store)?);
-        let server = Server::new(crate::serve::server_options(&config));
+        let server = Server::new(crate::reload::server_options(&config));
         let handler_app = app.clone();
         let handler = move |req, peer| crate::api::handle(handler_app.clone(), req, peer);
         let serving = {
             let server = server.clone();
             crate::runtime::spawn(async move { server.serve(listener, handler).await })
         };
-        crate::runtime::spawn(crate::usage::flusher(Arc::downgrade(&app))).detach();
+        crate::runtime::spawn(crate::serve::flush_usage(Arc::downgrade(&app))).detach();
         log::info!("eval: in-process gateway on http://{addr} (data in {})", dir.display());
         Ok(Gateway {
             base: format!("http://{addr}"),

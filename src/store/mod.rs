@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     quota: AtomicU64,
     /// The file had to be repaired when it was opened (it was not closed cleanly).
     repaired: Arc<AtomicBool>,
+    /// Told while a repair runs (see [`Store::open_reporting`]).
+    on_repair: fn(),
 }
 
 /// A store that cannot write: why, since when, and how many probes have failed since.
@@ -168,17 +170,22 @@ pub struct Reader {
 }
 
 /// Opens the file with our settings (creating it if `create`); `Locked` when another handle
-/// holds it. Sets `repaired` if the file was not closed cleanly and had to be repaired.
-fn open_db(path: &Path, create: bool, repaired: &Arc<AtomicBool>) -> Result<Database, StoreError> {
+/// holds it. Sets `repaired` if the file was not closed cleanly and had to be repaired, and
+/// calls `on_repair` at most once a second while it is.
+fn open_db(path: &Path, create: bool, repaired: &Arc<AtomicBool>, on_repair: fn()) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     let shown = path.display().to_string();
-    let (last, flag) = (Mutex::new(None), repaired.clone());
+    let (last, flag) = (Mutex::new(None::<Instant>), repaired.clone());
     // A file not closed cleanly (kill -9, power loss) is walked whole before it opens. Progress
     // is for debugging only: the CLI, which may open such a file too, keeps stderr clean.
     builder.set_cache_size(CACHE_BYTES).set_repair_callback(move |session| {
         flag.store(true, Ordering::Relaxed);
         log::debug!("repairing {shown}: {:.0}%", session.progress() * 100.0);
-        crate::notify::extend_timeout(&last);
+        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+        if !last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            on_repair();
+        }
     });
     let opened = if create {
         builder.create(path)
@@ -221,7 +228,7 @@ impl Shared {
         let until = Instant::now() + REOPEN_WAIT;
         loop {
             // Never `create`: a file that vanished must not come back empty.
-            match open_db(&self.path, false, &self.repaired) {
+            match open_db(&self.path, false, &self.repaired, self.on_repair) {
                 Ok(db) => {
                     *self.db.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
                     self.reopened.notify_all();
@@ -266,6 +273,13 @@ impl Shared {
 impl Store {
     /// Opens (creating if needed) `dir/memgate.redb`; the directory is created private (0700).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_reporting(dir, || {})
+    }
+
+    /// [`Store::open`], calling `on_repair` at most once a second while redb repairs a file that
+    /// was not closed cleanly (at start, or when reopening after a failed write): a long repair
+    /// can then tell a supervisor that it is making progress (systemd's `EXTEND_TIMEOUT_USEC`).
+    pub fn open_reporting(dir: &Path, on_repair: fn()) -> Result<Store, StoreError> {
         create_private_dir(dir).map_err(|e| {
             StoreError::Failed(format!(
                 "cannot create data_dir {}: {e}; set data_dir or --data-dir to a writable directory",
@@ -276,13 +290,14 @@ impl Store {
         private_file(&path)?;
         let repaired = Arc::new(AtomicBool::new(false));
         let db = Arc::new(Shared {
-            db: Mutex::new(Some(Arc::new(open_db(&path, true, &repaired)?))),
+            db: Mutex::new(Some(Arc::new(open_db(&path, true, &repaired, on_repair)?))),
             reopened: Condvar::new(),
             path,
             failing: Mutex::new(None),
             dead: async_channel::bounded(1),
             quota: AtomicU64::new(0),
             repaired,
+            on_repair,
         });
         let store = Store {
             writer: Arc::new(writer::Writer::start(db.clone())?),

@@ -20,9 +20,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// once and may fall back, rather than hanging on.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
-/// Statuses retried when `[retry] statuses` is not set.
-pub const DEFAULT_STATUSES: [u16; 6] = [429, 500, 502, 503, 504, 529];
-
 /// Whether a 500's body says that the request can never succeed, however often it is sent: a
 /// server that lacks the capability asked for (llama.cpp's "does not support embeddings",
 /// llama-cpp-python's "must be created with embedding=True", "not supported"), or one that
