@@ -530,17 +530,17 @@ fn seen_with(mock: &Mock, marker: &str) -> Option<Value> {
         .find(|r| r["body"].as_str().unwrap_or_default().contains(marker))
 }
 
-#[test]
-fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
-    let fixtures = temp_dir("slots-fixtures");
-    // An observer answer streamed over about 4 s, as a small CPU model generates it.
-    let observation = "<observations>\nDate: Dec 3, 2026\n* 🔴 (10:00) User is called Alex and lives in Lisbon.\n* 🟡 (10:01) User keeps a journal of walks by the river and chapters read.\n</observations>";
+/// A gateway whose provider `local` is a one-slot mock (as llama-cpp-python serves) with
+/// `slots = 1`, memory observing through it with `message_tokens = 300` and the `[memory]`
+/// lines `memory`; the observer's answer `observation` is streamed `gap_ms` per word.
+fn single_slot(name: &str, observation: &str, gap_ms: u64, memory: &str) -> (Mock, Gateway) {
+    let fixtures = temp_dir(&format!("{name}-fixtures"));
     scripted_stream(
         &fixtures,
         "010_observer",
         &["observer of memgate", "\"stream\":true"],
         observation,
-        150,
+        gap_ms,
     );
     scripted(
         &fixtures,
@@ -548,13 +548,20 @@ fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
         chat_fixture(&["\"messages\""], &["observer of memgate"]),
         "Hello!",
     );
-    // One request at a time, as llama-cpp-python serves them.
     let mock = Mock::start_with(fixtures.to_str().unwrap(), &["--slots", "1"]);
     let gw = Gateway::start(&format!(
         "default_provider = \"local\"\n[memory]\nobserver_model = \"local/smollm2\"\nmessage_tokens = 300\n\
-         buffer_tokens = 0\ngive_way_ms = 200\nquiet_ms = 300\n{}",
+         buffer_tokens = 0\n{memory}{}",
         provider("local", &mock, "context_window = 8192\nslots = 1")
     ));
+    (mock, gw)
+}
+
+#[test]
+fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
+    // An observer answer streamed over about 4 s, as a small CPU model generates it.
+    let observation = "<observations>\nDate: Dec 3, 2026\n* 🔴 (10:00) User is called Alex and lives in Lisbon.\n* 🟡 (10:01) User keeps a journal of walks by the river and chapters read.\n</observations>";
+    let (mock, gw) = single_slot("slots", observation, 150, "give_way_ms = 200\nquiet_ms = 300\n");
     seed(&gw, "alex", "alex", &long_history(12));
     // The observer run started by the seeded messages streams its call…
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -620,28 +627,9 @@ fn on_a_single_slot_server_a_memory_call_gives_way_to_a_clients_request() {
 /// and as the same call non-streamed was before `slots`.
 #[test]
 fn a_streamed_memory_call_without_upstream_usage_is_still_accounted() {
-    let fixtures = temp_dir("slots-usage-fixtures");
     let observation =
         "<observations>\nDate: Dec 3, 2026\n* 🔴 (10:00) User is called Alex and lives in Lisbon.\n</observations>";
-    scripted_stream(
-        &fixtures,
-        "010_observer",
-        &["observer of memgate", "\"stream\":true"],
-        observation,
-        0,
-    );
-    scripted(
-        &fixtures,
-        "020_chat",
-        chat_fixture(&["\"messages\""], &["observer of memgate"]),
-        "Hello!",
-    );
-    let mock = Mock::start_with(fixtures.to_str().unwrap(), &["--slots", "1"]);
-    let gw = Gateway::start(&format!(
-        "default_provider = \"local\"\n[memory]\nobserver_model = \"local/smollm2\"\nmessage_tokens = 300\n\
-         buffer_tokens = 0\n{}",
-        provider("local", &mock, "context_window = 8192\nslots = 1")
-    ));
+    let (_mock, gw) = single_slot("slots-usage", observation, 0, "");
     seed(&gw, "alex", "alex", &long_history(12));
     let r = wait_record(&gw, "alex", "an observer run", |r| {
         r["observerRuns"].as_u64() >= Some(1)

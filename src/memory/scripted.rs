@@ -111,6 +111,15 @@ mod tests {
             .unwrap()
     }
 
+    /// The observation record of `thread`'s scope (empty when none was written).
+    fn record_of(memory: &Memory, thread: &ThreadRecord) -> ObservationRecord {
+        let reader = memory.store.read().unwrap();
+        reader
+            .observations(&memory.scope_key(thread))
+            .unwrap()
+            .unwrap_or_default()
+    }
+
     /// One observer run on [`said`]'s thread, the model answering `answers`.
     fn observe(
         name: &str,
@@ -131,13 +140,7 @@ mod tests {
     #[test]
     fn an_observer_run_stores_the_observations_and_moves_the_cursor() {
         let (models, memory, thread, dir) = observe("scripted-observe", vec![Ok(ANSWER.to_owned())]);
-        let record = memory
-            .store
-            .read()
-            .unwrap()
-            .observations(&memory.scope_key(&thread))
-            .unwrap()
-            .unwrap();
+        let record = record_of(&memory, &thread);
         assert!(
             record.text.contains("* 🔴 (14:30) User stated their name is Alex"),
             "{}",
@@ -162,25 +165,17 @@ mod tests {
             "scripted-refused",
             vec![Ok("I'd be happy to help!".to_owned()), Ok(ANSWER.to_owned())],
         );
-        let reader = memory.store.read().unwrap();
-        let record = reader.observations(&memory.scope_key(&thread)).unwrap().unwrap();
+        let record = record_of(&memory, &thread);
         assert_eq!((record.observer_runs, record.refused), (1, 1));
         assert_eq!(models.calls.lock().unwrap().len(), 2);
         assert!(thread.cursor > 0);
-        drop(reader);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_call_that_gave_way_is_no_failure() {
         let (models, memory, thread, dir) = observe("scripted-gave-way", vec![Err(CallError::GaveWay)]);
-        let record = memory
-            .store
-            .read()
-            .unwrap()
-            .observations(&memory.scope_key(&thread))
-            .unwrap()
-            .unwrap_or_default();
+        let record = record_of(&memory, &thread);
         assert_eq!((thread.cursor, record.failures, record.text.as_str()), (0, 0, ""));
         // Not backing off: the next request past the threshold starts it again; but requests
         // stop waiting for it a while, since theirs is what it gives way to.
@@ -196,13 +191,7 @@ mod tests {
             "scripted-failed",
             vec![Err(CallError::Failed("upstream down".to_owned()))],
         );
-        let record = memory
-            .store
-            .read()
-            .unwrap()
-            .observations(&memory.scope_key(&thread))
-            .unwrap()
-            .unwrap_or_default();
+        let record = record_of(&memory, &thread);
         assert_eq!((thread.cursor, record.failures), (0, 1));
         assert!(memory.backing_off(&observe_key("t_a", "a")));
         assert_eq!(*models.runs.lock().unwrap(), [(Job::Observer, false)]);
